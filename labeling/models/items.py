@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from .projects import Project
+from .taxonomy import TaxonomyVersion
+
+
+class Item(models.Model):
+    class Split(models.TextChoices):
+        UNASSIGNED = "", "Unassigned"
+        TRAIN = "train", "Train"
+        VAL = "val", "Validation"
+        TEST = "test", "Test"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="items")
+    text = models.TextField(help_text="Text as stored, after PII masking.")
+    raw_text = models.TextField(blank=True, help_text="Unmasked text; only when the project opts in.")
+    normalized_text = models.TextField()
+    text_hash = models.CharField(max_length=64, help_text="sha256 of the normalised, masked text.")
+    source = models.CharField(max_length=100, blank=True)
+    external_id = models.CharField(max_length=200, blank=True)
+    split = models.CharField(max_length=8, choices=Split.choices, blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    # Filled by active learning; higher means "label me sooner".
+    priority = models.FloatField(default=0.0, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "text_hash"], name="uniq_item_text_hash"),
+        ]
+        indexes = [models.Index(fields=["project", "split"])]
+
+    def __str__(self) -> str:
+        return self.text[:40]
+
+
+class GoldLabel(models.Model):
+    """The label training uses. One per item; `method` says how it was reached."""
+
+    class Method(models.TextChoices):
+        IMPORTED = "imported", "Imported"
+        SINGLE = "single", "Single annotator"
+        UNANIMOUS = "unanimous", "Unanimous"
+        MAJORITY = "majority", "Majority"
+        ADJUDICATED = "adjudicated", "Adjudicated"
+        REVIEW = "review", "Review"
+
+    item = models.OneToOneField(Item, on_delete=models.CASCADE, related_name="gold")
+    label_key = models.CharField(max_length=64)
+    taxonomy = models.ForeignKey(TaxonomyVersion, on_delete=models.PROTECT, related_name="gold_labels")
+    method = models.CharField(max_length=16, choices=Method.choices)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    # Set when a taxonomy change removed or split this label: training skips it until re-checked.
+    needs_recheck = models.BooleanField(default=False)
+    recheck_reason = models.CharField(max_length=200, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["label_key"])]
+
+
+class ImportJob(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="import_jobs")
+    file_path = models.CharField(max_length=500)
+    file_name = models.CharField(max_length=255)
+    file_format = models.CharField(max_length=8)  # jsonl | csv
+    source = models.CharField(max_length=100, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    total_lines = models.PositiveIntegerField(default=0)
+    processed_lines = models.PositiveIntegerField(default=0)
+    created_count = models.PositiveIntegerField(default=0)
+    duplicate_count = models.PositiveIntegerField(default=0)
+    rejected_count = models.PositiveIntegerField(default=0)
+    labeled_count = models.PositiveIntegerField(default=0)
+    # [{"line": 3, "reason": "..."}]; every rejected line is listed, nothing dropped silently.
+    rejections = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    task_id = models.CharField(max_length=64, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    @property
+    def progress(self) -> float:
+        return self.processed_lines / self.total_lines if self.total_lines else 0.0

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class Role(models.TextChoices):
+    OWNER = "owner", "Owner"
+    ANNOTATOR = "annotator", "Annotator"
+    REVIEWER = "reviewer", "Reviewer"
+
+
+class Project(models.Model):
+    slug = models.SlugField(max_length=64, unique=True, allow_unicode=False)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    language = models.CharField(max_length=16, default="zh-hans")
+    # Raw (unmasked) text is kept only when the owner opts in: PII stays out by default.
+    keep_raw_text = models.BooleanField(default=False)
+    max_text_chars = models.PositiveIntegerField(default=2000)
+    # Annotation overlap: k annotators per item, and a share of items that always get k >= 2.
+    overlap_k = models.PositiveSmallIntegerField(default=1)
+    agreement_share = models.FloatField(default=0.10)
+    agreement_threshold = models.FloatField(default=0.8)
+    show_model_suggestion = models.BooleanField(default=True)
+    # Abstention: the owner's target (precision on answered texts, or coverage).
+    abstain_target_kind = models.CharField(max_length=16, default="precision")
+    abstain_target = models.FloatField(default=0.9)
+    retrain_every_n_gold = models.PositiveIntegerField(default=50)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user", "role"], name="uniq_membership_role"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.role} @ {self.project.slug}"
+
+
+class ApiToken(models.Model):
+    """A project-scoped token for predict clients. Only a sha256 of the secret is stored."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12, db_index=True)
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from .items import Item
+from .projects import Project
+
+
+class ReviewTask(models.Model):
+    """One entry of the review queue. Filled by the predict log (abstained / low confidence) and by
+    label-quality checks; labeling stores what was suggested, never how a model computed it."""
+
+    class Kind(models.TextChoices):
+        ABSTAINED = "abstained", "Abstained prediction"
+        LOW_CONFIDENCE = "low_confidence", "Low-confidence prediction"
+        LABEL_ISSUE = "label_issue", "Likely mislabelled"
+        CONFLICT = "conflict", "Near-duplicate conflict"
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        RESOLVED = "resolved", "Resolved"
+
+    class Resolution(models.TextChoices):
+        CONFIRMED = "confirmed", "Confirmed"
+        CORRECTED = "corrected", "Corrected"
+        OUT_OF_SCOPE = "out_of_scope", "Out of scope"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="review_tasks")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="review_tasks")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    suggested_label = models.CharField(max_length=64, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    topk = models.JSONField(default=list, blank=True)  # [{"label": k, "probability": p}]
+    neighbours = models.JSONField(default=list, blank=True)  # [{"text", "label", "similarity"}]
+    model_version_ref = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    resolution = models.CharField(max_length=16, choices=Resolution.choices, blank=True)
+    resolved_label = models.CharField(max_length=64, blank=True)
+    comment = models.TextField(blank=True)
+    resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["project", "status", "kind"])]

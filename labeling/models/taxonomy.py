@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from django.db import models
+
+from .projects import Project
+
+
+class TaxonomyVersion(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        PUBLISHED = "published", "Published"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="taxonomy_versions")
+    number = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["project", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="uniq_taxonomy_number"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug} v{self.number} ({self.status})"
+
+    @property
+    def is_published(self) -> bool:
+        return self.status == self.Status.PUBLISHED
+
+
+class Label(models.Model):
+    taxonomy = models.ForeignKey(TaxonomyVersion, on_delete=models.CASCADE, related_name="labels")
+    key = models.CharField(max_length=64)
+    name = models.CharField(max_length=100)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    definition = models.TextField(blank=True)
+    decision_rules = models.TextField(blank=True)
+    examples = models.JSONField(default=list, blank=True)
+    counter_examples = models.JSONField(default=list, blank=True)
+    edge_cases = models.JSONField(default=list, blank=True)
+    hotkey = models.CharField(max_length=1, blank=True)
+    order = models.PositiveIntegerField(default=0)
+    is_fallback = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["taxonomy", "order", "key"]
+        constraints = [
+            models.UniqueConstraint(fields=["taxonomy", "key"], name="uniq_label_key"),
+            models.UniqueConstraint(
+                fields=["taxonomy"], condition=models.Q(is_fallback=True), name="one_fallback_per_taxonomy"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.key

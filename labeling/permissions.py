@@ -1,0 +1,68 @@
+"""Object permissions per project role. Views and pages ask these, never roles directly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404
+from rest_framework import permissions
+
+from labeling.models import Project, Role
+
+# What each action needs. An owner can do everything in their project.
+ACTION_ROLES: dict[str, set[str]] = {
+    "view": {Role.OWNER, Role.ANNOTATOR, Role.REVIEWER},
+    "annotate": {Role.OWNER, Role.ANNOTATOR},
+    "review": {Role.OWNER, Role.REVIEWER},
+    "adjudicate": {Role.OWNER, Role.REVIEWER},
+    "edit_taxonomy": {Role.OWNER},
+    "manage": {Role.OWNER},  # import, settings, tokens, training, publishing
+    "predict": {Role.OWNER, Role.REVIEWER, Role.ANNOTATOR},
+}
+
+
+def user_roles(user: Any, project: Project) -> set[str]:
+    if not getattr(user, "is_authenticated", False):
+        return set()
+    token = getattr(user, "api_token", None)
+    if token is not None:
+        # A token acts only on its own project, and only to predict.
+        return {"token"} if token.project_id == project.id else set()
+    if user.is_superuser:
+        return {Role.OWNER}
+    return set(project.memberships.filter(user=user).values_list("role", flat=True))
+
+
+def can(user: Any, project: Project, action: str) -> bool:
+    roles = user_roles(user, project)
+    if "token" in roles:
+        return action == "predict"
+    return bool(roles & ACTION_ROLES[action])
+
+
+def get_project_for(user: Any, slug: str, action: str) -> Project:
+    """The project, or 404 when the user is no member (hides existence), or 403 when the role is short."""
+    project = get_object_or_404(Project, slug=slug)
+    roles = user_roles(user, project)
+    if not roles:
+        from django.http import Http404
+
+        raise Http404("No such project.")
+    if not can(user, project, action):
+        raise PermissionDenied(f"Your role in this project does not allow '{action}'.")
+    return project
+
+
+class ProjectActionPermission(permissions.BasePermission):
+    """DRF permission: the view sets `project_action`; the URL carries `slug`."""
+
+    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
+        slug = view.kwargs.get("slug")
+        if slug is None:
+            return bool(request.user and request.user.is_authenticated)
+        action = getattr(view, "project_action", "view")
+        if request.method in permissions.SAFE_METHODS:
+            action = getattr(view, "project_read_action", action)
+        view.project = get_project_for(request.user, slug, action)
+        return True

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from labeling.models import Project, TaxonomyVersion
+
+
+class Route(models.TextChoices):
+    PROBE = "probe", "Route 1: frozen features + head"
+    TFIDF = "tfidf", "TF-IDF baseline"
+    LORA = "lora", "Route 2: LoRA decoder"
+    PREFIX = "prefix", "Route 3: prefix tuning"
+
+
+class TrainingRun(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="training_runs")
+    route = models.CharField(max_length=16, choices=Route.choices, default=Route.PROBE)
+    params = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    stage = models.CharField(max_length=64, blank=True)
+    progress = models.FloatField(default=0.0)
+    log = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    timings = models.JSONField(default=dict, blank=True)
+    task_id = models.CharField(max_length=64, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    trigger = models.CharField(max_length=32, default="manual")  # manual | auto_retrain | cli
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in {self.Status.QUEUED, self.Status.RUNNING}
+
+
+class ModelVersion(models.Model):
+    class Status(models.TextChoices):
+        CANDIDATE = "candidate", "Candidate"
+        PUBLISHED = "published", "Published"
+        ARCHIVED = "archived", "Archived"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
+    run = models.OneToOneField(TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="model_version")
+    number = models.PositiveIntegerField()
+    route = models.CharField(max_length=16, choices=Route.choices)
+    backbone_name = models.CharField(max_length=200, blank=True)
+    backbone_fingerprint = models.CharField(max_length=64, blank=True)
+    taxonomy = models.ForeignKey(TaxonomyVersion, on_delete=models.PROTECT, related_name="model_versions")
+    label_keys = models.JSONField(default=list)  # class order of the head's outputs
+    # [[item_id, label_key], ...]: exactly what the model was trained on.
+    training_snapshot = models.JSONField(default=list, blank=True)
+    artifacts_dir = models.CharField(max_length=500)
+    manifest = models.JSONField(default=dict, blank=True)  # {"files": {name: sha256}, ...}
+    metrics = models.JSONField(default=dict, blank=True)
+    temperature = models.FloatField(default=1.0)
+    threshold = models.FloatField(default=0.0)
+    class_thresholds = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CANDIDATE)
+    created_at = models.DateTimeField(auto_now_add=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="uniq_model_version_number"),
+            models.UniqueConstraint(
+                fields=["project"], condition=models.Q(status="published"), name="one_published_model_per_project"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug} model v{self.number} ({self.status})"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.project.slug}@v{self.number}"

@@ -1,0 +1,21 @@
+"""Tests: fast hashing, isolated data dir. DATABASE_URL still picks PostgreSQL in CI."""
+
+import tempfile
+from pathlib import Path
+
+from .base import *  # noqa: F403
+from .base import env_str
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+DATA_DIR = Path(env_str("SCENECLF_DATA_DIR", tempfile.mkdtemp(prefix="sceneclf-test-")))
+ARTIFACT_ROOT = DATA_DIR / "artifacts"
+FEATURE_CACHE_DIR = DATA_DIR / "features"
+UPLOAD_DIR = DATA_DIR / "uploads"
+# MODEL_ROOT stays where `manage.py backbones install` put the real weights.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+LANGUAGE_CODE = "en"
+CELERY_TASK_ALWAYS_EAGER = True  # most tests run tasks inline; tests/test_worker_roundtrip.py uses a real worker
+CELERY_TASK_EAGER_PROPAGATES = True

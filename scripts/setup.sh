@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Idempotent setup for `make run`: database, demo project, default backbone weights.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+PY=.venv/bin/python
+mkdir -p var
+$PY manage.py migrate --noinput
+$PY manage.py collectstatic --noinput >/dev/null
+$PY manage.py backbones install "${DEFAULT_BACKBONE:-multilingual-e5-small}"
+$PY manage.py bootstrap_demo

@@ -1,0 +1,40 @@
+"""Shared fixtures: users per role and a project with a published taxonomy."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from labeling.models import Role
+from labeling.services.projects import add_member, create_project
+
+
+@pytest.fixture
+def make_user(db):
+    def _make(username: str, password: str = "pw-for-tests"):
+        return get_user_model().objects.create_user(username=username, password=password)
+
+    return _make
+
+
+@pytest.fixture
+def owner(make_user):
+    return make_user("owner")
+
+
+@pytest.fixture
+def annotator(make_user):
+    return make_user("annotator")
+
+
+@pytest.fixture
+def reviewer(make_user):
+    return make_user("reviewer")
+
+
+@pytest.fixture
+def project(owner, annotator, reviewer):
+    project = create_project(slug="alpha", name="Alpha", owner=owner)
+    add_member(project=project, user=annotator, role=Role.ANNOTATOR)
+    add_member(project=project, user=reviewer, role=Role.REVIEWER)
+    return project
