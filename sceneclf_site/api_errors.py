@@ -34,7 +34,26 @@ class ConflictError(ServiceError):
     code = "conflict"
 
 
+class BrokerUnavailable(ServiceError):
+    status_code = 503
+    code = "broker_unavailable"
+
+
+BROKER_DOWN_MESSAGE = (
+    "The task queue (broker) is not reachable, so background work cannot start right now. "
+    "Nothing was lost: try again when the broker is back (see GET /api/v1/health)."
+)
+
+
+def is_broker_error(exc: BaseException) -> bool:
+    from kombu.exceptions import OperationalError
+
+    return isinstance(exc, OperationalError) or type(exc).__module__.startswith("redis.exceptions")
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if is_broker_error(exc):
+        exc = BrokerUnavailable(BROKER_DOWN_MESSAGE)
     if isinstance(exc, ServiceError):
         body = {"error": {"code": exc.code, "message": exc.message, "details": exc.details}}
         return Response(body, status=exc.status_code)

@@ -31,3 +31,11 @@ app.conf.update(
     result_expires=24 * 3600,
 )
 app.autodiscover_tasks()
+
+
+@app.task(name="sceneclf.ping", ignore_result=False)
+def ping() -> str:
+    """Answered by whichever worker consumes the queue it was sent to; the health check uses it."""
+    import socket
+
+    return socket.gethostname()

@@ -76,6 +76,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "sceneclf_site.middleware.BrokerUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "sceneclf_site.urls"
@@ -156,9 +157,7 @@ SPECTACULAR_SETTINGS = {
 # kombu's SQLAlchemy transport on a SQLite file: pure Python, no root, nothing to install.
 REDIS_URL = env_str("REDIS_URL", "")
 _EMBEDDED_BROKER_DB = DATA_DIR / "celery-broker.sqlite3"
-CELERY_BROKER_URL = env_str(
-    "CELERY_BROKER_URL", REDIS_URL or f"sqla+sqlite:///{_EMBEDDED_BROKER_DB}"
-)
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or f"sqla+sqlite:///{_EMBEDDED_BROKER_DB}")
 CELERY_RESULT_BACKEND = env_str(
     "CELERY_RESULT_BACKEND", REDIS_URL or f"db+sqlite:///{DATA_DIR / 'celery-results.sqlite3'}"
 )

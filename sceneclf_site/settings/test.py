@@ -19,3 +19,8 @@ STORAGES = {
 LANGUAGE_CODE = "en"
 CELERY_TASK_ALWAYS_EAGER = True  # most tests run tasks inline; tests/test_worker_roundtrip.py uses a real worker
 CELERY_TASK_EAGER_PROPAGATES = True
+STATIC_ROOT = DATA_DIR / "staticfiles"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+    # A file, not :memory:, so a real worker process started by a test sees the same database.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}  # noqa: F405
