@@ -1,4 +1,8 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from feedback.views import predictions
 
 app_name = "feedback"
-urlpatterns: list = []
+urlpatterns: list = [
+    path("projects/<slug:slug>/predictions/", predictions.predictions_page, name="predictions"),
+]

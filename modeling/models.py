@@ -88,3 +88,54 @@ class ModelVersion(models.Model):
     @property
     def ref(self) -> str:
         return f"{self.project.slug}@v{self.number}"
+
+
+# --- Active learning (appended by the active-learning engineer) ---------------------------------
+
+
+class ActiveLearningSettings(models.Model):
+    """The owner's active-learning choices for a project, and the bookkeeping of automatic triggers."""
+
+    class Strategy(models.TextChoices):
+        MARGIN_DIVERSE = "margin_diverse", "Margin + diversity (default)"
+        MARGIN = "margin", "Margin"
+        ENTROPY = "entropy", "Entropy"
+        LEAST_CONFIDENCE = "least_confidence", "Least confidence"
+        RANDOM = "random", "Random (control)"
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="active_learning")
+    strategy = models.CharField(max_length=32, choices=Strategy.choices, default=Strategy.MARGIN_DIVERSE)
+    batch_size = models.PositiveIntegerField(default=50)
+    auto_retrain = models.BooleanField(default=True)
+    # Highest item id seen by the last scoring: the beat task re-scores only when newer items arrived.
+    last_scored_item_id = models.BigIntegerField(default=0)
+    # A fixed sample of pool items on which successive models' predictions are compared (stopping signal).
+    stop_set_item_ids = models.JSONField(default=list, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.project.slug} AL ({self.strategy}, batch {self.batch_size})"
+
+
+class ActiveLearningRound(models.Model):
+    """One scoring of the unlabelled pool: which model and strategy chose which batch."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="active_learning_rounds")
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="active_learning_rounds"
+    )
+    strategy = models.CharField(max_length=32)  # the strategy actually used ("cold_start" without a model)
+    trigger = models.CharField(max_length=32, default="manual")  # manual | after_training | beat
+    batch_size = models.PositiveIntegerField()
+    pool_size = models.PositiveIntegerField()
+    gold_count = models.PositiveIntegerField()
+    batch_item_ids = models.JSONField(default=list, blank=True)
+    # Predicted label per stop-set item (same order as ActiveLearningSettings.stop_set_item_ids).
+    stop_set_predictions = models.JSONField(default=list, blank=True)
+    # Agreement with the previous round that used a different model version; null when not comparable.
+    agreement = models.FloatField(null=True, blank=True)
+    seconds = models.FloatField(default=0.0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]

@@ -1,4 +1,22 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from modeling.views import models_page
 
 app_name = "modeling"
-urlpatterns: list = []
+
+P = "projects/<slug:slug>/models"
+
+urlpatterns: list = [
+    path(f"{P}/", models_page.model_page, name="model_page"),
+    path(f"{P}/runs/", models_page.runs_partial, name="runs_partial"),
+    path(f"{P}/train/", models_page.train, name="train"),
+    path(f"{P}/extract/", models_page.extract, name="extract"),
+    path(f"{P}/runs/<int:run_id>/cancel/", models_page.cancel, name="run_cancel"),
+    path(f"{P}/rollback/", models_page.rollback, name="rollback"),
+    path(f"{P}/v<int:number>/", models_page.version_page, name="version"),
+    path(f"{P}/v<int:number>/publish/", models_page.publish, name="publish"),
+    path(f"{P}/v<int:number>/archive/", models_page.archive, name="archive"),
+]
+from modeling.views.active_learning import urls as active_learning_urls  # noqa: E402  (appended: AL page)
+
+urlpatterns += active_learning_urls

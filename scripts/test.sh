@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DJANGO_SETTINGS_MODULE=sceneclf_site.settings.test
 if [ -z "${REDIS_URL:-}" ]; then
-  export REDIS_URL="redis://127.0.0.1:6379/0"
+  export REDIS_URL="redis://127.0.0.1:6379/15"
 fi
 echo "tests: database ${DATABASE_URL:-sqlite (embedded)}; broker $REDIS_URL"
 exec .venv/bin/python -m pytest "$@"

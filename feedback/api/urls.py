@@ -1,4 +1,8 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from feedback.api.predict import PredictView
 
 app_name = "feedback_api"
-urlpatterns: list = []
+urlpatterns: list = [
+    path("projects/<slug:slug>/predict", PredictView.as_view(), name="predict"),
+]

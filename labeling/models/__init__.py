@@ -4,16 +4,23 @@ from .items import GoldLabel, ImportJob, Item
 from .projects import ApiToken, Membership, Project, Role
 from .review import ReviewTask
 from .taxonomy import Label, TaxonomyVersion
+from .workspace import AgreementReport, Annotation, Assignment, ItemSuggestion, Skip, WorkspaceSettings
 
 __all__ = [
+    "AgreementReport",
+    "Annotation",
     "ApiToken",
+    "Assignment",
     "GoldLabel",
     "ImportJob",
     "Item",
+    "ItemSuggestion",
     "Label",
     "Membership",
     "Project",
     "ReviewTask",
     "Role",
+    "Skip",
     "TaxonomyVersion",
+    "WorkspaceSettings",
 ]

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from .projects import Project
+
+PUBLISHED_IS_IMMUTABLE = "Published taxonomy versions are immutable; edit a new draft instead."
 
 
 class TaxonomyVersion(models.Model):
@@ -21,6 +24,9 @@ class TaxonomyVersion(models.Model):
         ordering = ["project", "-number"]
         constraints = [
             models.UniqueConstraint(fields=["project", "number"], name="uniq_taxonomy_number"),
+            models.UniqueConstraint(
+                fields=["project"], condition=models.Q(status="draft"), name="one_draft_taxonomy_per_project"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -29,6 +35,12 @@ class TaxonomyVersion(models.Model):
     @property
     def is_published(self) -> bool:
         return self.status == self.Status.PUBLISHED
+
+    def save(self, *args, **kwargs) -> None:
+        # Last line of defence behind the services: a stored published version never changes.
+        if self.pk and TaxonomyVersion.objects.filter(pk=self.pk, status=self.Status.PUBLISHED).exists():
+            raise ValidationError(PUBLISHED_IS_IMMUTABLE)
+        super().save(*args, **kwargs)
 
 
 class Label(models.Model):
@@ -56,3 +68,15 @@ class Label(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+    def _refuse_if_published(self) -> None:
+        if TaxonomyVersion.objects.filter(pk=self.taxonomy_id, status=TaxonomyVersion.Status.PUBLISHED).exists():
+            raise ValidationError(PUBLISHED_IS_IMMUTABLE)
+
+    def save(self, *args, **kwargs) -> None:
+        self._refuse_if_published()
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self._refuse_if_published()
+        return super().delete(*args, **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -13,14 +14,22 @@ from django.utils import timezone
 from labeling.authentication import hash_token
 from labeling.models import ApiToken, Membership, Project, Role
 from labeling.services.taxonomy import create_initial_draft
-from sceneclf_site.api_errors import NotFoundError, ServiceError
+from sceneclf_site.api_errors import ConflictError, NotFoundError, ServiceError
 
 User = get_user_model()
+SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 @transaction.atomic
 def create_project(*, slug: str, name: str, owner: Any | None = None, **settings_fields: Any) -> Project:
     """A project always starts with a draft taxonomy holding its fallback label (其他)."""
+    slug = (slug or "").strip()
+    if not SLUG_PATTERN.match(slug):
+        raise ServiceError(
+            "A slug uses up to 64 lowercase letters, digits, hyphens and underscores, starting with a letter or digit."
+        )
+    if not (name or "").strip():
+        raise ServiceError("A project needs a name.")
     if Project.objects.filter(slug=slug).exists():
         raise ServiceError(f"A project with slug '{slug}' already exists.", code="duplicate")
     project = Project.objects.create(slug=slug, name=name, **settings_fields)
@@ -37,8 +46,77 @@ def add_member(*, project: Project, user: Any, role: str) -> Membership:
     return membership
 
 
+@transaction.atomic
+def add_member_by_username(*, project: Project, username: str, role: str) -> Membership:
+    user = User.objects.filter(username=(username or "").strip()).first()
+    if user is None:
+        raise ServiceError(f"No user named '{username}'.", code="unknown_user")
+    return add_member(project=project, user=user, role=role)
+
+
+@transaction.atomic
 def remove_member(*, project: Project, user: Any, role: str) -> None:
+    # Lock the project's owner rows so two owners removing each other cannot leave it ownerless.
+    owners = list(Membership.objects.select_for_update().filter(project=project, role=Role.OWNER))
+    if role == Role.OWNER and [m.user_id for m in owners] == [user.pk]:
+        raise ConflictError("A project needs at least one owner; add another owner first.", code="last_owner")
     Membership.objects.filter(project=project, user=user, role=role).delete()
+
+
+def remove_membership(*, project: Project, membership_id: int) -> None:
+    membership = Membership.objects.filter(project=project, pk=membership_id).select_related("user").first()
+    if membership is None:
+        raise NotFoundError("No such membership in this project.")
+    remove_member(project=project, user=membership.user, role=membership.role)
+
+
+ABSTAIN_TARGET_KINDS = ("precision", "coverage")
+SETTINGS_FIELDS = (
+    "name",
+    "description",
+    "keep_raw_text",
+    "overlap_k",
+    "agreement_share",
+    "agreement_threshold",
+    "show_model_suggestion",
+    "abstain_target_kind",
+    "abstain_target",
+    "retrain_every_n_gold",
+)
+
+
+def _settings_problems(values: dict[str, Any]) -> dict[str, str]:
+    problems: dict[str, str] = {}
+    if not str(values["name"]).strip():
+        problems["name"] = "A project needs a name."
+    if not 1 <= values["overlap_k"] <= 10:
+        problems["overlap_k"] = "Annotators per item must be between 1 and 10."
+    for name in ("agreement_share", "agreement_threshold"):
+        if not 0.0 <= values[name] <= 1.0:
+            problems[name] = "Must be between 0 and 1."
+    if values["abstain_target_kind"] not in ABSTAIN_TARGET_KINDS:
+        problems["abstain_target_kind"] = f"Use one of: {', '.join(ABSTAIN_TARGET_KINDS)}."
+    if not 0.0 < values["abstain_target"] <= 1.0:
+        problems["abstain_target"] = "Must be above 0 and at most 1."
+    if values["retrain_every_n_gold"] < 1:
+        problems["retrain_every_n_gold"] = "Must be at least 1."
+    return problems
+
+
+@transaction.atomic
+def update_project_settings(*, project: Project, **changes: Any) -> Project:
+    """Change the owner-editable settings; every value is checked before anything is saved."""
+    unknown = sorted(set(changes) - set(SETTINGS_FIELDS))
+    if unknown:
+        raise ServiceError(f"Unknown or read-only project field(s): {', '.join(unknown)}.", code="unknown_field")
+    values = {name: changes.get(name, getattr(project, name)) for name in SETTINGS_FIELDS}
+    problems = _settings_problems(values)
+    if problems:
+        raise ServiceError("Invalid project settings.", code="invalid_settings", details=problems)
+    for name, value in changes.items():
+        setattr(project, name, value.strip() if isinstance(value, str) else value)
+    project.save(update_fields=list(changes) or None)
+    return project
 
 
 @dataclass(frozen=True)

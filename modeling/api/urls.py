@@ -1,4 +1,27 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from modeling.api import views
 
 app_name = "modeling_api"
-urlpatterns: list = []
+urlpatterns: list = [
+    path("projects/<slug:slug>/training-runs", views.TrainingRunListView.as_view(), name="run_list"),
+    path("projects/<slug:slug>/training-runs/<int:run_id>", views.TrainingRunDetailView.as_view(), name="run_detail"),
+    path(
+        "projects/<slug:slug>/training-runs/<int:run_id>/cancel",
+        views.TrainingRunCancelView.as_view(),
+        name="run_cancel",
+    ),
+    path("projects/<slug:slug>/models", views.ModelVersionListView.as_view(), name="version_list"),
+    path("projects/<slug:slug>/models/rollback", views.ModelRollbackView.as_view(), name="rollback"),
+    path("projects/<slug:slug>/models/<int:number>", views.ModelVersionDetailView.as_view(), name="version_detail"),
+    path(
+        "projects/<slug:slug>/models/<int:number>/publish",
+        views.ModelVersionPublishView.as_view(),
+        name="version_publish",
+    ),
+    path(
+        "projects/<slug:slug>/models/<int:number>/archive",
+        views.ModelVersionArchiveView.as_view(),
+        name="version_archive",
+    ),
+]

@@ -1,0 +1,165 @@
+"""The predict service: validate a request, run the published model, log every prediction (masked text
+only) and queue abstained texts for review."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+from feedback.models import PredictionLog
+from labeling.models import Project
+from modeling.services.serving import LoadedModel, ServedPrediction, get_serving_model, predict_with
+from sceneclf_site.api_errors import ServiceError
+
+logger = logging.getLogger(__name__)
+
+MAX_K = 20
+MAX_SESSION_ID = 128
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    texts: list[str]
+    single: bool  # the client sent "text" (one object back) rather than "texts" (a list back)
+    k: int = 3
+    session_id: str = ""
+    explain: bool = False
+
+
+def parse_predict_request(data: Any) -> PredictRequest:
+    """Checks shape and limits; the error names the field, the index and the limit."""
+    if not isinstance(data, dict):
+        raise ServiceError("The body must be a JSON object with 'text' or 'texts'.", code="invalid_body")
+    has_text, has_texts = "text" in data, "texts" in data
+    if has_text == has_texts:
+        raise ServiceError("Send exactly one of 'text' (a string) or 'texts' (a list of strings).", code="invalid_body")
+    max_texts, max_chars = int(settings.PREDICT_MAX_TEXTS), int(settings.PREDICT_MAX_CHARS)
+    if has_text:
+        texts = [data["text"]]
+    else:
+        texts = data["texts"]
+        if not isinstance(texts, list):
+            raise ServiceError("'texts' must be a list of strings.", code="invalid_texts")
+        if not texts:
+            raise ServiceError("'texts' is empty: send at least one text.", code="invalid_texts")
+        if len(texts) > max_texts:
+            raise ServiceError(
+                f"Too many texts: {len(texts)} sent, at most {max_texts} per request.",
+                code="too_many_texts",
+                details={"count": len(texts), "limit": max_texts},
+            )
+    for index, text in enumerate(texts):
+        where = "'text'" if has_text else f"texts[{index}]"
+        if not isinstance(text, str):
+            raise ServiceError(
+                f"{where} must be a string, got {type(text).__name__}.", code="invalid_text", details={"index": index}
+            )
+        if not text.strip():
+            raise ServiceError(f"{where} is empty.", code="empty_text", details={"index": index})
+        if len(text) > max_chars:
+            raise ServiceError(
+                f"{where} has {len(text)} characters; the limit is {max_chars}.",
+                code="text_too_long",
+                details={"index": index, "length": len(text), "limit": max_chars},
+            )
+    k = data.get("k", 3)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise ServiceError(f"'k' must be an integer from 1 to {MAX_K}.", code="invalid_k")
+    session_id = data.get("session_id", "") or ""
+    if not isinstance(session_id, str) or len(session_id) > MAX_SESSION_ID:
+        raise ServiceError(
+            f"'session_id' must be a string of at most {MAX_SESSION_ID} characters.", code="invalid_session_id"
+        )
+    explain = data.get("explain", False)
+    if not isinstance(explain, bool):
+        raise ServiceError("'explain' must be true or false.", code="invalid_explain")
+    return PredictRequest(texts=list(texts), single=has_text, k=k, session_id=session_id, explain=explain)
+
+
+def predict_for_project(*, project: Project, request: PredictRequest, token: Any | None = None) -> dict[str, Any]:
+    model = get_serving_model(project)
+    started = time.perf_counter()
+    predictions = predict_with(model, request.texts, k=request.k, explain=request.explain)
+    latency_ms = (time.perf_counter() - started) * 1000.0
+    request_ids = [uuid.uuid4() for _ in request.texts]
+    log_predictions(project, model, request, predictions, request_ids, latency_ms, token)
+    results = [
+        _result(model, prediction, request_id, request.explain)
+        for prediction, request_id in zip(predictions, request_ids, strict=True)
+    ]
+    if request.single:
+        return results[0]
+    return {"model_version": model.version_ref, "results": results}
+
+
+def _result(model: LoadedModel, p: ServedPrediction, request_id: uuid.UUID, explain: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "label": p.label,
+        "confidence": round(p.confidence, 6),
+        "topk": p.topk,
+        "abstained": p.abstained,
+        "model_version": model.version_ref,
+        "request_id": str(request_id),
+    }
+    if explain:
+        body["explain"] = {"neighbours": p.neighbours}
+    return body
+
+
+def mask_and_hash(text: str) -> tuple[str, str]:
+    """The masked, normalised text and its sha256, the same way labeling stores items."""
+    from labeling.pii import mask_pii  # imported lazily: labeling.pii is written by the items engineer
+
+    try:
+        from labeling.text import normalize_text
+    except ImportError:  # pragma: no cover - only while labeling.text is not there yet
+
+        def normalize_text(value: str) -> str:
+            return " ".join(value.split())
+
+    masked = normalize_text(mask_pii(normalize_text(text)))
+    return masked, hashlib.sha256(masked.encode("utf-8")).hexdigest()
+
+
+def log_predictions(
+    project: Project,
+    model: LoadedModel,
+    request: PredictRequest,
+    predictions: list[ServedPrediction],
+    request_ids: list[uuid.UUID],
+    latency_ms: float,
+    token: Any | None,
+) -> list[PredictionLog]:
+    """One PredictionLog per text (latency = the whole call's model time), then the review queue."""
+    rows = []
+    for text, prediction, request_id in zip(request.texts, predictions, request_ids, strict=True):
+        masked, text_hash = mask_and_hash(text)
+        rows.append(
+            PredictionLog(
+                project=project,
+                model_version_id=model.version_id,
+                request_id=request_id,
+                session_id=request.session_id,
+                token=token,
+                text_masked=masked,
+                text_hash=text_hash,
+                label=prediction.label,
+                confidence=prediction.confidence,
+                abstained=prediction.abstained,
+                topk=prediction.topk,
+                latency_ms=round(latency_ms, 3),
+            )
+        )
+    PredictionLog.objects.bulk_create(rows)
+    abstained = [(text, p) for text, p in zip(request.texts, predictions, strict=True) if p.abstained]
+    if abstained:
+        from feedback.services.review_queue import queue_abstained
+
+        queue_abstained(project, model.version_ref, abstained)
+    return rows

@@ -1,0 +1,172 @@
+"""REST endpoints for items: import jobs, item list, split and export. Thin: services decide."""
+
+from __future__ import annotations
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import permissions, serializers, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from labeling.models import ImportJob, Item, Project
+from labeling.permissions import ProjectActionPermission
+from labeling.selectors.items import EXPORT_FORMATS, export_lines, import_job_get, import_job_list, item_list
+from labeling.services.imports import start_import
+from labeling.services.splits import assign_splits
+
+PERMISSIONS = [permissions.IsAuthenticated, ProjectActionPermission]
+
+
+class ImportJobSerializer(serializers.ModelSerializer):
+    progress = serializers.FloatField(read_only=True)
+    rejections = serializers.ListField(child=serializers.DictField(), read_only=True)
+
+    class Meta:
+        model = ImportJob
+        fields = [
+            "id", "status", "file_name", "file_format", "source", "total_lines", "processed_lines", "progress",
+            "created_count", "duplicate_count", "rejected_count", "labeled_count", "rejections", "error",
+            "created_at", "finished_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class ImportUploadSerializer(serializers.Serializer):
+    file = serializers.FileField()
+    source = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+
+
+class ImportListCreateApi(APIView):
+    permission_classes = PERMISSIONS
+    project_action = "manage"
+    project_read_action = "view"
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(responses=ImportJobSerializer(many=True))
+    def get(self, request: Request, slug: str) -> Response:
+        jobs = import_job_list(self.project)[:50]
+        return Response(ImportJobSerializer(jobs, many=True).data)
+
+    @extend_schema(request={"multipart/form-data": ImportUploadSerializer}, responses={202: ImportJobSerializer})
+    def post(self, request: Request, slug: str) -> Response:
+        upload = ImportUploadSerializer(data=request.data)
+        upload.is_valid(raise_exception=True)
+        job = start_import(
+            project=self.project,
+            content=upload.validated_data["file"],
+            file_name=upload.validated_data["file"].name,
+            source=upload.validated_data["source"],
+            created_by=request.user,
+        )
+        return Response(ImportJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ImportDetailApi(APIView):
+    permission_classes = PERMISSIONS
+    project_action = "view"
+
+    @extend_schema(responses=ImportJobSerializer)
+    def get(self, request: Request, slug: str, job_id: int) -> Response:
+        return Response(ImportJobSerializer(import_job_get(self.project, job_id)).data)
+
+
+class ItemSerializer(serializers.ModelSerializer):
+    label = serializers.CharField(source="gold.label_key", default=None, read_only=True)
+    method = serializers.CharField(source="gold.method", default=None, read_only=True)
+
+    class Meta:
+        model = Item
+        fields = ["id", "external_id", "text", "label", "method", "split", "source", "metadata", "created_at"]
+        read_only_fields = fields
+
+
+class ItemFilterSerializer(serializers.Serializer):
+    q = serializers.CharField(required=False, allow_blank=True, default="")
+    split = serializers.ChoiceField(choices=["train", "val", "test", "unassigned"], required=False)
+    label = serializers.CharField(required=False, allow_blank=True, default="")
+    has_gold = serializers.BooleanField(required=False, allow_null=True, default=None)
+
+
+class ItemPagination(PageNumberPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class ItemListApi(APIView):
+    permission_classes = PERMISSIONS
+    project_action = "view"
+
+    @extend_schema(parameters=[ItemFilterSerializer], responses=ItemSerializer(many=True))
+    def get(self, request: Request, slug: str) -> Response:
+        filters = ItemFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        data = filters.validated_data
+        split = data.get("split")
+        items = item_list(
+            self.project,
+            query=data["q"],
+            split="" if split == "unassigned" else split,
+            label=data["label"],
+            has_gold=data["has_gold"] if "has_gold" in request.query_params else None,
+        )
+        paginator = ItemPagination()
+        page = paginator.paginate_queryset(items, request, view=self)
+        return paginator.get_paginated_response(ItemSerializer(page, many=True).data)
+
+
+class SplitRequestSerializer(serializers.Serializer):
+    train = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.70)
+    val = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.15)
+    test = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.15)
+    seed = serializers.IntegerField(default=0)
+
+
+class SplitResultSerializer(serializers.Serializer):
+    counts = serializers.DictField(child=serializers.IntegerField())
+    per_label = serializers.DictField(child=serializers.DictField(child=serializers.IntegerField()))
+    groups = serializers.IntegerField()
+
+
+class SplitApi(APIView):
+    permission_classes = PERMISSIONS
+    project_action = "manage"
+
+    @extend_schema(request=SplitRequestSerializer, responses=SplitResultSerializer)
+    def post(self, request: Request, slug: str) -> Response:
+        params = SplitRequestSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        result = assign_splits(project=self.project, **params.validated_data)
+        return Response({"counts": result.counts, "per_label": result.per_label, "groups": result.groups})
+
+
+class ExportApi(APIView):
+    """Items with their gold labels as JSONL or CSV (`?fmt=jsonl|csv`, `?only_gold=1`)."""
+
+    permission_classes = PERMISSIONS
+    project_action = "manage"
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("fmt", str, enum=list(EXPORT_FORMATS), description="jsonl (default) or csv"),
+            OpenApiParameter("only_gold", bool, description="only items with a gold label"),
+        ],
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+    )
+    def get(self, request: Request, slug: str) -> StreamingHttpResponse:
+        fmt = request.query_params.get("fmt", "jsonl")
+        only_gold = request.query_params.get("only_gold", "").lower() in {"1", "true", "yes"}
+        return export_response(self.project, fmt, only_gold=only_gold)
+
+
+def export_response(project: Project, fmt: str, *, only_gold: bool = False) -> StreamingHttpResponse:
+    """A streamed download; shared by the API and the items page."""
+    lines = export_lines(project, fmt, only_gold=only_gold)
+    content_type = "application/x-ndjson" if fmt == "jsonl" else "text/csv"
+    response = StreamingHttpResponse(lines, content_type=f"{content_type}; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{project.slug}-items.{fmt}"'
+    return response

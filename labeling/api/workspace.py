@@ -1,0 +1,330 @@
+"""REST endpoints of the labeling workspace, adjudication, review queue and agreement. Thin: serializers
+check shapes, services decide."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import permissions, serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from labeling.models import AgreementReport, ItemSuggestion, ReviewTask, WorkspaceSettings
+from labeling.permissions import ProjectActionPermission
+from labeling.selectors.agreement import latest_reports
+from labeling.selectors.review import adjudication_queue, open_review_tasks
+from labeling.selectors.workspace import annotator_progress, workspace_labels, workspace_settings
+from labeling.services.adjudication import adjudicate
+from labeling.services.gold import latest_published
+from labeling.services.review import resolve_review_task
+from labeling.services.workspace import (
+    next_assignment,
+    skip_item,
+    submit_annotation,
+    undo_last,
+    update_workspace_settings,
+)
+
+MEMBER = [permissions.IsAuthenticated, ProjectActionPermission]
+
+
+class LabelOutSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    name = serializers.CharField()
+    hotkey = serializers.CharField()
+    definition = serializers.CharField()
+    decision_rules = serializers.CharField()
+    is_fallback = serializers.BooleanField()
+
+
+class ItemOutSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    text = serializers.CharField()
+
+
+class SuggestionOutSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ItemSuggestion
+        fields = ["label_key", "confidence", "topk", "model_ref"]
+
+
+class ProgressOutSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    today = serializers.IntegerField()
+    remaining = serializers.IntegerField()
+
+
+class NextItemOutSerializer(serializers.Serializer):
+    item = ItemOutSerializer(allow_null=True)
+    taxonomy_version = serializers.IntegerField(allow_null=True)
+    labels = LabelOutSerializer(many=True)
+    suggestion = SuggestionOutSerializer(allow_null=True)
+    progress = ProgressOutSerializer()
+
+
+class NextItemApi(APIView):
+    """The annotator's current item, or the next one from the queue (claims a slot)."""
+
+    permission_classes = MEMBER
+    project_action = "annotate"
+
+    @extend_schema(responses=NextItemOutSerializer)
+    def get(self, request: Request, slug: str) -> Response:
+        project = self.project  # type: ignore[attr-defined]
+        taxonomy = latest_published(project)
+        assignment = next_assignment(project=project, annotator=request.user) if taxonomy else None
+        suggestion = None
+        if assignment is not None and project.show_model_suggestion:
+            suggestion = ItemSuggestion.objects.filter(item_id=assignment.item_id).first()
+        body = {
+            "item": {"id": assignment.item_id, "text": assignment.item.text} if assignment else None,
+            "taxonomy_version": taxonomy.number if taxonomy else None,
+            "labels": [vars(label) for label in workspace_labels(taxonomy)] if taxonomy else [],
+            "suggestion": suggestion,
+            "progress": vars(annotator_progress(project, request.user)),
+        }
+        return Response(NextItemOutSerializer(body).data)
+
+
+class AnnotationInSerializer(serializers.Serializer):
+    item_id = serializers.IntegerField()
+    label = serializers.CharField(max_length=64)
+    time_ms = serializers.IntegerField(min_value=0, help_text="Display-to-submit time; capped at 10 minutes.")
+
+
+class AnnotationOutSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    item_id = serializers.IntegerField()
+    label = serializers.CharField(source="label_key")
+    taxonomy_version = serializers.IntegerField(source="taxonomy.number")
+    time_ms = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+
+
+class AnnotationCreateApi(APIView):
+    permission_classes = MEMBER
+    project_action = "annotate"
+
+    @extend_schema(request=AnnotationInSerializer, responses={201: AnnotationOutSerializer})
+    def post(self, request: Request, slug: str) -> Response:
+        data = _valid(AnnotationInSerializer, request.data)
+        annotation = submit_annotation(
+            project=self.project,  # type: ignore[attr-defined]
+            annotator=request.user,
+            item_id=data["item_id"],
+            label_key=data["label"],
+            time_ms=data["time_ms"],
+        )
+        return Response(AnnotationOutSerializer(annotation).data, status=status.HTTP_201_CREATED)
+
+
+class SkipInSerializer(serializers.Serializer):
+    item_id = serializers.IntegerField()
+    reason = serializers.CharField(max_length=200)
+
+
+class ItemRefSerializer(serializers.Serializer):
+    item_id = serializers.IntegerField()
+
+
+class SkipApi(APIView):
+    permission_classes = MEMBER
+    project_action = "annotate"
+
+    @extend_schema(request=SkipInSerializer, responses={201: ItemRefSerializer})
+    def post(self, request: Request, slug: str) -> Response:
+        data = _valid(SkipInSerializer, request.data)
+        skip = skip_item(
+            project=self.project,  # type: ignore[attr-defined]
+            annotator=request.user,
+            item_id=data["item_id"],
+            reason=data["reason"],
+        )
+        return Response({"item_id": skip.item_id}, status=status.HTTP_201_CREATED)
+
+
+class UndoApi(APIView):
+    permission_classes = MEMBER
+    project_action = "annotate"
+
+    @extend_schema(request=None, responses=ItemRefSerializer)
+    def post(self, request: Request, slug: str) -> Response:
+        item = undo_last(project=self.project, annotator=request.user)  # type: ignore[attr-defined]
+        return Response({"item_id": item.pk})
+
+
+class AdjudicationEntrySerializer(serializers.Serializer):
+    item = ItemOutSerializer()
+    labels = serializers.ListField(child=serializers.CharField())
+    suggestion = serializers.CharField(allow_null=True)
+
+
+class AdjudicateInSerializer(serializers.Serializer):
+    item_id = serializers.IntegerField()
+    label = serializers.CharField(max_length=64)
+
+
+class GoldOutSerializer(serializers.Serializer):
+    item_id = serializers.IntegerField()
+    label = serializers.CharField(source="label_key")
+    method = serializers.CharField()
+    taxonomy_version = serializers.IntegerField(source="taxonomy.number")
+
+
+class AdjudicationApi(APIView):
+    permission_classes = MEMBER
+    project_action = "adjudicate"
+
+    @extend_schema(responses=AdjudicationEntrySerializer(many=True))
+    def get(self, request: Request, slug: str) -> Response:
+        entries = adjudication_queue(self.project, limit=200)  # type: ignore[attr-defined]
+        body = [
+            {"item": {"id": e.item.pk, "text": e.item.text}, "labels": e.labels, "suggestion": e.suggestion}
+            for e in entries
+        ]
+        return Response(AdjudicationEntrySerializer(body, many=True).data)
+
+    @extend_schema(request=AdjudicateInSerializer, responses={201: GoldOutSerializer})
+    def post(self, request: Request, slug: str) -> Response:
+        data = _valid(AdjudicateInSerializer, request.data)
+        gold = adjudicate(
+            project=self.project,  # type: ignore[attr-defined]
+            item_id=data["item_id"],
+            label_key=data["label"],
+            decided_by=request.user,
+        )
+        return Response(GoldOutSerializer(gold).data, status=status.HTTP_201_CREATED)
+
+
+class ReviewTaskSerializer(serializers.ModelSerializer):
+    text = serializers.CharField(source="item.text", read_only=True)
+    # Plain strings in the schema: the choice sets are documented on the model, and several models name a
+    # field `status`, which would make drf-spectacular invent enum names.
+    kind = serializers.CharField(read_only=True, help_text="abstained | low_confidence | label_issue | conflict")
+    status = serializers.CharField(read_only=True, help_text="open | resolved")
+    resolution = serializers.CharField(read_only=True, help_text="confirmed | corrected | out_of_scope, or empty")
+
+    class Meta:
+        model = ReviewTask
+        fields = [
+            "id",
+            "item_id",
+            "text",
+            "kind",
+            "suggested_label",
+            "confidence",
+            "topk",
+            "neighbours",
+            "model_version_ref",
+            "status",
+            "resolution",
+            "resolved_label",
+            "comment",
+            "created_at",
+            "resolved_at",
+        ]
+        read_only_fields = fields
+
+
+class ReviewTaskListApi(APIView):
+    permission_classes = MEMBER
+    project_action = "review"
+
+    @extend_schema(
+        parameters=[OpenApiParameter("kind", str, enum=ReviewTask.Kind.values, required=False)],
+        responses=ReviewTaskSerializer(many=True),
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        kind = request.query_params.get("kind") or None
+        tasks = open_review_tasks(self.project, kind)[:200]  # type: ignore[attr-defined]
+        return Response(ReviewTaskSerializer(tasks, many=True).data)
+
+
+class ResolveInSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=["confirm", "correct", "out_of_scope"])
+    label = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+    comment = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+
+
+class ReviewTaskResolveApi(APIView):
+    permission_classes = MEMBER
+    project_action = "review"
+
+    @extend_schema(request=ResolveInSerializer, responses=ReviewTaskSerializer)
+    def post(self, request: Request, slug: str, task_id: int) -> Response:
+        data = _valid(ResolveInSerializer, request.data)
+        task = resolve_review_task(
+            project=self.project,  # type: ignore[attr-defined]
+            task_id=task_id,
+            resolved_by=request.user,
+            action=data["action"],
+            label_key=data["label"],
+            comment=data["comment"],
+        )
+        return Response(ReviewTaskSerializer(task).data)
+
+
+class AgreementReportSerializer(serializers.ModelSerializer):
+    taxonomy_version = serializers.IntegerField(source="taxonomy.number")
+    flagged_labels = serializers.ListField(child=serializers.CharField())
+
+    class Meta:
+        model = AgreementReport
+        fields = [
+            "id",
+            "taxonomy_version",
+            "created_at",
+            "annotation_count",
+            "n_items",
+            "n_annotators",
+            "fleiss_kappa",
+            "krippendorff_alpha",
+            "threshold",
+            "pairs",
+            "per_label",
+            "confusion",
+            "disagreements",
+            "flagged_labels",
+        ]
+        read_only_fields = fields
+
+
+class AgreementApi(APIView):
+    """The newest agreement report of each taxonomy version."""
+
+    permission_classes = MEMBER
+    project_action = "review"
+
+    @extend_schema(responses=AgreementReportSerializer(many=True))
+    def get(self, request: Request, slug: str) -> Response:
+        return Response(AgreementReportSerializer(latest_reports(self.project), many=True).data)  # type: ignore[attr-defined]
+
+
+class WorkspaceSettingsSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = WorkspaceSettings
+        fields = ["assignment_ttl_minutes", "accept_majority", "agreement_batch_size"]
+        extra_kwargs = {name: {"required": False} for name in fields}
+
+
+class WorkspaceSettingsApi(APIView):
+    permission_classes = MEMBER
+    project_action = "manage"
+
+    @extend_schema(responses=WorkspaceSettingsSerializer)
+    def get(self, request: Request, slug: str) -> Response:
+        return Response(WorkspaceSettingsSerializer(workspace_settings(self.project)).data)  # type: ignore[attr-defined]
+
+    @extend_schema(request=WorkspaceSettingsSerializer, responses=WorkspaceSettingsSerializer)
+    def patch(self, request: Request, slug: str) -> Response:
+        data = _valid(WorkspaceSettingsSerializer, request.data)
+        row = update_workspace_settings(project=self.project, **data)  # type: ignore[attr-defined]
+        return Response(WorkspaceSettingsSerializer(row).data)
+
+
+def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)

@@ -1,0 +1,148 @@
+"""Reads for the annotator workspace: which items an annotator may get, in which order, and their progress."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from labeling.models import Annotation, Assignment, Item, Label, Project, TaxonomyVersion, WorkspaceSettings
+
+RESERVED_KEYS = {"s", "u", "?"}  # skip, undo, help
+AUTO_HOTKEYS = "123456789abcdefghijklmnopqrtvwxyz"
+
+
+def workspace_settings(project: Project) -> WorkspaceSettings:
+    """The saved settings, or the defaults (unsaved) when the owner never changed them."""
+    return WorkspaceSettings.objects.filter(project=project).first() or WorkspaceSettings(project=project)
+
+
+def stable_fraction(*parts: Any) -> float:
+    """A number in [0, 1) that depends only on its inputs: deterministic sampling without stored state."""
+    digest = hashlib.sha256(":".join(str(part) for part in parts).encode()).hexdigest()
+    return int(digest[:12], 16) / float(16**12)
+
+
+def in_agreement_sample(project: Project, text_hash: str) -> bool:
+    return stable_fraction("agreement", project.pk, text_hash) < project.agreement_share
+
+
+def target_k(project: Project, text_hash: str) -> int:
+    """Annotations an item needs: the project's k, at least 2 for the agreement sample."""
+    k = max(1, project.overlap_k)
+    return max(k, 2) if in_agreement_sample(project, text_hash) else k
+
+
+def occupied_slots(project: Project, now: datetime) -> dict[int, int]:
+    """Per item: slots that are done or held by an unexpired assignment."""
+    rows = (
+        Assignment.objects.filter(item__project=project)
+        .filter(Q(status=Assignment.Status.DONE) | Q(expires_at__gt=now))
+        .values("item_id")
+        .annotate(n=Count("id"))
+    )
+    return {row["item_id"]: row["n"] for row in rows}
+
+
+def eligible_item_ids(project: Project, annotator: Any, now: datetime | None = None) -> list[int]:
+    """Items this annotator may pull, best first: no gold yet, not labelled or skipped or held by them,
+    a free slot left. Ordered by priority (active learning), then round-robin over sources with a stable
+    hash inside each source, so an unprioritised queue is random but spread over where texts came from."""
+    now = now or timezone.now()
+    candidates = (
+        Item.objects.filter(project=project, gold__isnull=True)
+        .exclude(annotations__annotator=annotator)
+        .exclude(skips__annotator=annotator)
+        .exclude(assignments__annotator=annotator)
+        .values_list("id", "priority", "source", "text_hash")
+    )
+    occupied = occupied_slots(project, now)
+    by_source: dict[str, list[tuple[float, int, float]]] = defaultdict(list)
+    for item_id, priority, source, text_hash in candidates:
+        if occupied.get(item_id, 0) >= target_k(project, text_hash):
+            continue
+        by_source[source].append((priority, item_id, stable_fraction("order", project.pk, item_id)))
+    keyed: list[tuple[float, int, int, int]] = []
+    for position, source in enumerate(sorted(by_source)):
+        rows = sorted(by_source[source], key=lambda row: row[2])
+        keyed.extend((-priority, rank, position, item_id) for rank, (priority, item_id, _) in enumerate(rows))
+    keyed.sort()
+    return [row[3] for row in keyed]
+
+
+def active_assignment(project: Project, annotator: Any, now: datetime | None = None) -> Assignment | None:
+    """The item an annotator is working on; the most recently (re)activated one first (undo re-activates)."""
+    now = now or timezone.now()
+    return (
+        Assignment.objects.filter(
+            item__project=project, annotator=annotator, status=Assignment.Status.ACTIVE, expires_at__gt=now
+        )
+        .select_related("item")
+        .order_by("-expires_at", "-id")
+        .first()
+    )
+
+
+@dataclass(frozen=True)
+class Progress:
+    total: int
+    today: int
+    remaining: int
+
+
+def annotator_progress(project: Project, annotator: Any) -> Progress:
+    mine = Annotation.objects.filter(item__project=project, annotator=annotator)
+    start_of_day = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    return Progress(
+        total=mine.count(),
+        today=mine.filter(created_at__gte=start_of_day).count(),
+        remaining=len(eligible_item_ids(project, annotator)),
+    )
+
+
+@dataclass(frozen=True)
+class WorkspaceLabel:
+    key: str
+    name: str
+    hotkey: str
+    definition: str
+    decision_rules: str
+    is_fallback: bool
+
+
+def workspace_labels(taxonomy: TaxonomyVersion) -> list[WorkspaceLabel]:
+    """The labels with their hotkeys: the taxonomy's own where set (and not reserved), then 1-9 and letters."""
+    labels = list(Label.objects.filter(taxonomy=taxonomy).order_by("order", "key"))
+    used = {label.hotkey.lower() for label in labels if label.hotkey and label.hotkey.lower() not in RESERVED_KEYS}
+    free = iter(key for key in AUTO_HOTKEYS if key not in used)
+    result = []
+    for label in labels:
+        hotkey = label.hotkey.lower() if label.hotkey and label.hotkey.lower() not in RESERVED_KEYS else ""
+        result.append(
+            WorkspaceLabel(
+                key=label.key,
+                name=label.name,
+                hotkey=hotkey or next(free, ""),
+                definition=label.definition,
+                decision_rules=label.decision_rules,
+                is_fallback=label.is_fallback,
+            )
+        )
+    return result
+
+
+def recent_annotations(project: Project, annotator: Any, limit: int = 5) -> list[Annotation]:
+    return list(
+        Annotation.objects.filter(item__project=project, annotator=annotator)
+        .select_related("item")
+        .order_by("-created_at", "-id")[:limit]
+    )
+
+
+def assignment_ttl(project: Project) -> timedelta:
+    return timedelta(minutes=workspace_settings(project).assignment_ttl_minutes)

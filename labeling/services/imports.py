@@ -1,0 +1,481 @@
+"""Import JSONL/CSV files of feedback texts as items (and gold labels), as a resumable background job.
+
+The job works in chunks: each chunk (items, gold labels, counters, rejections, progress) commits in one
+transaction, so progress is visible while it runs, a crash loses at most the chunk in flight, and a re-run
+skips the lines already committed. De-duplication is by text hash within the file and against the database,
+so importing the same file again creates nothing.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+import logging
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from labeling.models import GoldLabel, ImportJob, Item, Project, TaxonomyVersion
+from labeling.selectors.items import latest_published_taxonomy, published_label_keys
+from labeling.services.items import PreparedText, item_from_prepared, prepare_text
+from sceneclf_site.api_errors import ServiceError
+
+logger = logging.getLogger(__name__)
+
+CHUNK_SIZE = 500
+JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
+CSV_SUFFIXES = {".csv"}
+ID_KEYS = ("external_id", "id")
+SNIFF_LINES = 50
+
+
+class ImportFileError(Exception):
+    """The file as a whole cannot be imported (not UTF-8, not JSONL/CSV). Becomes the job's error."""
+
+
+@dataclass
+class ParsedLine:
+    line: int
+    text: str | None = None
+    label: str | None = None
+    external_id: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    reject_reason: str | None = None
+
+
+@dataclass
+class _Candidate:
+    parsed: ParsedLine
+    prepared: PreparedText
+
+
+@dataclass
+class ChunkOutcome:
+    created: int = 0
+    duplicates: int = 0
+    labeled: int = 0
+    rejections: list[dict[str, Any]] = field(default_factory=list)
+    hashes: set[str] = field(default_factory=set)  # texts this chunk stored or found
+
+
+# --- starting a job ---------------------------------------------------------------------------
+
+
+def start_import(
+    *,
+    project: Project,
+    content: IO[bytes] | Any,
+    file_name: str,
+    source: str = "",
+    created_by: Any | None = None,
+    enqueue: bool = True,
+) -> ImportJob:
+    """Store the uploaded file and create a pending job; with `enqueue`, queue `labeling.tasks.run_import`
+    once the job row is committed. `content` is a binary file object or a Django UploadedFile."""
+    file_name = Path(file_name or "upload").name[:255]
+    file_format = _format_from_name(file_name)
+    upload_dir = Path(settings.UPLOAD_DIR) / "imports" / str(project.id)
+    upload_dir.mkdir(parents=True, exist_ok=True)
+    stored_path = upload_dir / f"{uuid.uuid4().hex}{Path(file_name).suffix.lower()[:10]}"
+    with stored_path.open("wb") as out:
+        if hasattr(content, "chunks"):
+            for piece in content.chunks():
+                out.write(piece)
+        else:
+            shutil.copyfileobj(content, out)
+    if stored_path.stat().st_size == 0:
+        stored_path.unlink()
+        raise ServiceError("The file is empty.", code="empty_file")
+    job = ImportJob.objects.create(
+        project=project,
+        file_path=str(stored_path),
+        file_name=file_name,
+        file_format=file_format,
+        source=(source or file_name)[:100],
+        created_by=created_by if getattr(created_by, "pk", None) else None,
+    )
+    if enqueue:
+        transaction.on_commit(lambda: enqueue_import(job.id))
+    return job
+
+
+def enqueue_import(job_id: int) -> None:
+    from labeling.tasks import run_import as run_import_task  # tasks import this module
+
+    result = run_import_task.delay(job_id)
+    ImportJob.objects.filter(pk=job_id, task_id="").update(task_id=result.id or "")
+
+
+def _format_from_name(file_name: str) -> str:
+    suffix = Path(file_name).suffix.lower()
+    if suffix in JSONL_SUFFIXES:
+        return "jsonl"
+    if suffix in CSV_SUFFIXES:
+        return "csv"
+    return ""  # decided by sniffing the content in the job
+
+
+# --- running a job ----------------------------------------------------------------------------
+
+
+def run_import(job_id: int) -> ImportJob:
+    """Run (or resume) an import job. Safe to call again: committed lines are skipped."""
+    job = ImportJob.objects.select_related("project").get(pk=job_id)
+    if job.status in (ImportJob.Status.DONE, ImportJob.Status.FAILED):
+        return job
+    path = Path(job.file_path)
+    try:
+        if not path.exists():
+            raise ImportFileError("The uploaded file is no longer on the server; upload it again.")
+        file_format = _check_file(path, job.file_format)
+        total = _count_records(path, file_format)
+    except ImportFileError as exc:
+        return _fail(job, str(exc), path)
+    ImportJob.objects.filter(pk=job.pk).update(
+        status=ImportJob.Status.RUNNING, file_format=file_format, total_lines=total
+    )
+    job.refresh_from_db()
+    try:
+        _import_records(job, _parse_file(path, file_format))
+    except ImportFileError as exc:
+        return _fail(job, str(exc), path)
+    except Exception as exc:
+        # Log the kind only: messages from parsers or the database may quote user text.
+        logger.error("import job %s stopped: %s", job.pk, type(exc).__name__)
+        ImportJob.objects.filter(pk=job.pk).update(
+            status=ImportJob.Status.FAILED,
+            error=f"The import stopped unexpectedly ({type(exc).__name__}) after line {job.processed_lines}.",
+            finished_at=timezone.now(),
+        )
+        raise
+    ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.DONE, finished_at=timezone.now())
+    _remove_upload(path)
+    job.refresh_from_db()
+    logger.info(
+        "import job %s done: created=%s duplicate=%s rejected=%s labeled=%s",
+        job.pk, job.created_count, job.duplicate_count, job.rejected_count, job.labeled_count,
+    )  # fmt: skip
+    return job
+
+
+def _fail(job: ImportJob, message: str, path: Path) -> ImportJob:
+    ImportJob.objects.filter(pk=job.pk).update(
+        status=ImportJob.Status.FAILED, error=message, finished_at=timezone.now()
+    )
+    _remove_upload(path)
+    job.refresh_from_db()
+    logger.warning("import job %s failed: %s", job.pk, message)
+    return job
+
+
+def _remove_upload(path: Path) -> None:
+    # The upload holds unmasked text: once imported (or refused), it is not kept.
+    path.unlink(missing_ok=True)
+
+
+def _import_records(job: ImportJob, records: Iterable[ParsedLine]) -> None:
+    project = job.project
+    taxonomy = latest_published_taxonomy(project)
+    label_keys = published_label_keys(taxonomy)
+    seen_hashes: set[str] = set()
+    chunk: list[ParsedLine] = []
+    for index, record in enumerate(records):
+        if index < job.processed_lines:
+            continue  # committed by an earlier run of this job
+        chunk.append(record)
+        if len(chunk) >= CHUNK_SIZE:
+            _commit_chunk(job, chunk, taxonomy, label_keys, seen_hashes)
+            chunk = []
+    if chunk:
+        _commit_chunk(job, chunk, taxonomy, label_keys, seen_hashes)
+
+
+def _commit_chunk(
+    job: ImportJob,
+    chunk: list[ParsedLine],
+    taxonomy: TaxonomyVersion | None,
+    label_keys: set[str],
+    seen_hashes: set[str],
+) -> None:
+    for attempt in range(3):
+        try:
+            with transaction.atomic():
+                outcome = _store_chunk(job.project, chunk, taxonomy, label_keys, seen_hashes, job.source)
+                _add_to_job(job, outcome, len(chunk))
+        except IntegrityError:
+            # A concurrent import stored some of the same texts between our lookup and insert: look again.
+            job.refresh_from_db()
+            if attempt == 2:
+                raise
+        else:
+            seen_hashes.update(outcome.hashes)  # only once the chunk is committed
+            return
+
+
+def _add_to_job(job: ImportJob, outcome: ChunkOutcome, lines: int) -> None:
+    job.processed_lines += lines
+    job.created_count += outcome.created
+    job.duplicate_count += outcome.duplicates
+    job.rejected_count += len(outcome.rejections)
+    job.labeled_count += outcome.labeled
+    job.rejections = [*job.rejections, *outcome.rejections]
+    job.save(
+        update_fields=[
+            "processed_lines", "created_count", "duplicate_count", "rejected_count", "labeled_count", "rejections",
+        ]
+    )  # fmt: skip
+
+
+def _store_chunk(
+    project: Project,
+    chunk: list[ParsedLine],
+    taxonomy: TaxonomyVersion | None,
+    label_keys: set[str],
+    seen_hashes: set[str],
+    source: str,
+) -> ChunkOutcome:
+    outcome = ChunkOutcome()
+    candidates: dict[str, _Candidate] = {}
+    for parsed in chunk:
+        reason = parsed.reject_reason or _label_problem(parsed.label, taxonomy, label_keys)
+        prepared = None
+        if reason is None:
+            try:
+                prepared = prepare_text(project, parsed.text or "")
+            except ServiceError as exc:
+                reason = _text_problem(exc, project)
+        if reason is not None or prepared is None:
+            outcome.rejections.append({"line": parsed.line, "reason": reason})
+            continue
+        if prepared.text_hash in seen_hashes or prepared.text_hash in outcome.hashes:
+            outcome.duplicates += 1
+            earlier = candidates.get(prepared.text_hash)
+            if earlier is not None and earlier.parsed.label is None and parsed.label:
+                earlier.parsed.label = parsed.label  # a later copy may carry the label the first one lacked
+            continue
+        outcome.hashes.add(prepared.text_hash)
+        candidates[prepared.text_hash] = _Candidate(parsed, prepared)
+    if not candidates:
+        return outcome
+
+    # One query per chunk tells which texts the project already has, and whether they have a gold label.
+    existing = {
+        text_hash: (item_id, gold_id)
+        for text_hash, item_id, gold_id in Item.objects.filter(
+            project=project, text_hash__in=list(candidates)
+        ).values_list("text_hash", "id", "gold__id")
+    }
+    new_items = [
+        item_from_prepared(
+            project,
+            candidate.prepared,
+            source=source,
+            external_id=candidate.parsed.external_id,
+            metadata=candidate.parsed.metadata,
+        )
+        for text_hash, candidate in candidates.items()
+        if text_hash not in existing
+    ]
+    created = Item.objects.bulk_create(new_items, batch_size=CHUNK_SIZE)
+    outcome.created = len(created)
+    outcome.duplicates += len(candidates) - len(created)
+
+    item_ids = {item.text_hash: (item.id, None) for item in created} | existing
+    gold = [
+        GoldLabel(
+            item_id=item_ids[text_hash][0],
+            label_key=candidate.parsed.label,
+            taxonomy=taxonomy,
+            method=GoldLabel.Method.IMPORTED,
+        )
+        for text_hash, candidate in candidates.items()
+        if candidate.parsed.label and item_ids[text_hash][1] is None
+    ]
+    GoldLabel.objects.bulk_create(gold, batch_size=CHUNK_SIZE)
+    outcome.labeled = len(gold)
+    return outcome
+
+
+def _label_problem(label: str | None, taxonomy: TaxonomyVersion | None, label_keys: set[str]) -> str | None:
+    if not label:
+        return None
+    if taxonomy is None:
+        return (
+            f"The line carries the label '{label}' but the project has no published taxonomy: publish a taxonomy first."
+        )
+    if label not in label_keys:
+        return f"Unknown label '{label}': it is not in the published taxonomy v{taxonomy.number}."
+    return None
+
+
+def _text_problem(exc: ServiceError, project: Project) -> str:
+    if exc.code == "text_too_long":
+        length = (exc.details or {}).get("length")
+        return (
+            f"Text too long: {length} characters, over the limit of {project.max_text_chars} characters "
+            "(project.max_text_chars)."
+        )
+    if exc.code == "empty_text":
+        return "Empty text."
+    return exc.message
+
+
+# --- reading files ----------------------------------------------------------------------------
+
+
+def _check_file(path: Path, declared_format: str) -> str:
+    """Refuse files that are not UTF-8, and decide between JSONL and CSV."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with path.open("rb") as raw:
+        while piece := raw.read(1 << 20):
+            try:
+                decoder.decode(piece)
+            except UnicodeDecodeError as exc:
+                raise ImportFileError(
+                    f"The file is not UTF-8 text (invalid byte at offset {offset + exc.start}). "
+                    "Save it as UTF-8 and import it again."
+                ) from None
+            offset += len(piece)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise ImportFileError("The file is not UTF-8 text (it ends in the middle of a character).") from None
+
+    head = _head_lines(path)
+    file_format = declared_format or ("jsonl" if head and head[0].lstrip().startswith("{") else "csv")
+    if file_format == "jsonl":
+        if not any(_is_json_object(line) for line in head):
+            raise ImportFileError(
+                f"The file does not look like JSONL: none of its first {SNIFF_LINES} lines is a JSON object "
+                '(expected one object a line, e.g. {"text": "...", "label": "..."}).'
+            )
+        return file_format
+    header = _csv_header(path)
+    if "text" not in header:
+        found = ", ".join(header[:10]) or "nothing"
+        raise ImportFileError(
+            f"The file is neither JSONL nor a CSV with a 'text' column (header found: {found}). "
+            "Use JSONL (one JSON object a line) or CSV with a header row containing 'text'."
+        )
+    return file_format
+
+
+def _open_text(path: Path) -> IO[str]:
+    return path.open("r", encoding="utf-8-sig", newline="")
+
+
+def _head_lines(path: Path) -> list[str]:
+    lines: list[str] = []
+    with _open_text(path) as handle:
+        for line in handle:
+            if line.strip():
+                lines.append(line)
+            if len(lines) >= SNIFF_LINES:
+                break
+    return lines
+
+
+def _is_json_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def _csv_header(path: Path) -> list[str]:
+    with _open_text(path) as handle:
+        try:
+            row = next(csv.reader(handle), [])
+        except csv.Error:
+            return []
+    return [name.strip().lower() for name in row]
+
+
+def _count_records(path: Path, file_format: str) -> int:
+    return sum(1 for _ in _parse_file(path, file_format))
+
+
+def _parse_file(path: Path, file_format: str) -> Iterator[ParsedLine]:
+    with _open_text(path) as handle:
+        if file_format == "jsonl":
+            yield from _parse_jsonl(handle)
+        else:
+            yield from _parse_csv(handle)
+
+
+def _parse_jsonl(handle: IO[str]) -> Iterator[ParsedLine]:
+    # splitlines-like iteration on "\n" only: a stray "\u2028" inside a JSON string is not a line break.
+    for number, line in enumerate(handle, start=1):
+        if not line.strip():
+            yield ParsedLine(line=number, reject_reason="Empty line.")
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError as exc:
+            yield ParsedLine(line=number, reject_reason=f"Broken JSON ({exc.msg} at column {exc.colno}).")
+            continue
+        if not isinstance(value, dict):
+            yield ParsedLine(line=number, reject_reason=f"Not a JSON object (found {type(value).__name__}).")
+            continue
+        yield _from_mapping(number, value)
+
+
+def _parse_csv(handle: IO[str]) -> Iterator[ParsedLine]:
+    reader = csv.reader(handle, strict=True)
+    try:
+        header = [name.strip().lower() for name in next(reader)]
+    except (StopIteration, csv.Error):
+        return
+    previous_end = reader.line_num
+    while True:
+        start = previous_end + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield ParsedLine(line=start, reject_reason=f"Broken CSV row ({exc}).")
+            if reader.line_num == previous_end:
+                return  # the reader cannot move past this point
+            previous_end = reader.line_num
+            continue
+        previous_end = reader.line_num
+        if not row or not any(cell.strip() for cell in row):
+            yield ParsedLine(line=start, reject_reason="Empty row.")
+        elif len(row) != len(header):
+            yield ParsedLine(
+                line=start, reject_reason=f"Broken CSV row: {len(row)} fields, the header has {len(header)}."
+            )
+        else:
+            values = {key: cell for key, cell in zip(header, row, strict=True) if key and cell != ""}
+            yield _from_mapping(start, values)
+
+
+def _from_mapping(number: int, value: dict[str, Any]) -> ParsedLine:
+    text = value.get("text")
+    if text is None:
+        return ParsedLine(line=number, reject_reason="No 'text' field.")
+    if not isinstance(text, str):
+        return ParsedLine(line=number, reject_reason=f"'text' must be a string, not {type(text).__name__}.")
+    label = value.get("label")
+    if label is not None and not isinstance(label, str):
+        return ParsedLine(line=number, reject_reason=f"'label' must be a string, not {type(label).__name__}.")
+    external_id = next((value[key] for key in ID_KEYS if value.get(key) not in (None, "")), "")
+    if isinstance(external_id, dict | list):
+        return ParsedLine(line=number, reject_reason="'id' must be a string or a number.")
+    external_id = str(external_id)
+    if len(external_id) > 200:
+        return ParsedLine(line=number, reject_reason="'id' is longer than 200 characters.")
+    metadata = {key: item for key, item in value.items() if key not in {"text", "label", *ID_KEYS}}
+    return ParsedLine(
+        line=number, text=text, label=(label or "").strip() or None, external_id=external_id, metadata=metadata
+    )

@@ -1,0 +1,210 @@
+"""Writes of the annotator workspace: submit, skip, undo; settings; and the two entry points through which
+modeling hands data to labeling (`set_suggestions`, `set_priorities`) without labeling knowing about models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from labeling.models import (
+    AgreementReport,
+    Annotation,
+    Assignment,
+    GoldLabel,
+    Item,
+    ItemSuggestion,
+    Project,
+    Skip,
+    WorkspaceSettings,
+)
+from labeling.selectors.workspace import assignment_ttl, target_k, workspace_settings
+from labeling.services.assignment import claim_item, claim_next
+from labeling.services.gold import DERIVED_METHODS, derive_gold_from_annotations, require_published, validate_label
+from sceneclf_site.api_errors import ConflictError, NotFoundError, ServiceError
+
+MAX_TIME_MS = 10 * 60 * 1000  # more than ten minutes on one short text means the annotator walked away
+MAX_SKIP_REASON = 200
+
+
+def next_assignment(*, project: Project, annotator: Any) -> Assignment | None:
+    return claim_next(project, annotator)
+
+
+def _item_in_project(project: Project, item_id: int) -> Item:
+    item = Item.objects.filter(project=project, pk=item_id).first()
+    if item is None:
+        raise NotFoundError(f"No item {item_id} in this project.")
+    return item
+
+
+def _own_assignment(item: Item, annotator: Any) -> Assignment:
+    assignment = Assignment.objects.filter(item=item, annotator=annotator, status=Assignment.Status.ACTIVE).first()
+    if assignment is None:
+        raise ConflictError(
+            "This item is not assigned to you any more (it expired or was already done). Load the next item.",
+            code="not_assigned",
+        )
+    return assignment
+
+
+def clamp_time_ms(time_ms: Any) -> int:
+    try:
+        value = int(time_ms)
+    except (TypeError, ValueError):
+        return 0
+    return min(max(value, 0), MAX_TIME_MS)
+
+
+@transaction.atomic
+def submit_annotation(*, project: Project, annotator: Any, item_id: int, label_key: str, time_ms: Any) -> Annotation:
+    """Record the annotator's label on their assigned item; when the item has its k annotations, derive gold."""
+    taxonomy = require_published(project)
+    label_key = validate_label(taxonomy, label_key)
+    item = _item_in_project(project, item_id)
+    assignment = _own_assignment(item, annotator)
+    if Annotation.objects.filter(item=item, annotator=annotator).exists():
+        raise ConflictError("You already labelled this item.", code="duplicate_annotation")
+    annotation = Annotation.objects.create(
+        item=item, annotator=annotator, label_key=label_key, taxonomy=taxonomy, time_ms=clamp_time_ms(time_ms)
+    )
+    assignment.status = Assignment.Status.DONE
+    assignment.save(update_fields=["status"])
+    derive_gold_from_annotations(
+        item=item,
+        target_k=target_k(project, item.text_hash),
+        accept_majority=workspace_settings(project).accept_majority,
+    )
+    transaction.on_commit(lambda: schedule_agreement_if_due(project.pk))
+    return annotation
+
+
+@transaction.atomic
+def skip_item(*, project: Project, annotator: Any, item_id: int, reason: str) -> Skip:
+    reason = (reason or "").strip()
+    if not reason:
+        raise ServiceError("Say why you skip this item (e.g. unclear, not feedback, needs context).", code="reason")
+    if len(reason) > MAX_SKIP_REASON:
+        raise ServiceError(f"Keep the skip reason under {MAX_SKIP_REASON} characters.", code="reason")
+    item = _item_in_project(project, item_id)
+    assignment = _own_assignment(item, annotator)
+    assignment.delete()
+    return Skip.objects.create(item=item, annotator=annotator, reason=reason)
+
+
+@transaction.atomic
+def undo_last(*, project: Project, annotator: Any) -> Item:
+    """Take back the annotator's latest label or skip in this project; the item comes back to them next."""
+    last_annotation = (
+        Annotation.objects.filter(item__project=project, annotator=annotator).order_by("-created_at", "-id").first()
+    )
+    last_skip = Skip.objects.filter(item__project=project, annotator=annotator).order_by("-created_at", "-id").first()
+    if last_annotation is None and last_skip is None:
+        raise ServiceError("Nothing to undo.", code="nothing_to_undo")
+    if last_skip is not None and (last_annotation is None or last_skip.created_at >= last_annotation.created_at):
+        return _undo_skip(project, annotator, last_skip)
+    return _undo_annotation(project, annotator, last_annotation)
+
+
+def _undo_annotation(project: Project, annotator: Any, annotation: Annotation) -> Item:
+    item = annotation.item
+    gold = GoldLabel.objects.filter(item=item).first()
+    if gold is not None and gold.method not in DERIVED_METHODS:
+        raise ConflictError(
+            "This item was already decided (adjudicated or reviewed); it can no longer be undone.", code="decided"
+        )
+    if gold is not None:
+        gold.delete()
+    annotation.delete()
+    # Re-activate the slot with a fresh expiry: the latest expiry is what the annotator is shown next.
+    Assignment.objects.filter(item=item, annotator=annotator).update(
+        status=Assignment.Status.ACTIVE, expires_at=timezone.now() + assignment_ttl(project)
+    )
+    return item
+
+
+def _undo_skip(project: Project, annotator: Any, skip: Skip) -> Item:
+    item = skip.item
+    skip.delete()
+    claim_item(project, annotator, item)
+    return item
+
+
+def update_workspace_settings(*, project: Project, **fields: Any) -> WorkspaceSettings:
+    allowed = {"assignment_ttl_minutes", "accept_majority", "agreement_batch_size"}
+    unknown = set(fields) - allowed
+    if unknown:
+        raise ServiceError(f"Unknown workspace setting(s): {', '.join(sorted(unknown))}.")
+    if "assignment_ttl_minutes" in fields and not 1 <= int(fields["assignment_ttl_minutes"]) <= 24 * 60:
+        raise ServiceError("Assignment expiry must be between 1 minute and 24 hours.")
+    if "agreement_batch_size" in fields and int(fields["agreement_batch_size"]) < 1:
+        raise ServiceError("The agreement batch size must be at least 1.")
+    settings_row, _ = WorkspaceSettings.objects.update_or_create(project=project, defaults=fields)
+    return settings_row
+
+
+def _require_items(project: Project, item_ids: Iterable[int]) -> set[int]:
+    wanted = {int(item_id) for item_id in item_ids}
+    found = set(Item.objects.filter(project=project, pk__in=wanted).values_list("id", flat=True))
+    missing = sorted(wanted - found)
+    if missing:
+        raise ServiceError(
+            f"{len(missing)} item id(s) are not in project '{project.slug}'.",
+            code="unknown_items",
+            details=missing[:20],
+        )
+    return found
+
+
+@transaction.atomic
+def set_suggestions(
+    project: Project, suggestions: Iterable[tuple[int, str, float, list[dict[str, Any]]]], model_ref: str
+) -> int:
+    """Store a model's suggestion per item: rows of (item_id, label_key, confidence, topk), where topk is
+    [{"label": key, "probability": p}, ...]. Replaces earlier suggestions for those items."""
+    rows = list(suggestions)
+    _require_items(project, [row[0] for row in rows])
+    item_ids = [row[0] for row in rows]
+    ItemSuggestion.objects.filter(item_id__in=item_ids).delete()
+    ItemSuggestion.objects.bulk_create(
+        [
+            ItemSuggestion(
+                item_id=item_id,
+                label_key=label_key,
+                confidence=float(confidence),
+                topk=list(topk or []),
+                model_ref=str(model_ref)[:64],
+            )
+            for item_id, label_key, confidence, topk in rows
+        ]
+    )
+    return len(rows)
+
+
+@transaction.atomic
+def set_priorities(project: Project, scores: Mapping[int, float]) -> int:
+    """Active learning's scores: higher means the item is pulled sooner. Items not named keep theirs."""
+    _require_items(project, scores.keys())
+    items = list(Item.objects.filter(project=project, pk__in=list(scores)).only("id", "priority"))
+    for item in items:
+        item.priority = float(scores[item.pk])
+    Item.objects.bulk_update(items, ["priority"], batch_size=500)
+    return len(items)
+
+
+def schedule_agreement_if_due(project_id: int) -> bool:
+    """Queue an agreement computation once `agreement_batch_size` annotations arrived since the last report."""
+    project = Project.objects.filter(pk=project_id).first()
+    if project is None:
+        return False
+    total = Annotation.objects.filter(item__project=project).count()
+    last = AgreementReport.objects.filter(project=project).order_by("-created_at", "-id").first()
+    since = total - (last.annotation_count if last else 0)
+    if since < workspace_settings(project).agreement_batch_size:
+        return False
+    from labeling.tasks_agreement import compute_agreement_task  # tasks import services, not the reverse
+
+    compute_agreement_task.delay(project.pk)
+    return True

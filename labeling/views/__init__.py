@@ -1,0 +1,1 @@
+"""Server-rendered pages of the labeling app (one module per area)."""

@@ -1,0 +1,144 @@
+"""Pages for items: list with search and filters, import upload with htmx-polled progress, split, export."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from labeling.api.items import export_response
+from labeling.models import ImportJob, Project
+from labeling.permissions import can, get_project_for
+from labeling.selectors.items import (
+    gold_label_keys_in_use,
+    import_job_get,
+    import_job_list,
+    item_counts,
+    item_list,
+)
+from labeling.services.imports import start_import
+from labeling.services.splits import assign_splits
+from sceneclf_site.api_errors import NotFoundError, ServiceError
+
+PAGE_SIZE = 50
+DEFAULT_SHARES = {"train": 0.70, "val": 0.15, "test": 0.15}
+SPLIT_FILTERS = {"train": "train", "val": "val", "test": "test", "unassigned": ""}
+
+
+@login_required
+@require_GET
+def item_list_page(request: HttpRequest, slug: str) -> HttpResponse:
+    project = get_project_for(request.user, slug, "view")
+    query = request.GET.get("q", "").strip()
+    split_filter = request.GET.get("split", "")
+    label = request.GET.get("label", "").strip()
+    gold_filter = request.GET.get("gold", "")
+    items = item_list(
+        project,
+        query=query,
+        split=SPLIT_FILTERS.get(split_filter),
+        label=label,
+        has_gold={"yes": True, "no": False}.get(gold_filter),
+    )
+    page = Paginator(items, PAGE_SIZE).get_page(request.GET.get("page"))
+    filters = request.GET.copy()
+    filters.pop("page", None)
+    context = {
+        "project": project,
+        "page": page,
+        "counts": item_counts(project),
+        "labels": gold_label_keys_in_use(project),
+        "q": query,
+        "split_filter": split_filter,
+        "label_filter": label,
+        "gold_filter": gold_filter,
+        "filter_query": filters.urlencode(),
+        "can_manage": can(request.user, project, "manage"),
+    }
+    return render(request, "labeling/items/list.html", context)
+
+
+@login_required
+def import_page(request: HttpRequest, slug: str) -> HttpResponse:
+    project = get_project_for(request.user, slug, "manage")
+    if request.method == "POST":
+        upload = request.FILES.get("file")
+        if upload is None:
+            messages.error(request, "Choose a JSONL or CSV file to import.")
+        else:
+            try:
+                job = start_import(
+                    project=project,
+                    content=upload,
+                    file_name=upload.name,
+                    source=request.POST.get("source", ""),
+                    created_by=request.user,
+                )
+            except ServiceError as exc:
+                messages.error(request, exc.message)
+            else:
+                return redirect("labeling:import_job", slug=project.slug, job_id=job.pk)
+    context = {"project": project, "jobs": import_job_list(project)[:20]}
+    return render(request, "labeling/items/import.html", context)
+
+
+@login_required
+@require_GET
+def import_job_page(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
+    project = get_project_for(request.user, slug, "view")
+    job = _job_or_404(project, job_id)
+    return render(request, "labeling/items/import_job.html", {"project": project, "job": job})
+
+
+@login_required
+@require_GET
+def import_job_progress(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
+    """The progress fragment htmx polls; it stops polling once the job has finished."""
+    project = get_project_for(request.user, slug, "view")
+    job = _job_or_404(project, job_id)
+    return render(request, "labeling/items/_import_progress.html", {"project": project, "job": job})
+
+
+def _job_or_404(project: Project, job_id: int) -> ImportJob:
+    try:
+        return import_job_get(project, job_id)
+    except NotFoundError as exc:
+        raise Http404(exc.message) from exc
+
+
+@login_required
+@require_POST
+def split_action(request: HttpRequest, slug: str) -> HttpResponse:
+    project = get_project_for(request.user, slug, "manage")
+    try:
+        shares = {name: float(request.POST.get(name, default)) for name, default in DEFAULT_SHARES.items()}
+        seed = int(request.POST.get("seed", 0))
+    except ValueError:
+        messages.error(request, "Split shares and seed must be numbers.")
+        return redirect("labeling:items", slug=project.slug)
+    try:
+        result = assign_splits(project=project, seed=seed, **shares)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        counts = result.counts
+        messages.success(
+            request,
+            f"Split done: train {counts['train']}, val {counts['val']}, test {counts['test']}, "
+            f"unassigned {counts['unassigned']} ({result.groups} near-duplicate groups).",
+        )
+    return redirect("labeling:items", slug=project.slug)
+
+
+@login_required
+@require_GET
+def export_download(request: HttpRequest, slug: str) -> HttpResponse | StreamingHttpResponse:
+    project = get_project_for(request.user, slug, "manage")
+    only_gold = request.GET.get("only_gold") == "1"
+    try:
+        return export_response(project, request.GET.get("fmt", "jsonl"), only_gold=only_gold)
+    except ServiceError as exc:
+        return HttpResponseBadRequest(exc.message)

@@ -1,0 +1,176 @@
+"""Pages for projects: list, dashboard, members, API tokens and settings. Services do the work."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext_lazy as _
+from django.views.decorators.http import require_http_methods, require_POST
+
+from labeling.models import Project, Role
+from labeling.permissions import get_project_for
+from labeling.selectors.projects import (
+    members_of,
+    project_permissions,
+    project_stats,
+    projects_for_user,
+    roles_of,
+    tokens_of,
+)
+from labeling.services.projects import (
+    ABSTAIN_TARGET_KINDS,
+    SETTINGS_FIELDS,
+    add_member_by_username,
+    create_api_token,
+    create_project,
+    remove_membership,
+    revoke_api_token,
+    update_project_settings,
+)
+from sceneclf_site.api_errors import ServiceError
+
+
+def project_context(request: HttpRequest, project: Project, **extra) -> dict:  # type: ignore[no-untyped-def]
+    """What every project page template needs (base.html's nav reads `project`)."""
+    return {"project": project, "can": project_permissions(request.user, project), **extra}
+
+
+class ProjectCreateForm(forms.Form):
+    slug = forms.SlugField(max_length=64, label=_("Slug (used in URLs)"))
+    name = forms.CharField(max_length=200, label=_("Name"))
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}), label=_("Description"))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_list(request: HttpRequest) -> HttpResponse:
+    form = ProjectCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            project = create_project(owner=request.user, **form.cleaned_data)
+        except ServiceError as exc:
+            form.add_error(None, exc.message)
+        else:
+            messages.success(request, _("Project created. Add labels to its taxonomy draft next."))
+            return redirect("labeling:project_detail", slug=project.slug)
+    projects = [(project, roles_of(request.user, project)) for project in projects_for_user(request.user)]
+    return render(request, "labeling/projects/list.html", {"projects": projects, "form": form})
+
+
+@login_required
+def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    project = get_project_for(request.user, slug, "view")
+    context = project_context(request, project, stats=project_stats(project), roles=roles_of(request.user, project))
+    return render(request, "labeling/projects/detail.html", context)
+
+
+class MemberAddForm(forms.Form):
+    username = forms.CharField(max_length=150, label=_("Username"))
+    role = forms.ChoiceField(choices=Role.choices, label=_("Role"))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def members(request: HttpRequest, slug: str) -> HttpResponse:
+    project = get_project_for(request.user, slug, "manage")
+    form = MemberAddForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            add_member_by_username(project=project, **form.cleaned_data)
+        except ServiceError as exc:
+            form.add_error(None, exc.message)
+        else:
+            messages.success(request, _("Member added."))
+            return redirect("labeling:members", slug=slug)
+    context = project_context(request, project, members=members_of(project), form=form)
+    return render(request, "labeling/projects/members.html", context)
+
+
+@login_required
+@require_POST
+def member_remove(request: HttpRequest, slug: str, membership_id: int) -> HttpResponse:
+    project = get_project_for(request.user, slug, "manage")
+    try:
+        remove_membership(project=project, membership_id=membership_id)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, _("Member removed."))
+    return redirect("labeling:members", slug=slug)
+
+
+class TokenCreateForm(forms.Form):
+    name = forms.CharField(max_length=100, label=_("Token name (e.g. the client that uses it)"))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def tokens(request: HttpRequest, slug: str) -> HttpResponse:
+    project = get_project_for(request.user, slug, "manage")
+    form = TokenCreateForm(request.POST or None)
+    issued = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            issued = create_api_token(project=project, name=form.cleaned_data["name"], created_by=request.user)
+        except ServiceError as exc:
+            form.add_error(None, exc.message)
+        else:
+            form = TokenCreateForm()
+    # The secret is rendered in this response only (never stored, never redirected through a session).
+    context = project_context(request, project, tokens=tokens_of(project), form=form, issued=issued)
+    return render(request, "labeling/projects/tokens.html", context)
+
+
+@login_required
+@require_POST
+def token_revoke(request: HttpRequest, slug: str, token_id: int) -> HttpResponse:
+    project = get_project_for(request.user, slug, "manage")
+    try:
+        token = revoke_api_token(project=project, token_id=token_id)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, _("Token “%(name)s” revoked.") % {"name": token.name})
+    return redirect("labeling:tokens", slug=slug)
+
+
+class ProjectSettingsForm(forms.ModelForm):
+    abstain_target_kind = forms.ChoiceField(
+        choices=[(kind, kind) for kind in ABSTAIN_TARGET_KINDS], label=_("Abstention target kind")
+    )
+
+    class Meta:
+        model = Project
+        fields = list(SETTINGS_FIELDS)
+        widgets = {"description": forms.Textarea(attrs={"rows": 3})}
+        help_texts = {
+            "keep_raw_text": _("Also store the unmasked text of imported items (off: only PII-masked text is kept)."),
+            "overlap_k": _("Annotators per item."),
+            "agreement_share": _("Share of items (0–1) that always get at least two annotators."),
+            "agreement_threshold": _("Agreement below this flags a label (0–1)."),
+            "abstain_target": _("Target precision on answered texts, or target coverage (0–1)."),
+            "retrain_every_n_gold": _("Retrain automatically after this many new gold labels."),
+        }
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_settings(request: HttpRequest, slug: str) -> HttpResponse:
+    project = get_project_for(request.user, slug, "manage")
+    # The form validates field types on a copy; the service checks ranges and saves.
+    form = ProjectSettingsForm(request.POST or None, instance=Project.objects.get(pk=project.pk))
+    if request.method == "POST" and form.is_valid():
+        try:
+            update_project_settings(project=project, **{name: form.cleaned_data[name] for name in SETTINGS_FIELDS})
+        except ServiceError as exc:
+            for field_name, problem in (exc.details or {}).items():
+                form.add_error(field_name, problem)
+            if not exc.details:
+                form.add_error(None, exc.message)
+        else:
+            messages.success(request, _("Settings saved."))
+            return redirect("labeling:project_settings", slug=slug)
+    return render(request, "labeling/projects/settings.html", project_context(request, project, form=form))

@@ -1,0 +1,81 @@
+"""REST endpoints of route 1: training runs and model versions. Thin: each calls a selector or service."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from labeling.permissions import ProjectActionPermission
+from modeling.api.serializers import ModelVersionSerializer, TrainingRunCreateSerializer, TrainingRunSerializer
+from modeling.selectors import models as selectors
+from modeling.services import training, versions
+
+
+class ProjectView(APIView):
+    permission_classes = [ProjectActionPermission]
+    project_action = "manage"
+    project_read_action = "view"
+
+
+class TrainingRunListView(ProjectView):
+    @extend_schema(responses=TrainingRunSerializer(many=True))
+    def get(self, request: Request, slug: str) -> Response:
+        training.sweep_stale_runs(project=self.project)
+        return Response(TrainingRunSerializer(selectors.run_list(self.project), many=True).data)
+
+    @extend_schema(request=TrainingRunCreateSerializer, responses={202: TrainingRunSerializer})
+    def post(self, request: Request, slug: str) -> Response:
+        body = TrainingRunCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        run = training.start_training_run(project=self.project, user=request.user, **body.validated_data)
+        return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class TrainingRunDetailView(ProjectView):
+    @extend_schema(responses=TrainingRunSerializer)
+    def get(self, request: Request, slug: str, run_id: int) -> Response:
+        training.sweep_stale_runs(project=self.project)
+        return Response(TrainingRunSerializer(selectors.run_get(self.project, run_id)).data)
+
+
+class TrainingRunCancelView(ProjectView):
+    @extend_schema(request=None, responses=TrainingRunSerializer)
+    def post(self, request: Request, slug: str, run_id: int) -> Response:
+        run = training.cancel_training_run(run=selectors.run_get(self.project, run_id))
+        return Response(TrainingRunSerializer(run).data)
+
+
+class ModelVersionListView(ProjectView):
+    @extend_schema(responses=ModelVersionSerializer(many=True))
+    def get(self, request: Request, slug: str) -> Response:
+        return Response(ModelVersionSerializer(selectors.version_list(self.project), many=True).data)
+
+
+class ModelVersionDetailView(ProjectView):
+    @extend_schema(responses=ModelVersionSerializer)
+    def get(self, request: Request, slug: str, number: int) -> Response:
+        return Response(ModelVersionSerializer(selectors.version_get(self.project, number)).data)
+
+
+class ModelVersionPublishView(ProjectView):
+    @extend_schema(request=None, responses=ModelVersionSerializer)
+    def post(self, request: Request, slug: str, number: int) -> Response:
+        version = versions.publish_model_version(version=selectors.version_get(self.project, number), user=request.user)
+        return Response(ModelVersionSerializer(version).data)
+
+
+class ModelVersionArchiveView(ProjectView):
+    @extend_schema(request=None, responses=ModelVersionSerializer)
+    def post(self, request: Request, slug: str, number: int) -> Response:
+        version = versions.archive_model_version(version=selectors.version_get(self.project, number))
+        return Response(ModelVersionSerializer(version).data)
+
+
+class ModelRollbackView(ProjectView):
+    @extend_schema(request=None, responses=ModelVersionSerializer)
+    def post(self, request: Request, slug: str) -> Response:
+        version = versions.rollback_model(project=self.project, user=request.user)
+        return Response(ModelVersionSerializer(version).data)

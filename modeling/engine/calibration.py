@@ -1,0 +1,178 @@
+"""Temperature scaling, expected calibration error and the abstention threshold.
+
+All functions take plain numpy arrays: logits (n, C), probabilities (n, C), class indices (n,).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax, softmax
+from sklearn.metrics import log_loss
+
+ECE_BINS = 15
+TARGET_KINDS = ("precision", "coverage")
+# Below this many validation predictions for a class, its own threshold is too noisy: use the global one.
+MIN_CLASS_SUPPORT = 8
+# Temperatures outside [e^-4, e^4] mean the logits are degenerate, not that the model needs that much scaling.
+LOG_T_BOUNDS = (-4.0, 4.0)
+
+
+def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    return softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1)
+
+
+def nll(logits: np.ndarray, y: np.ndarray, temperature: float = 1.0) -> float:
+    logp = log_softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1)
+    return -float(logp[np.arange(len(y)), y].mean())
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The temperature T minimising the validation NLL of softmax(logits / T), searched on log T."""
+    y = np.asarray(y, dtype=np.int64)
+    if len(y) == 0:
+        raise ValueError("temperature scaling needs at least one validation example")
+    result = minimize_scalar(lambda log_t: nll(logits, y, math.exp(log_t)), bounds=LOG_T_BOUNDS, method="bounded")
+    best = math.exp(float(result.x))
+    # The bounded search never evaluates T=1 exactly; keep 1 if the search did not beat it.
+    return best if nll(logits, y, best) < nll(logits, y, 1.0) else 1.0
+
+
+def reliability_bins(probs: np.ndarray, y: np.ndarray, n_bins: int = ECE_BINS) -> dict:
+    """Per equal-width confidence bin: mean confidence, accuracy and count, plus the ECE they imply."""
+    probs, y = np.asarray(probs, dtype=np.float64), np.asarray(y)
+    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == y
+    # Bin i holds (i/n, (i+1)/n]; a confidence of exactly 0 (impossible for softmax) would land in bin 0.
+    index = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
+    bins, ece = [], 0.0
+    for b in range(n_bins):
+        mask = index == b
+        count = int(mask.sum())
+        conf = float(confidence[mask].mean()) if count else None
+        acc = float(correct[mask].mean()) if count else None
+        if count:
+            ece += count / len(y) * abs(acc - conf)
+        bins.append(
+            {"lower": b / n_bins, "upper": (b + 1) / n_bins, "confidence": conf, "accuracy": acc, "count": count}
+        )
+    return {"n_bins": n_bins, "bins": bins, "ece": float(ece)}
+
+
+def expected_calibration_error(probs: np.ndarray, y: np.ndarray, n_bins: int = ECE_BINS) -> float:
+    return reliability_bins(probs, y, n_bins)["ece"]
+
+
+def log_loss_of(probs: np.ndarray, y: np.ndarray) -> float:
+    return float(log_loss(y, probs, labels=np.arange(probs.shape[1])))
+
+
+# ---------------------------------------------------------------------------------------------- abstention
+
+
+@dataclass
+class ThresholdChoice:
+    """An abstention rule: answer when the top probability is >= the threshold of the predicted class."""
+
+    target_kind: str
+    target: float
+    threshold: float
+    class_thresholds: dict[int, float] = field(default_factory=dict)
+    target_met: bool = True
+    val_coverage: float = 1.0
+    val_selective_accuracy: float | None = None
+
+    def thresholds_for(self, predicted: np.ndarray) -> np.ndarray:
+        taus = np.full(len(predicted), self.threshold, dtype=np.float64)
+        for cls, tau in self.class_thresholds.items():
+            taus[predicted == cls] = tau
+        return taus
+
+    def answered(self, probs: np.ndarray) -> np.ndarray:
+        return probs.max(axis=1) >= self.thresholds_for(probs.argmax(axis=1))
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["class_thresholds"] = {str(k): v for k, v in self.class_thresholds.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ThresholdChoice:
+        data = dict(data)
+        data["class_thresholds"] = {int(k): float(v) for k, v in data.get("class_thresholds", {}).items()}
+        return cls(**data)
+
+
+def _threshold_for_target(confidence: np.ndarray, correct: np.ndarray, kind: str, target: float) -> tuple[float, bool]:
+    """Smallest threshold (largest coverage) meeting the target; (threshold, met)."""
+    order = np.argsort(-confidence, kind="stable")
+    conf_sorted, correct_sorted = confidence[order], correct[order].astype(np.float64)
+    n = len(conf_sorted)
+    # Answer everything with confidence >= tau: ties answer together, so only the last of each run of equal
+    # confidences is a reachable cut.
+    last_of_run = np.r_[conf_sorted[1:] != conf_sorted[:-1], True]
+    answered = np.arange(1, n + 1)
+    if kind == "coverage":
+        reachable = np.flatnonzero(last_of_run & (answered >= math.ceil(target * n - 1e-9)))
+        return float(conf_sorted[reachable[0]]), True
+    sel_acc = np.cumsum(correct_sorted) / answered
+    ok = np.flatnonzero(last_of_run & (sel_acc >= target - 1e-12))
+    if ok.size:
+        return float(conf_sorted[ok[-1]]), True
+    # Unreachable target: keep the cut with the best selective accuracy (ties: more coverage) and say so.
+    cuts = np.flatnonzero(last_of_run)
+    best = cuts[np.lexsort((answered[cuts], sel_acc[cuts]))[-1]]
+    return float(conf_sorted[best]), False
+
+
+def choose_threshold(
+    probs: np.ndarray,
+    y: np.ndarray,
+    target_kind: str = "precision",
+    target: float = 0.9,
+    per_class: bool = False,
+    min_class_support: int = MIN_CLASS_SUPPORT,
+) -> ThresholdChoice:
+    """Pick the abstention threshold on validation probabilities.
+
+    ``precision``: the smallest tau whose selective accuracy (accuracy on answered texts) is >= target, i.e.
+    the largest coverage meeting it. ``coverage``: the largest tau still answering >= target of the texts.
+    ``per_class`` adds a threshold per predicted class where that class has enough validation predictions.
+    """
+    if target_kind not in TARGET_KINDS:
+        raise ValueError(f"abstention target kind must be one of {', '.join(TARGET_KINDS)}, got {target_kind!r}")
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"abstention target must be in (0, 1], got {target}")
+    probs, y = np.asarray(probs, dtype=np.float64), np.asarray(y)
+    if len(y) == 0:
+        raise ValueError("choosing a threshold needs validation examples")
+    confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
+    correct = predicted == y
+    tau, met = _threshold_for_target(confidence, correct, target_kind, target)
+    class_taus: dict[int, float] = {}
+    if per_class:
+        for cls in np.unique(predicted):
+            mask = predicted == cls
+            if mask.sum() >= min_class_support:
+                class_tau, class_met = _threshold_for_target(confidence[mask], correct[mask], target_kind, target)
+                # A class that cannot reach the target on its own keeps the global rule, not a worse one.
+                if class_met:
+                    class_taus[int(cls)] = class_tau
+    choice = ThresholdChoice(target_kind, float(target), tau, class_taus, met)
+    answered = choice.answered(probs)
+    choice.val_coverage = float(answered.mean())
+    choice.val_selective_accuracy = float(correct[answered].mean()) if answered.any() else None
+    return choice
+
+
+def apply_abstention(
+    probs: np.ndarray, choice: ThresholdChoice | None, fallback_index: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(final class indices, abstained mask): abstained texts get the fallback class."""
+    predicted = probs.argmax(axis=1)
+    if choice is None:
+        return predicted, np.zeros(len(predicted), dtype=bool)
+    abstained = ~choice.answered(probs)
+    return np.where(abstained, fallback_index, predicted), abstained

@@ -1,0 +1,131 @@
+"""Label quality: out-of-fold probabilities, likely label errors (cleanlab), near-duplicate conflicts.
+
+Plain Python: no Django. Works on cached feature matrices, so a full check costs a few k-fold refits of a
+linear probe, never a backbone forward pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from cleanlab.filter import find_label_issues
+from cleanlab.rank import get_label_quality_scores
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+from modeling.engine.active import BLAS_THREADS
+
+DUPLICATE_COSINE = 0.97
+
+
+def out_of_fold_probs(
+    features: np.ndarray, labels: np.ndarray, n_classes: int, n_folds: int = 5, seed: int = 0, c: float = 1.0
+) -> np.ndarray:
+    """P(class | x) for every row from a probe that never saw that row (stratified k-fold).
+
+    Classes rarer than `n_folds` still work: StratifiedKFold only warns, and a fold whose training part
+    lacks a class gives that class probability 0.
+    """
+    x = np.asarray(features, dtype=np.float32)
+    y = np.asarray(labels, dtype=np.int64)
+    if len(x) != len(y):
+        raise ValueError(f"{len(x)} feature rows but {len(y)} labels")
+    if len(x) < 2 * n_folds:
+        raise ValueError(f"need at least {2 * n_folds} labelled items for {n_folds}-fold checks, got {len(x)}")
+    with threadpool_limits(BLAS_THREADS):
+        return _out_of_fold(x, y, n_classes, n_folds, seed, c)
+
+
+def _out_of_fold(x: np.ndarray, y: np.ndarray, n_classes: int, n_folds: int, seed: int, c: float) -> np.ndarray:
+    probs = np.zeros((len(x), n_classes), dtype=np.float64)
+    # Stratify on classes with enough members; singletons go wherever the fold split puts them.
+    counts = np.bincount(y, minlength=n_classes)
+    strata = np.where(counts[y] >= n_folds, y, -1)
+    folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for train_idx, held_idx in folds.split(x, strata):
+        scaler = StandardScaler().fit(x[train_idx])
+        present = np.unique(y[train_idx])
+        if len(present) == 1:
+            probs[held_idx, present[0]] = 1.0
+            continue
+        model = LogisticRegression(C=c, max_iter=300, random_state=seed)
+        model.fit(scaler.transform(x[train_idx]), y[train_idx])
+        probs[held_idx[:, None], model.classes_[None, :]] = model.predict_proba(scaler.transform(x[held_idx]))
+    return probs
+
+
+@dataclass(frozen=True)
+class LabelIssue:
+    index: int
+    given: int
+    suggested: int
+    quality: float  # cleanlab self-confidence: P(given label), low = suspicious
+    flagged: bool  # confident learning flags it (prune_by_noise_rate)
+
+
+def rank_label_issues(labels: np.ndarray, pred_probs: np.ndarray) -> list[LabelIssue]:
+    """Every item ranked most-suspicious first: cleanlab's flagged issues (by self-confidence), then the
+    rest by self-confidence, so precision@k is defined for any k."""
+    y = np.asarray(labels, dtype=np.int64)
+    probs = np.asarray(pred_probs, dtype=np.float64)
+    # cleanlab wants every class column to sum above zero; a class never predicted gets a tiny floor.
+    probs = np.clip(probs, 1e-8, None)
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    quality = get_label_quality_scores(y, probs, method="self_confidence")
+    flagged_order = find_label_issues(y, probs, return_indices_ranked_by="self_confidence", n_jobs=1)
+    flagged = np.zeros(len(y), dtype=bool)
+    flagged[flagged_order] = True
+    rest = np.flatnonzero(~flagged)
+    rest = rest[np.argsort(quality[rest], kind="stable")]
+    order = np.concatenate([flagged_order, rest]).astype(np.int64)
+    suggested = probs.argmax(axis=1)
+    return [LabelIssue(int(i), int(y[i]), int(suggested[i]), float(quality[i]), bool(flagged[i])) for i in order]
+
+
+def precision_at_k(ranked: list[int], truly_wrong: set[int], k: int) -> float:
+    top = ranked[:k]
+    return sum(1 for i in top if i in truly_wrong) / max(len(top), 1)
+
+
+@dataclass(frozen=True)
+class Conflict:
+    a: int
+    b: int
+    similarity: float
+
+
+def near_duplicate_conflicts(
+    features: np.ndarray, labels: np.ndarray, threshold: float = DUPLICATE_COSINE, block: int = 1024
+) -> list[Conflict]:
+    """Pairs (a < b) whose cosine similarity is >= threshold but whose labels differ, most similar first.
+
+    Computed in row blocks so 10k items never need a full n x n matrix in memory."""
+    x = np.asarray(features, dtype=np.float32)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    y = np.asarray(labels)
+    found: list[Conflict] = []
+    for start in range(0, len(x), block):
+        sims = x[start : start + block] @ x.T
+        rows, cols = np.nonzero(sims >= threshold)
+        a = rows + start
+        keep = (cols > a) & (y[a] != y[cols])
+        found.extend(
+            Conflict(int(i), int(j), float(sims[i - start, j])) for i, j in zip(a[keep], cols[keep], strict=True)
+        )
+    found.sort(key=lambda c: -c.similarity)
+    return found
+
+
+def flip_labels(labels: np.ndarray, n_classes: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inject noise for measurement: a seeded `share` of labels moved to a different random class.
+
+    Returns (noisy labels, indices flipped)."""
+    rng = np.random.default_rng(seed)
+    y = np.asarray(labels, dtype=np.int64).copy()
+    flipped = rng.choice(len(y), size=round(share * len(y)), replace=False)
+    offsets = rng.integers(1, n_classes, size=len(flipped))
+    y[flipped] = (y[flipped] + offsets) % n_classes
+    return y, np.sort(flipped)

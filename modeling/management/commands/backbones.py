@@ -1,0 +1,45 @@
+"""`manage.py backbones list | install NAME | verify NAME`: thin wrapper over modeling.engine.packs."""
+
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from modeling.engine.packs import PACKS, BackboneError, install_pack, pack_status, verify_pack
+
+
+class Command(BaseCommand):
+    help = "List, install or verify the pretrained backbone packs under MODEL_ROOT."
+
+    def add_arguments(self, parser):
+        sub = parser.add_subparsers(dest="action", required=True)
+        sub.add_parser("list", help="show the packs, whether installed, and their fingerprints")
+        for action, text in (("install", "install (or confirm) a pack"), ("verify", "re-hash an installed pack")):
+            p = sub.add_parser(action, help=text)
+            p.add_argument("name", choices=sorted(PACKS))
+
+    def handle(self, *args, action: str, **options):
+        model_root = Path(settings.MODEL_ROOT)
+        try:
+            if action == "list":
+                self._list(model_root)
+            elif action == "install":
+                record = install_pack(options["name"], model_root, progress=self._progress)
+                self.stdout.write(self.style.SUCCESS(f"{record['name']} ready, fingerprint {record['fingerprint']}"))
+            else:
+                record = verify_pack(options["name"], model_root)
+                self.stdout.write(self.style.SUCCESS(f"{record['name']} verified, fingerprint {record['fingerprint']}"))
+        except BackboneError as exc:
+            raise CommandError(str(exc)) from exc
+
+    def _progress(self, message: str) -> None:
+        self.stdout.write(f"  {message}")
+        self.stdout.flush()
+
+    def _list(self, model_root: Path) -> None:
+        self.stdout.write(f"MODEL_ROOT {model_root} (default backbone: {settings.DEFAULT_BACKBONE})")
+        for row in pack_status(model_root):
+            state = "installed" if row["installed"] else "not installed"
+            fingerprint = row["fingerprint"] or "-"
+            self.stdout.write(f"{row['name']:<30} {row['kind']:<8} {state:<14} {fingerprint}")
+            self.stdout.write(f"{'':<30} from {', '.join(row['packages'])}")

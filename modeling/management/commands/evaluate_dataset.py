@@ -1,0 +1,206 @@
+"""Measure route 1 on a labelled dataset through the app's own services.
+
+    manage.py evaluate_dataset --train T.jsonl --val V.jsonl --test X.jsonl \\
+        [--route probe|tfidf] [--backbone NAME] [--fallback-label LABEL] [--json OUT]
+
+A throw-away project is created, the three files are imported with the import service (their labels become a
+published taxonomy; the fallback label maps to the project's 其他), the items are put in the split their file
+names, a training run is executed in-process by the same service the Celery task calls, and the test metrics
+of the resulting model version are printed. The project, its artifacts and uploads are deleted afterwards;
+the feature cache is kept, so a second evaluation on the same texts extracts nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+SPLITS = ("train", "val", "test")
+
+
+class Command(BaseCommand):
+    help = "Train and evaluate route 1 on train/val/test JSONL files in a throw-away project."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--train", required=True, type=Path)
+        parser.add_argument("--val", required=True, type=Path)
+        parser.add_argument("--test", required=True, type=Path)
+        parser.add_argument("--route", choices=["probe", "tfidf"], default="probe")
+        parser.add_argument("--backbone", default=None, help="pack name, folder, .gguf file or hub id")
+        parser.add_argument("--fallback-label", default=None, help="the dataset's out-of-scope label, e.g. oos")
+        parser.add_argument("--params", default="{}", help="extra training params as JSON, e.g. '{\"hybrid\": false}'")
+        parser.add_argument("--abstain-kind", choices=["precision", "coverage"], default=None)
+        parser.add_argument("--abstain-target", type=float, default=None)
+        parser.add_argument("--json", type=Path, default=None, help="write the result to this file")
+        parser.add_argument("--keep", action="store_true", help="keep the project (for inspection)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            params = json.loads(options["params"])
+        except json.JSONDecodeError as exc:
+            raise CommandError(f"--params is not valid JSON: {exc}") from exc
+        if not isinstance(params, dict):
+            raise CommandError("--params must be a JSON object")
+        if options["backbone"]:
+            params["backbone"] = options["backbone"]
+        files = {split: options[split] for split in SPLITS}
+        for split, path in files.items():
+            if not path.is_file():
+                raise CommandError(f"--{split} {path} does not exist")
+        result = evaluate_files(
+            files,
+            route=options["route"],
+            params=params,
+            fallback_label=options["fallback_label"],
+            abstain=(options["abstain_kind"], options["abstain_target"]),
+            keep=options["keep"],
+            log=lambda message: self.stderr.write(message),
+        )
+        text = json.dumps(result, ensure_ascii=False, indent=1)
+        self.stdout.write(text)
+        if options["json"]:
+            options["json"].parent.mkdir(parents=True, exist_ok=True)
+            options["json"].write_text(text + "\n", encoding="utf-8")
+
+
+def _read_labels(path: Path) -> list[str]:
+    labels = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CommandError(f"{path}:{number}: not JSON ({exc})") from exc
+            if not isinstance(record, dict) or "label" not in record:
+                raise CommandError(f"{path}:{number}: every line needs a 'label'")
+            labels.append(str(record["label"]))
+    return labels
+
+
+def _mapped_copy(path: Path, out: Path, fallback_label: str | None, fallback_key: str) -> None:
+    """The file with the dataset's out-of-scope label renamed to the project's fallback key."""
+    with path.open(encoding="utf-8") as src, out.open("w", encoding="utf-8") as dst:
+        for line in src:
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if fallback_label is not None and str(record["label"]) == fallback_label:
+                record["label"] = fallback_key
+            dst.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def evaluate_files(
+    files: dict[str, Path],
+    *,
+    route: str,
+    params: dict[str, Any],
+    fallback_label: str | None,
+    abstain: tuple[str | None, float | None] = (None, None),
+    keep: bool = False,
+    log: Any = print,
+) -> dict[str, Any]:
+    from labeling.models import Item
+    from labeling.services.imports import run_import, start_import
+    from labeling.services.projects import create_project
+    from labeling.services.taxonomy import FALLBACK_KEY, add_label, publish_draft
+    from modeling.services import training
+
+    started = time.perf_counter()
+    labels = {split: _read_labels(path) for split, path in files.items()}
+    keys = sorted({label for split_labels in labels.values() for label in split_labels} - {fallback_label})
+    if FALLBACK_KEY in keys:
+        raise CommandError(f"the dataset uses the fallback key {FALLBACK_KEY!r} as an ordinary label")
+    kind, target = abstain
+    extra = {k: v for k, v in {"abstain_target_kind": kind, "abstain_target": target}.items() if v is not None}
+    project = create_project(
+        slug=f"eval-{uuid.uuid4().hex[:10]}", name="evaluate_dataset (temporary)", max_text_chars=10_000, **extra
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="sceneclf-eval-"))
+    try:
+        draft = project.taxonomy_versions.get(status="draft")
+        for key in keys:
+            add_label(draft=draft, data={"key": key, "name": key})
+        publish_draft(draft=draft)
+        for split in SPLITS:
+            mapped = workdir / f"{split}.jsonl"
+            _mapped_copy(files[split], mapped, fallback_label, FALLBACK_KEY)
+            with mapped.open("rb") as handle:
+                job = start_import(project=project, content=handle, file_name=mapped.name, source=split, enqueue=False)
+            job = run_import(job.id)
+            if job.status != "done":
+                raise CommandError(f"importing {files[split]} failed: {job.error}")
+            log(f"{split}: {job.created_count} items, {job.duplicate_count} duplicates, {job.rejected_count} rejected")
+            # Items a file brought in belong to that file's split (a text seen in an earlier file keeps its split).
+            Item.objects.filter(project=project, source=split).update(split=split)
+        import_seconds = time.perf_counter() - started
+        run = training.start_training_run(project=project, route=route, params=params, trigger="cli", dispatch=False)
+        training.execute_training_run(run.id)
+        run.refresh_from_db()
+        if run.status != "succeeded":
+            raise CommandError(f"training failed: {run.error}")
+        return _summary(run, route, fallback_label, import_seconds, time.perf_counter() - started)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        if not keep:
+            _delete_project(project)
+
+
+def _summary(run: Any, route: str, fallback_label: str | None, import_seconds: float, total: float) -> dict[str, Any]:
+    version = run.model_version
+    test = version.metrics.get("test") or {}
+    calibration = test.get("calibration") or {}
+    abstention = test.get("abstention") or {}
+    timings = run.timings or {}
+    result: dict[str, Any] = {
+        "route": route,
+        "backbone": version.backbone_name or None,
+        "head": version.metrics.get("head_kind"),
+        "n_train": version.metrics["counts"]["train"],
+        "n_val": version.metrics["counts"]["val"],
+        "n_test": version.metrics["counts"]["test"],
+        "accuracy": test.get("accuracy"),
+        "macro_f1": test.get("macro_f1"),
+        "ece_before": calibration.get("ece_before"),
+        "ece_after": calibration.get("ece"),
+        "temperature": version.temperature,
+        "threshold": version.threshold,
+        "coverage": abstention.get("coverage"),
+        "selective_accuracy": abstention.get("selective_accuracy"),
+        "extract_texts_per_s": timings.get("extract_texts_per_s"),
+        "n_extracted": timings.get("n_extracted"),
+        "fit_seconds": timings.get("fit_seconds"),
+        "import_seconds": round(import_seconds, 3),
+        "total_seconds": round(total, 3),
+    }
+    if fallback_label is not None:
+        result.update(
+            in_scope_accuracy=abstention.get("in_scope_accuracy"),
+            oos_recall=abstention.get("oos_recall"),
+            oos_precision=abstention.get("oos_precision"),
+        )
+    return result
+
+
+def _delete_project(project: Any) -> None:
+    from feedback.models import PredictionLog
+    from labeling.models import GoldLabel
+    from modeling.models import ModelVersion
+
+    folders = [Path(p) for p in ModelVersion.objects.filter(project=project).values_list("artifacts_dir", flat=True)]
+    uploads = Path(settings.UPLOAD_DIR) / "imports" / str(project.id)
+    # Rows that PROTECT the taxonomy go first, then the project cascades.
+    PredictionLog.objects.filter(project=project).delete()
+    ModelVersion.objects.filter(project=project).delete()
+    GoldLabel.objects.filter(item__project=project).delete()
+    project.delete()
+    for folder in [*folders, uploads]:
+        shutil.rmtree(folder, ignore_errors=True)

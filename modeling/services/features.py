@@ -1,0 +1,75 @@
+"""Thin adapter between the Django side and the engine's backbones, extractor and feature cache.
+
+Keeps settings (MODEL_ROOT, FEATURE_CACHE_DIR, TORCH_THREADS) out of the engine, and turns engine errors
+about backbones into ServiceErrors a person can act on."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+
+from sceneclf_site.api_errors import ServiceError
+
+# Run params that configure feature extraction (everything else goes to the head/pipeline).
+FEATURE_PARAM_NAMES = ("pooling", "layer", "max_len", "max_len_cap", "batch_tokens", "dtype")
+
+
+def text_sha256(text: str) -> str:
+    """Cache key of a text: the sha256 of exactly the string the extractor sees."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def resolve_backbone_spec(name: str | None) -> Any:
+    from modeling.engine.backbones import resolve_backbone
+
+    backbone = name or settings.DEFAULT_BACKBONE
+    try:
+        return resolve_backbone(backbone, settings.MODEL_ROOT)
+    except Exception as exc:  # the engine's message names what is missing; keep it
+        raise ServiceError(
+            f"Backbone '{backbone}' is not usable: {exc}. Install it with `manage.py backbones install {backbone}`.",
+            code="backbone_unavailable",
+        ) from exc
+
+
+def feature_config(spec: Any, params: dict[str, Any]) -> Any:
+    """A FeatureConfig from the run params, using the backbone's defaults for pooling and layer."""
+    from modeling.engine.features import FeatureConfig
+
+    known = {f.name for f in fields(FeatureConfig)}
+    values: dict[str, Any] = {
+        "pooling": getattr(spec, "default_pooling", None) or "mean",
+        "layer": getattr(spec, "default_layer", None) or "last",
+    }
+    if "threads" in known:
+        values["threads"] = int(settings.TORCH_THREADS)
+    values.update({k: params[k] for k in FEATURE_PARAM_NAMES if k in params and params[k] is not None})
+    return FeatureConfig(**{k: v for k, v in values.items() if k in known})
+
+
+def build_extractor(spec: Any, config: Any) -> Any:
+    from modeling.engine.features import FeatureExtractor
+
+    return FeatureExtractor(spec, config)
+
+
+def feature_cache() -> Any:
+    from modeling.engine.cache import FeatureCache
+
+    return FeatureCache(settings.FEATURE_CACHE_DIR)
+
+
+def extract_with_cache(
+    extractor: Any, texts: list[str], progress: Callable[..., Any] | None = None
+) -> tuple[np.ndarray, int]:
+    """Features for `texts` in input order, extracting only the ones the cache has not seen."""
+    from modeling.engine.cache import cached_encode
+
+    hashes = [text_sha256(text) for text in texts]
+    matrix, n_extracted = cached_encode(extractor, texts, hashes, feature_cache(), progress)
+    return np.asarray(matrix, dtype=np.float32), int(n_extracted)

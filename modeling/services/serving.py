@@ -1,0 +1,174 @@
+"""Serving the published model of a project.
+
+Each process keeps the loaded model of each project in memory. Every request asks the database which
+version is published (one indexed query) and reloads only when that id changed, so publishing or rolling
+back in one process is seen by every other process on its next request, without a restart. The backbone
+itself stays loaded once per process (the engine's extractor caches it by path)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labeling.models import Project
+from modeling.models import ModelVersion, Route
+from modeling.services import features as feature_services
+from modeling.services.training import EXPLAIN_SUBDIR, SERVING_FILE
+from sceneclf_site.api_errors import ServiceError
+
+
+class NoPublishedModelError(ServiceError):
+    status_code = 503
+    code = "no_published_model"
+
+
+class ModelUnavailableError(ServiceError):
+    status_code = 503
+    code = "model_unavailable"
+
+
+@dataclass
+class LoadedModel:
+    version_id: int
+    version_ref: str
+    route: str
+    predictor: Any
+    extractor: Any | None
+    explain_features: np.ndarray | None = None
+    explain_examples: list[dict[str, Any]] = field(default_factory=list)
+    loaded_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class ServedPrediction:
+    label: str
+    confidence: float
+    topk: list[dict[str, Any]]
+    abstained: bool
+    neighbours: list[dict[str, Any]]
+
+
+_loaded: dict[int, LoadedModel] = {}
+_lock = threading.Lock()
+
+
+def published_version_id(project: Project) -> int | None:
+    return (
+        ModelVersion.objects.filter(project=project, status=ModelVersion.Status.PUBLISHED)
+        .values_list("id", flat=True)
+        .first()
+    )
+
+
+def get_serving_model(project: Project) -> LoadedModel:
+    version_id = published_version_id(project)
+    if version_id is None:
+        raise NoPublishedModelError(
+            f"Project '{project.slug}' has no published model yet: train one and publish it on the model page.",
+        )
+    current = _loaded.get(project.id)
+    if current is not None and current.version_id == version_id:
+        return current
+    with _lock:
+        current = _loaded.get(project.id)
+        if current is None or current.version_id != version_id:
+            version = ModelVersion.objects.select_related("project").get(pk=version_id)
+            try:
+                current = load_version(version)
+            except ServiceError as exc:
+                raise ModelUnavailableError(
+                    f"The published model {version.ref} cannot be served: {exc.message}"
+                ) from exc
+            except Exception as exc:  # e.g. ArtifactError: files changed on disk since publishing
+                raise ModelUnavailableError(
+                    f"The published model {version.ref} cannot be loaded ({type(exc).__name__}: {exc})."
+                ) from exc
+            _loaded[project.id] = current
+    return current
+
+
+def forget_loaded_models() -> None:
+    """Drops every loaded model of this process (tests; memory pressure)."""
+    with _lock:
+        _loaded.clear()
+
+
+def load_version(version: ModelVersion) -> LoadedModel:
+    from modeling.engine.pipeline import Predictor
+
+    folder = Path(version.artifacts_dir)
+    serving = json.loads((folder / SERVING_FILE).read_text(encoding="utf-8"))
+    predictor = Predictor.load(folder, verify=True, expected_manifest=version.manifest or None)
+    extractor = None
+    if version.route == Route.PROBE:
+        extractor = _extractor_for_serving(version, serving)
+    features, examples = _load_explain(folder / EXPLAIN_SUBDIR)
+    return LoadedModel(
+        version_id=version.id,
+        version_ref=version.ref,
+        route=version.route,
+        predictor=predictor,
+        extractor=extractor,
+        explain_features=features,
+        explain_examples=examples,
+    )
+
+
+def _extractor_for_serving(version: ModelVersion, serving: dict[str, Any]) -> Any:
+    from modeling.engine.features import FeatureConfig
+
+    spec = feature_services.resolve_backbone_spec(serving.get("backbone_ref") or serving["backbone_name"])
+    if spec.fingerprint != version.backbone_fingerprint:
+        raise ServiceError(
+            f"The installed backbone '{spec.name}' (fingerprint {spec.fingerprint[:12]}) is not the one "
+            f"{version.ref} was trained on ({version.backbone_fingerprint[:12]}); reinstall it or retrain.",
+            code="backbone_mismatch",
+        )
+    config = FeatureConfig(**serving["feature_config"])
+    return feature_services.build_extractor(spec, config)
+
+
+def _load_explain(folder: Path) -> tuple[np.ndarray | None, list[dict[str, Any]]]:
+    if not (folder / "features.npy").exists():
+        return None, []
+    features = np.load(folder / "features.npy")
+    examples = json.loads((folder / "examples.json").read_text(encoding="utf-8"))
+    return features, examples
+
+
+def predict_with(model: LoadedModel, texts: list[str], *, k: int = 3, explain: bool = False) -> list[ServedPrediction]:
+    from modeling.engine.heads import HeadInputs
+
+    features = model.extractor.encode(texts) if model.extractor is not None else None
+    predictions = model.predictor.predict(HeadInputs(features, texts), k=k)
+    neighbours = nearest_examples(model, features, n=k) if explain and features is not None else [[] for _ in texts]
+    return [
+        ServedPrediction(
+            label=p.label,
+            confidence=float(p.confidence),
+            topk=[{"label": label, "probability": round(float(prob), 6)} for label, prob in p.topk],
+            abstained=bool(p.abstained),
+            neighbours=near,
+        )
+        for p, near in zip(predictions, neighbours, strict=True)
+    ]
+
+
+def nearest_examples(model: LoadedModel, features: np.ndarray | None, *, n: int = 3) -> list[list[dict[str, Any]]]:
+    """The n most similar labelled training examples (cosine on the backbone features) for each row."""
+    if features is None or model.explain_features is None:
+        return [[] for _ in range(0 if features is None else len(features))]  # tfidf route: no feature space
+    queries = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    similarity = queries @ model.explain_features.T
+    n = min(n, similarity.shape[1])
+    top = np.argsort(-similarity, axis=1)[:, :n]
+    return [
+        [{**model.explain_examples[j], "similarity": round(float(similarity[row, j]), 4)} for j in top[row]]
+        for row in range(len(queries))
+    ]

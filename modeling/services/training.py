@@ -1,0 +1,586 @@
+"""Training runs of route 1: start, execute (the body of the Celery task), cancel, and sweep dead runs.
+
+A run goes queued → running → succeeded | failed | cancelled. Artifacts are written to a temporary folder
+and renamed into place by the engine, and the ModelVersion row is created only after the files verify: a
+worker killed at any point leaves a failed run and no version."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from labeling.models import Item, Project, TaxonomyVersion
+from labeling.selectors.training_data import (
+    GoldExample,
+    gold_examples,
+    latest_published_taxonomy,
+    taxonomy_label_keys,
+)
+from modeling.models import ModelVersion, Route, TrainingRun
+from modeling.services import features as feature_services
+from sceneclf_site.api_errors import ConflictError, ServiceError
+
+logger = logging.getLogger(__name__)
+
+ROUTE1_ROUTES = (Route.PROBE, Route.TFIDF)
+MIN_TRAIN_PER_CLASS = 1
+HEARTBEAT_EVERY_S = 1.0  # progress/heartbeat DB writes are throttled to this interval
+CANCEL_CHECK_EVERY_S = 0.5
+SERVING_FILE = "serving.json"
+EXPLAIN_SUBDIR = "explain"
+
+
+class RunCancelled(Exception):
+    """Raised inside a run when its owner asked to cancel it."""
+
+
+def stale_after_seconds() -> int:
+    return int(getattr(settings, "TRAINING_STALE_AFTER_SECONDS", 600))
+
+
+# --- Data ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingData:
+    taxonomy: TaxonomyVersion
+    label_keys: list[str]  # the head's classes: taxonomy labels seen in the train split, in taxonomy order
+    fallback_key: str
+    train: list[GoldExample]
+    val: list[GoldExample]
+    test: list[GoldExample]
+    skipped: dict[str, int]
+
+    def texts(self, split: str) -> list[str]:
+        return [e.text for e in getattr(self, split)]
+
+    def y(self, split: str) -> np.ndarray:
+        index = {key: i for i, key in enumerate(self.label_keys)}
+        return np.array([index[e.label_key] for e in getattr(self, split)], dtype=np.int64)
+
+    def keys(self, split: str) -> list[str]:
+        return [e.label_key for e in getattr(self, split)]
+
+
+def collect_training_data(project: Project) -> TrainingData:
+    """Gold labels of the latest published taxonomy, by split; a clear error when training cannot start."""
+    taxonomy = latest_published_taxonomy(project)
+    if taxonomy is None:
+        raise ServiceError("Publish a taxonomy before training: gold labels refer to a published version.")
+    taxonomy_keys, fallback_key = taxonomy_label_keys(taxonomy)
+    if fallback_key is None:
+        raise ServiceError(f"Taxonomy v{taxonomy.number} has no fallback label.")
+    examples = gold_examples(project, label_keys=taxonomy_keys)
+    by_split: dict[str, list[GoldExample]] = {"train": [], "val": [], "test": [], "": []}
+    for example in examples:
+        by_split.setdefault(example.split, []).append(example)
+    train_keys = {e.label_key for e in by_split["train"]}
+    # The fallback is always a class: abstained texts are answered with it, even if few were labelled so.
+    label_keys = [key for key in taxonomy_keys if key in train_keys or key == fallback_key]
+    if len(train_keys) < 2:
+        raise ServiceError(
+            f"Training needs gold labels of at least 2 labels in the train split; found {len(train_keys)} "
+            f"({len(by_split['train'])} train items). Label more items or run the split on the items page.",
+            code="not_enough_data",
+        )
+    if not by_split["val"]:
+        raise ServiceError(
+            "No gold-labelled items in the validation split: calibration and the abstention threshold are "
+            "tuned on it. Run the split on the items page first.",
+            code="not_enough_data",
+        )
+    # A class absent from train cannot be predicted; its val/test items would only distort calibration.
+    val = [e for e in by_split["val"] if e.label_key in label_keys]
+    test = [e for e in by_split["test"] if e.label_key in label_keys]
+    skipped = {
+        "unassigned_split": len(by_split[""]),
+        "val_label_not_in_train": len(by_split["val"]) - len(val),
+        "test_label_not_in_train": len(by_split["test"]) - len(test),
+    }
+    return TrainingData(taxonomy, label_keys, fallback_key, by_split["train"], val, test, skipped)
+
+
+# --- Progress, heartbeat, cancel ----------------------------------------------------------------
+
+
+class RunReporter:
+    """Writes stage/progress/heartbeat of one run (throttled) and answers "should I stop?"."""
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        self.span = (0.0, 1.0)
+        self._last_write = 0.0
+        self._last_cancel_check = 0.0
+        self._cancelled = False
+
+    def stage(self, name: str, start: float, end: float) -> None:
+        self.span = (start, end)
+        self.log(f"stage: {name}")
+        TrainingRun.objects.filter(pk=self.run_id).update(stage=name, progress=start, heartbeat_at=timezone.now())
+        self._last_write = time.monotonic()
+        self.check_cancel()
+
+    def log(self, message: str) -> None:
+        line = f"[{timezone.now():%H:%M:%S}] {message}\n"
+        run = TrainingRun.objects.only("log").get(pk=self.run_id)
+        TrainingRun.objects.filter(pk=self.run_id).update(log=run.log + line)
+
+    def progress(self, *args: Any, **kwargs: Any) -> None:
+        """Accepts progress(fraction), progress(done, total) or keyword forms; raises RunCancelled."""
+        fraction = _fraction(args, kwargs)
+        now = time.monotonic()
+        if fraction is not None and now - self._last_write >= HEARTBEAT_EVERY_S:
+            start, end = self.span
+            value = start + (end - start) * min(max(fraction, 0.0), 1.0)
+            TrainingRun.objects.filter(pk=self.run_id).update(progress=value, heartbeat_at=timezone.now())
+            self._last_write = now
+        self.check_cancel()
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if not self._cancelled and now - self._last_cancel_check >= CANCEL_CHECK_EVERY_S:
+            self._last_cancel_check = now
+            self._cancelled = TrainingRun.objects.filter(pk=self.run_id, cancel_requested=True).exists()
+        return self._cancelled
+
+    def check_cancel(self) -> None:
+        if self.should_stop():
+            raise RunCancelled()
+
+
+def _fraction(args: tuple[Any, ...], kwargs: dict[str, Any]) -> float | None:
+    numbers = [a for a in args if isinstance(a, int | float)]
+    done = kwargs.get("done", numbers[0] if numbers else None)
+    total = kwargs.get("total", numbers[1] if len(numbers) > 1 else None)
+    if done is None:
+        return None
+    if total:
+        return float(done) / float(total)
+    return float(done) if done <= 1 else None
+
+
+# --- Start / cancel / sweep ---------------------------------------------------------------------
+
+
+def start_training_run(
+    *,
+    project: Project,
+    user: Any | None = None,
+    route: str = Route.PROBE,
+    params: dict[str, Any] | None = None,
+    auto_publish: bool = False,
+    trigger: str = "manual",
+    dispatch: bool = True,
+) -> TrainingRun:
+    """Validates the data now (so the owner sees a clear error at once), then queues `train_model`.
+
+    With dispatch=False the run stays queued for the caller to execute in-process (`execute_training_run`)."""
+    from modeling.tasks import train_model
+
+    if route not in ROUTE1_ROUTES:
+        raise ServiceError(f"Route '{route}' is not trained here; use one of: {', '.join(ROUTE1_ROUTES)}.")
+    params = dict(params or {})
+    if not isinstance(params, dict):
+        raise ServiceError("Training params must be an object.")
+    if TrainingRun.objects.filter(project=project, status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]).exists():
+        raise ConflictError("A training run is already queued or running for this project; wait or cancel it.")
+    collect_training_data(project)
+    train_config_for(route, params, project)
+    if route == Route.PROBE:
+        feature_services.resolve_backbone_spec(params.get("backbone"))
+    params["auto_publish"] = bool(auto_publish)
+    task_id = str(uuid.uuid4())
+    run = TrainingRun.objects.create(
+        project=project, route=route, params=params, trigger=trigger, created_by=_real_user(user), task_id=task_id
+    )
+    if dispatch:
+        train_model.apply_async(args=[run.id], task_id=task_id)
+        run.refresh_from_db()
+    return run
+
+
+def start_feature_extraction(*, project: Project, user: Any | None = None, backbone: str | None = None) -> TrainingRun:
+    """Warms the feature cache for every item of the project (a run with trigger "extract")."""
+    from modeling.tasks import extract_features
+
+    if TrainingRun.objects.filter(project=project, status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]).exists():
+        raise ConflictError("A run is already queued or running for this project; wait or cancel it.")
+    feature_services.resolve_backbone_spec(backbone)
+    task_id = str(uuid.uuid4())
+    run = TrainingRun.objects.create(
+        project=project,
+        route=Route.PROBE,
+        params={"backbone": backbone} if backbone else {},
+        trigger="extract",
+        created_by=_real_user(user),
+        task_id=task_id,
+    )
+    extract_features.apply_async(args=[run.id], task_id=task_id)
+    run.refresh_from_db()
+    return run
+
+
+def _real_user(user: Any | None) -> Any | None:
+    return user if getattr(user, "pk", None) is not None and getattr(user, "is_authenticated", False) else None
+
+
+def cancel_training_run(*, run: TrainingRun) -> TrainingRun:
+    if not run.is_active:
+        raise ConflictError(f"Run #{run.id} is already {run.status}; nothing to cancel.")
+    if run.status == TrainingRun.Status.QUEUED:
+        # Not started: finish it now; the task sees a finished run on start and does nothing.
+        TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
+            status=TrainingRun.Status.CANCELLED, cancel_requested=True, finished_at=timezone.now(), stage="cancelled"
+        )
+    else:
+        TrainingRun.objects.filter(pk=run.pk).update(cancel_requested=True)
+    run.refresh_from_db()
+    return run
+
+
+def sweep_stale_runs(*, project: Project | None = None, stale_after: int | None = None) -> int:
+    """Fails running runs whose heartbeat stopped (killed or crashed worker). Returns how many."""
+    limit = timezone.now() - timedelta(seconds=stale_after if stale_after is not None else stale_after_seconds())
+    stale = TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=limit)
+    if project is not None:
+        stale = stale.filter(project=project)
+    failed = 0
+    for run in stale:
+        failed += TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(
+            status=TrainingRun.Status.FAILED,
+            finished_at=timezone.now(),
+            error=(
+                f"No heartbeat since {run.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC: the worker stopped (killed or "
+                "crashed) mid-run. Nothing was published; start a new run."
+            ),
+        )
+        _remove_partial_artifacts(run)
+    return failed
+
+
+def _remove_partial_artifacts(run: TrainingRun) -> None:
+    """Temporary folders a dead run left behind. A final folder without a ModelVersion is removed too."""
+    final = artifacts_dir_for(run)
+    if not final.parent.exists():
+        return
+    leftovers = [*final.parent.glob(f"{final.name}*"), *final.parent.glob(f".{final.name}.tmp-*")]
+    for path in leftovers:
+        if path.is_dir() and not ModelVersion.objects.filter(artifacts_dir=str(path)).exists():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def artifacts_dir_for(run: TrainingRun) -> Path:
+    # The creation time keeps the name unique even if a wiped database hands out the same ids again.
+    return Path(settings.ARTIFACT_ROOT) / f"project-{run.project_id}" / f"run-{run.id}-{run.created_at:%Y%m%d%H%M%S%f}"
+
+
+# --- Execution (called by the Celery tasks) -----------------------------------------------------
+
+
+def _claim(run_id: int) -> TrainingRun | None:
+    """Marks the run running, unless it is finished or was already started by a worker that died."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None:
+            logger.warning("training run %s does not exist; task ignored", run_id)
+            return None
+        if run.status == TrainingRun.Status.RUNNING:
+            # A redelivered task (acks-late after a lost worker): the first attempt died mid-run.
+            run.status = TrainingRun.Status.FAILED
+            run.finished_at = timezone.now()
+            run.error = "The worker running this run was lost mid-run (task redelivered). Nothing was published."
+            run.save(update_fields=["status", "finished_at", "error"])
+            return None
+        if run.status != TrainingRun.Status.QUEUED:
+            logger.info("training run %s is already %s; task ignored", run_id, run.status)
+            return None
+        now = timezone.now()
+        run.status = TrainingRun.Status.RUNNING
+        run.started_at = now
+        run.heartbeat_at = now
+        run.stage = "starting"
+        run.save(update_fields=["status", "started_at", "heartbeat_at", "stage"])
+        return run
+
+
+def _finish(run_id: int, status: str, *, error: str = "", timings: dict[str, float] | None = None) -> None:
+    updates: dict[str, Any] = {"status": status, "finished_at": timezone.now(), "error": error}
+    if status == TrainingRun.Status.SUCCEEDED:
+        updates.update(progress=1.0, stage="done")
+    if timings is not None:
+        updates["timings"] = timings
+    # Only a running run is finished here: the sweeper may already have failed it.
+    TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.RUNNING).update(**updates)
+
+
+def _guarded(run_id: int, body: Callable[[TrainingRun, RunReporter, dict[str, float]], Any]) -> Any:
+    run = _claim(run_id)
+    if run is None:
+        return None
+    reporter = RunReporter(run.id)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    try:
+        result = body(run, reporter, timings)
+    except Exception as exc:
+        timings["total_seconds"] = round(time.perf_counter() - started, 3)
+        if _is_cancel(exc):
+            reporter.log("cancelled by request")
+            _finish(run.id, TrainingRun.Status.CANCELLED, timings=timings)
+        else:
+            message = exc.message if isinstance(exc, ServiceError) else f"{type(exc).__name__}: {exc}"
+            logger.exception("training run %s failed", run.id)
+            _finish(run.id, TrainingRun.Status.FAILED, error=message, timings=timings)
+        _remove_partial_artifacts(run)
+        return None
+    timings["total_seconds"] = round(time.perf_counter() - started, 3)
+    _finish(run.id, TrainingRun.Status.SUCCEEDED, timings=timings)
+    return result
+
+
+def _is_cancel(exc: BaseException) -> bool:
+    if isinstance(exc, RunCancelled):
+        return True
+    try:
+        from modeling.engine.heads import Cancelled
+    except ImportError:
+        return False
+    return isinstance(exc, Cancelled)
+
+
+def execute_extraction_run(run_id: int) -> int | None:
+    """Extracts (into the cache) the features of every item of the project. Returns how many were new."""
+
+    def body(run: TrainingRun, reporter: RunReporter, timings: dict[str, float]) -> int:
+        reporter.stage("loading backbone", 0.0, 0.05)
+        spec = feature_services.resolve_backbone_spec(run.params.get("backbone"))
+        texts = list(Item.objects.filter(project_id=run.project_id).order_by("id").values_list("text", flat=True))
+        extractor, _ = _extractor_for(spec, run.params)
+        reporter.stage("extracting features", 0.05, 1.0)
+        t0 = time.perf_counter()
+        _, n_extracted = feature_services.extract_with_cache(extractor, texts, reporter.progress)
+        timings["extract_seconds"] = round(time.perf_counter() - t0, 3)
+        reporter.log(f"{len(texts)} texts, {n_extracted} extracted, {len(texts) - n_extracted} from cache")
+        TrainingRun.objects.filter(pk=run.id).update(
+            params={**run.params, "n_texts": len(texts), "n_extracted": n_extracted}
+        )
+        return n_extracted
+
+    return _guarded(run_id, body)
+
+
+def execute_training_run(run_id: int) -> int | None:
+    """Trains, calibrates, evaluates, writes artifacts and creates a candidate version. Returns its id."""
+    return _guarded(run_id, _train)
+
+
+def _extractor_for(spec: Any, params: dict[str, Any]) -> tuple[Any, Any]:
+    """The extractor with max_len fixed to the cap unless the run names one. Batches are padded per batch, so
+    max_len only truncates; a value that does not move with the data keeps the cache key stable across
+    retrains and the extraction-only run (a P95 of the current train texts would change with every new label)."""
+    config = feature_services.feature_config(spec, params)
+    if getattr(config, "max_len", None) is None:
+        config = replace(config, max_len=int(config.max_len_cap))
+    return feature_services.build_extractor(spec, config), config
+
+
+def _train(run: TrainingRun, reporter: RunReporter, timings: dict[str, float]) -> int:
+    from modeling.engine.artifacts import verify_artifacts
+    from modeling.engine.heads import HeadInputs
+    from modeling.engine.pipeline import Predictor, evaluate, train_and_calibrate
+
+    project = run.project
+    reporter.stage("loading data", 0.0, 0.02)
+    data = collect_training_data(project)
+    reporter.log(
+        f"taxonomy v{data.taxonomy.number}; {len(data.label_keys)} classes; train {len(data.train)}, "
+        f"val {len(data.val)}, test {len(data.test)}; skipped {data.skipped}"
+    )
+    splits = ("train", "val", "test")
+    matrices: dict[str, np.ndarray | None] = dict.fromkeys(splits)
+    serving: dict[str, Any] = {"route": run.route, "label_keys": data.label_keys, "fallback_key": data.fallback_key}
+    if run.route == Route.PROBE:
+        reporter.stage("loading backbone", 0.02, 0.05)
+        spec = feature_services.resolve_backbone_spec(run.params.get("backbone"))
+        extractor, config = _extractor_for(spec, run.params)
+        reporter.stage("extracting features", 0.05, 0.6)
+        all_texts = [t for split in splits for t in data.texts(split)]
+        t0 = time.perf_counter()
+        matrix, n_extracted = feature_services.extract_with_cache(extractor, all_texts, reporter.progress)
+        seconds = time.perf_counter() - t0
+        timings.update(extract_seconds=round(seconds, 3), n_texts=len(all_texts), n_extracted=n_extracted)
+        if n_extracted:
+            timings["extract_texts_per_s"] = round(n_extracted / max(seconds, 1e-9), 1)
+        reporter.log(f"features: {len(all_texts)} texts, {n_extracted} extracted, rest from cache")
+        offset = 0
+        for split in splits:
+            n = len(getattr(data, split))
+            matrices[split] = matrix[offset : offset + n]
+            offset += n
+        serving.update(
+            backbone_ref=run.params.get("backbone") or settings.DEFAULT_BACKBONE,
+            backbone_name=spec.name,
+            backbone_fingerprint=spec.fingerprint,
+            feature_config=asdict(config),
+            feature_dim=int(matrix.shape[1]),
+        )
+
+    reporter.stage("training head", 0.6, 0.9)
+    inputs = {split: HeadInputs(matrices[split], data.texts(split)) for split in splits}
+    t0 = time.perf_counter()
+    result = train_and_calibrate(
+        inputs["train"],
+        data.y("train"),
+        inputs["val"],
+        data.y("val"),
+        data.label_keys,
+        data.fallback_key,
+        train_config_for(run.route, run.params, project),
+        progress=reporter.progress,
+        should_stop=reporter.should_stop,
+    )
+    timings["fit_seconds"] = round(time.perf_counter() - t0, 3)
+
+    reporter.stage("writing artifacts", 0.9, 0.95)
+    final_dir = artifacts_dir_for(run)
+    snapshot = [[e.item_id, e.label_key] for e in data.train + data.val]
+
+    def write_extra(tmp: Path) -> None:
+        _write_json(tmp / SERVING_FILE, serving)
+        _write_json(tmp / "snapshot.json", {"train_val": snapshot})
+        _write_explain(tmp / EXPLAIN_SUBDIR, matrices["train"], data.train)
+
+    manifest = result.save(final_dir, extra=write_extra)
+    verify_artifacts(final_dir, manifest)
+    reporter.check_cancel()
+
+    reporter.stage("evaluating on test", 0.95, 0.99)
+    predictor = Predictor.load(final_dir, verify=True, expected_manifest=manifest)
+    metrics: dict[str, Any] = _jsonable(result.metrics)
+    if data.test:
+        metrics["test"] = _jsonable(evaluate(predictor, inputs["test"], data.keys("test")))
+    metrics["counts"] = {"train": len(data.train), "val": len(data.val), "test": len(data.test), **data.skipped}
+    metrics["timings"] = dict(timings)
+    version = _create_version(run, data, serving, final_dir, manifest, metrics, result, snapshot)
+    if run.params.get("auto_publish"):
+        from modeling.services.versions import publish_model_version
+
+        publish_model_version(version=version, user=run.created_by)
+        reporter.log(f"auto-published v{version.number}")
+    reporter.log(f"created model version v{version.number}")
+    return version.id
+
+
+# Route 1's default head: see docs for the measurement that picked it.
+DEFAULT_PROBE_PARAMS: dict[str, Any] = {"head_kind": "linear", "hybrid": True}
+
+
+def train_config_for(route: str, params: dict[str, Any], project: Project) -> Any:
+    from modeling.engine.pipeline import TrainConfig
+
+    known = {f.name for f in fields(TrainConfig)}
+    values: dict[str, Any] = {
+        "abstain_target_kind": project.abstain_target_kind,
+        "abstain_target": project.abstain_target,
+    }
+    if route == Route.TFIDF:
+        values["head_kind"] = "tfidf"
+    else:
+        values.update(DEFAULT_PROBE_PARAMS)
+    values.update({k: v for k, v in params.items() if k in known})
+    if route == Route.TFIDF:
+        values.update(head_kind="tfidf", hybrid=False)
+    try:
+        return TrainConfig(**values)
+    except (TypeError, ValueError) as exc:
+        raise ServiceError(f"Invalid training parameters: {exc}", code="invalid_params") from exc
+
+
+def _create_version(
+    run: TrainingRun,
+    data: TrainingData,
+    serving: dict[str, Any],
+    final_dir: Path,
+    manifest: Any,
+    metrics: dict[str, Any],
+    result: Any,
+    snapshot: list[list[Any]],
+) -> ModelVersion:
+    calibration = _calibration(result)
+    with transaction.atomic():
+        # Lock the project row so two runs finishing together never take the same number.
+        Project.objects.select_for_update().filter(pk=run.project_id).first()
+        number = (ModelVersion.objects.filter(project_id=run.project_id).aggregate(n=Max("number"))["n"] or 0) + 1
+        return ModelVersion.objects.create(
+            project_id=run.project_id,
+            run=run,
+            number=number,
+            route=run.route,
+            backbone_name=serving.get("backbone_name", ""),
+            backbone_fingerprint=serving.get("backbone_fingerprint", ""),
+            taxonomy=data.taxonomy,
+            label_keys=data.label_keys,
+            training_snapshot=snapshot,
+            artifacts_dir=str(final_dir),
+            manifest=_jsonable(manifest),
+            metrics=metrics,
+            temperature=float(calibration.get("temperature", 1.0)),
+            threshold=float(calibration.get("threshold", 0.0) or 0.0),
+            class_thresholds=calibration.get("class_thresholds") or {},
+        )
+
+
+def _calibration(result: Any) -> dict[str, Any]:
+    return _jsonable(result.calibration_record())
+
+
+def _write_explain(folder: Path, matrix: np.ndarray | None, examples: list[GoldExample]) -> None:
+    """Normalised training features + who they are, for nearest-example explanations at predict time."""
+    if matrix is None or not len(examples):
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    np.save(folder / "features.npy", (matrix / np.maximum(norms, 1e-12)).astype(np.float32))
+    _write_json(
+        folder / "examples.json",
+        [{"item_id": e.item_id, "text": e.text, "label": e.label_key} for e in examples],
+    )
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_jsonable(payload), ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars/arrays and dataclasses → plain JSON types."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,93 @@
+"""Celery tasks of active learning (thin: each calls one service) and the hooks that trigger them.
+
+- `score_pool_task` (queue ml): rank the unlabelled pool; queued after every new model version, when the owner
+  asks, and by the beat task when new items arrived.
+- `check_retrain_task` (queue default, light): queued when a gold label is saved; starts a retrain once
+  `Project.retrain_every_n_gold` new gold labels arrived.
+- `active_learning_beat` (queue default): for every project, the retrain check and a re-score if items arrived.
+- `label_check_task` (queue ml): the k-fold label-quality check that fills the review queue.
+Task names are `modeling.tasks_al.*`, which the `modeling.tasks.*` route does not match: queues are set here.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from celery import shared_task
+from django.conf import settings
+from django.db import transaction
+from django.db.models.signals import post_save
+from django.dispatch import receiver
+
+from labeling.models import GoldLabel, Project
+from modeling.models import ModelVersion
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="modeling.tasks_al.score_pool", queue="ml", acks_late=True)
+def score_pool_task(project_id: int, trigger: str = "manual") -> int | None:
+    from modeling.services.active_learning import score_pool
+
+    project = Project.objects.filter(pk=project_id).first()
+    return score_pool(project, trigger=trigger).pk if project else None
+
+
+@shared_task(name="modeling.tasks_al.check_retrain", queue="default")
+def check_retrain_task(project_id: int) -> int | None:
+    from modeling.services.active_learning import retrain_if_due
+
+    project = Project.objects.filter(pk=project_id).first()
+    run = retrain_if_due(project) if project else None
+    return run.pk if run else None
+
+
+@shared_task(name="modeling.tasks_al.label_check", queue="ml", acks_late=True)
+def label_check_task(project_id: int) -> dict[str, int] | None:
+    from modeling.services.label_quality import check_project_labels
+
+    project = Project.objects.filter(pk=project_id).first()
+    return check_project_labels(project) if project else None
+
+
+@shared_task(name="modeling.tasks_al.beat", queue="default")
+def active_learning_beat() -> int:
+    from modeling.selectors.active_learning import al_settings, newest_item_id
+
+    queued = 0
+    for project in Project.objects.all():
+        check_retrain_task.delay(project.pk)
+        if newest_item_id(project) > al_settings(project).last_scored_item_id:
+            score_pool_task.delay(project.pk, "beat")
+            queued += 1
+    return queued
+
+
+# --- hooks -------------------------------------------------------------------------------------------
+
+
+@receiver(post_save, sender=GoldLabel, dispatch_uid="modeling.al.gold_saved")
+def _gold_saved(sender: type, instance: GoldLabel, **kwargs: object) -> None:
+    project_id = instance.item.project_id
+    transaction.on_commit(lambda: check_retrain_task.delay(project_id))
+
+
+@receiver(post_save, sender=ModelVersion, dispatch_uid="modeling.al.version_created")
+def _version_created(sender: type, instance: ModelVersion, created: bool, **kwargs: object) -> None:
+    if created:
+        project_id = instance.project_id
+        transaction.on_commit(lambda: score_pool_task.delay(project_id, "after_training"))
+
+
+def _register_beat() -> None:
+    from sceneclf_site.celery import app
+
+    minutes = max(1, int(getattr(settings, "CELERY_BEAT_INTERVAL_MINUTES", 10)))
+    app.conf.beat_schedule = {
+        **(app.conf.beat_schedule or {}),
+        "modeling-active-learning": {"task": "modeling.tasks_al.beat", "schedule": timedelta(minutes=minutes)},
+    }
+
+
+_register_beat()

@@ -1,0 +1,182 @@
+"""The model page: metrics and plots of a version, runs with live progress, train / cancel / publish /
+roll back / archive. Thin: permissions via labeling.permissions, work via modeling services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from labeling.permissions import can, get_project_for
+from modeling.models import Route
+from modeling.selectors import models as selectors
+from modeling.services import training, versions
+from sceneclf_site.api_errors import ServiceError
+
+
+def _plots(split_metrics: dict[str, Any] | None) -> dict[str, str]:
+    """Server-rendered SVGs for one split's metric dict; a plot whose data is missing is left out."""
+    from modeling.engine import plots
+
+    if not split_metrics:
+        return {}
+    out: dict[str, str] = {}
+    calibration = split_metrics.get("calibration") or {}
+    if calibration.get("reliability"):
+        out["reliability"] = plots.reliability_diagram(
+            calibration["reliability"], calibration.get("reliability_before")
+        )
+    confusion = split_metrics.get("confusion") or {}
+    if confusion.get("matrix"):
+        out["confusion"] = plots.confusion_matrix_plot(confusion["matrix"], confusion["labels"])
+    if split_metrics.get("risk_coverage"):
+        out["risk_coverage"] = plots.risk_coverage_plot(split_metrics["risk_coverage"], split_metrics.get("abstention"))
+    return out
+
+
+def _context(request: HttpRequest, project: Any) -> dict[str, Any]:
+    training.sweep_stale_runs(project=project)  # a dead worker shows up as a failed run on page load
+    runs = list(selectors.run_list(project, limit=20))
+    return {
+        "project": project,
+        "runs": runs,
+        "any_active": any(run.is_active for run in runs),
+        "versions": list(selectors.version_list(project)),
+        "published": selectors.published_version(project),
+        "can_manage": can(request.user, project, "manage"),
+        "can_roll_back": selectors.can_roll_back(project),
+        "routes": [(Route.PROBE, Route.PROBE.label), (Route.TFIDF, Route.TFIDF.label)],
+    }
+
+
+@login_required
+def model_page(request: HttpRequest, slug: str) -> HttpResponse:
+    project = get_project_for(request.user, slug, "view")
+    context = _context(request, project)
+    shown = context["published"] or (context["versions"][0] if context["versions"] else None)
+    context.update(_version_context(shown))
+    return render(request, "modeling/model_page.html", context)
+
+
+@login_required
+def version_page(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    project = get_project_for(request.user, slug, "view")
+    context = _context(request, project)
+    try:
+        version = selectors.version_get(project, number)
+    except ServiceError as exc:
+        raise Http404(exc.message) from exc
+    context.update(_version_context(version))
+    return render(request, "modeling/model_page.html", context)
+
+
+def _version_context(version: Any) -> dict[str, Any]:
+    if version is None:
+        return {"shown": None}
+    metrics = version.metrics or {}
+    split = "test" if metrics.get("test") else "val"
+    split_metrics = metrics.get(split) or {}
+    return {
+        "shown": version,
+        "split": split,
+        "m": split_metrics,
+        "val_m": metrics.get("val") or {},
+        "per_class": sorted((split_metrics.get("per_class") or {}).items()),
+        "plots": _plots(split_metrics),
+    }
+
+
+@login_required
+def runs_partial(request: HttpRequest, slug: str) -> HttpResponse:
+    """The runs table alone: htmx polls it every 2 s while a run is active."""
+    project = get_project_for(request.user, slug, "view")
+    return render(request, "modeling/_runs.html", _context(request, project))
+
+
+def _act(request: HttpRequest, slug: str, action: Any, success: str) -> HttpResponse:
+    project = get_project_for(request.user, slug, "manage")
+    try:
+        result = action(project)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, success.format(result=result))
+    return redirect("modeling:model_page", slug=project.slug)
+
+
+@login_required
+@require_POST
+def train(request: HttpRequest, slug: str) -> HttpResponse:
+    route = request.POST.get("route", Route.PROBE)
+    params: dict[str, Any] = {}
+    if request.POST.get("backbone", "").strip():
+        params["backbone"] = request.POST["backbone"].strip()
+    auto_publish = request.POST.get("auto_publish") == "on"
+    return _act(
+        request,
+        slug,
+        lambda p: training.start_training_run(
+            project=p, user=request.user, route=route, params=params, auto_publish=auto_publish
+        ),
+        "Training run #{result.id} queued.",
+    )
+
+
+@login_required
+@require_POST
+def extract(request: HttpRequest, slug: str) -> HttpResponse:
+    backbone = request.POST.get("backbone", "").strip() or None
+    return _act(
+        request,
+        slug,
+        lambda p: training.start_feature_extraction(project=p, user=request.user, backbone=backbone),
+        "Feature extraction run #{result.id} queued.",
+    )
+
+
+@login_required
+@require_POST
+def cancel(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+    return _act(
+        request,
+        slug,
+        lambda p: training.cancel_training_run(run=selectors.run_get(p, run_id)),
+        "Cancel requested for run #{result.id}.",
+    )
+
+
+@login_required
+@require_POST
+def publish(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    return _act(
+        request,
+        slug,
+        lambda p: versions.publish_model_version(version=selectors.version_get(p, number), user=request.user),
+        "Model v{result.number} is now published.",
+    )
+
+
+@login_required
+@require_POST
+def rollback(request: HttpRequest, slug: str) -> HttpResponse:
+    return _act(
+        request,
+        slug,
+        lambda p: versions.rollback_model(project=p, user=request.user),
+        "Rolled back: model v{result.number} is published again.",
+    )
+
+
+@login_required
+@require_POST
+def archive(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    return _act(
+        request,
+        slug,
+        lambda p: versions.archive_model_version(version=selectors.version_get(p, number)),
+        "Model v{result.number} archived.",
+    )

@@ -1,0 +1,178 @@
+// Annotator workspace: hotkeys, focus and timing. The server renders every panel; this file only turns
+// keys into form submits (htmx swaps the next panel in) and measures display-to-submit time.
+(function () {
+  "use strict";
+
+  var panel = document.getElementById("ws-panel");
+  if (!panel) return;
+  var help = document.getElementById("ws-help");
+  var shownAt = performance.now();
+  var focusIndex = 0;
+  var busy = false;
+
+  function labels() {
+    return Array.prototype.slice.call(panel.querySelectorAll(".ws-label"));
+  }
+
+  function showDefinition(key) {
+    panel.querySelectorAll(".ws-def").forEach(function (node) {
+      node.hidden = node.getAttribute("data-def-for") !== key;
+    });
+  }
+
+  function setFocus(index, moveDomFocus) {
+    var buttons = labels();
+    if (!buttons.length) return;
+    focusIndex = (index + buttons.length) % buttons.length;
+    buttons.forEach(function (button, i) {
+      button.classList.toggle("focused", i === focusIndex);
+      button.setAttribute("aria-pressed", i === focusIndex ? "true" : "false");
+    });
+    if (moveDomFocus) buttons[focusIndex].focus();
+    showDefinition(buttons[focusIndex].getAttribute("data-key"));
+  }
+
+  // A new item is on screen: restart the clock, focus the suggestion (or the first label).
+  function onPanelShown() {
+    busy = false;
+    shownAt = performance.now();
+    var item = document.getElementById("ws-item");
+    var suggested = item ? item.getAttribute("data-suggested") : "";
+    var start = 0;
+    labels().forEach(function (button, i) {
+      if (suggested && button.getAttribute("data-key") === suggested) start = i;
+    });
+    setFocus(start, false);
+  }
+
+  function submitLabel(key) {
+    var form = document.getElementById("ws-label-form");
+    if (!form || busy) return;
+    busy = true;
+    form.elements.label.value = key;
+    form.elements.time_ms.value = String(Math.round(performance.now() - shownAt));
+    post(form);
+  }
+
+  // htmx.ajax rather than triggering the form: a key pressed right after a swap may come before htmx has
+  // processed the new form's attributes, and the request must not be lost.
+  function post(form) {
+    htmx.ajax("POST", form.getAttribute("hx-post"), { source: form, target: panel, swap: "innerHTML" }).catch(
+      function () {
+        busy = false;
+      }
+    );
+  }
+
+  function openSkip() {
+    var form = document.getElementById("ws-skip-form");
+    if (!form) return;
+    form.hidden = false;
+    document.getElementById("ws-skip-reason").focus();
+  }
+
+  function closeSkip() {
+    var form = document.getElementById("ws-skip-form");
+    if (form) form.hidden = true;
+  }
+
+  function undo() {
+    var form = document.getElementById("ws-undo-form");
+    if (form && !busy) {
+      busy = true;
+      post(form);
+    }
+  }
+
+  function toggleHelp() {
+    if (!help) return;
+    if (help.open) help.close();
+    else help.showModal();
+  }
+
+  function labelForHotkey(key) {
+    return labels().filter(function (button) {
+      return button.getAttribute("data-hotkey") === key;
+    })[0];
+  }
+
+  document.addEventListener("keydown", function (event) {
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    var target = event.target;
+    var typing = target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA" || target.tagName === "SELECT");
+    if (typing) {
+      if (event.key === "Escape") closeSkip();
+      return; // Enter in the skip reason submits its own form
+    }
+    if (help && help.open) {
+      if (event.key === "?" || event.key === "Escape") {
+        event.preventDefault();
+        help.close();
+      }
+      return;
+    }
+    var key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
+    if (key === "?") {
+      event.preventDefault();
+      toggleHelp();
+    } else if (key === "s") {
+      event.preventDefault();
+      openSkip();
+    } else if (key === "u") {
+      event.preventDefault();
+      undo();
+    } else if (key === "Enter") {
+      var buttons = labels();
+      if (!buttons.length) return;
+      event.preventDefault();
+      var focused = buttons.indexOf(document.activeElement);
+      submitLabel(buttons[focused >= 0 ? focused : focusIndex].getAttribute("data-key"));
+    } else if (key === "ArrowRight" || key === "ArrowDown") {
+      event.preventDefault();
+      setFocus(focusIndex + 1, true);
+    } else if (key === "ArrowLeft" || key === "ArrowUp") {
+      event.preventDefault();
+      setFocus(focusIndex - 1, true);
+    } else if (key === "Escape") {
+      closeSkip();
+    } else {
+      var button = labelForHotkey(key);
+      if (button) {
+        event.preventDefault();
+        submitLabel(button.getAttribute("data-key"));
+      }
+    }
+  });
+
+  panel.addEventListener("click", function (event) {
+    var button = event.target.closest(".ws-label");
+    if (button) {
+      submitLabel(button.getAttribute("data-key"));
+    } else if (event.target.closest("[data-ws-skip-open]")) {
+      openSkip();
+    } else if (event.target.closest("[data-ws-skip-cancel]")) {
+      closeSkip();
+    }
+  });
+
+  panel.addEventListener("focusin", function (event) {
+    var button = event.target.closest && event.target.closest(".ws-label");
+    if (button) setFocus(labels().indexOf(button), false);
+  });
+
+  document.querySelectorAll("[data-ws-help]").forEach(function (node) {
+    node.addEventListener("click", toggleHelp);
+  });
+
+  document.body.addEventListener("htmx:afterSwap", function (event) {
+    if (event.detail.target === panel) onPanelShown();
+  });
+  document.body.addEventListener("htmx:responseError", function () {
+    busy = false;
+  });
+  document.body.addEventListener("htmx:sendError", function () {
+    busy = false;
+  });
+
+  onPanelShown();
+})();

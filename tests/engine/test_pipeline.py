@@ -1,0 +1,135 @@
+"""train_and_calibrate → save → Predictor.load → predict / evaluate, on synthetic data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from modeling.engine.artifacts import ArtifactError
+from modeling.engine.heads import Cancelled, HeadInputs
+from modeling.engine.pipeline import Predictor, TrainConfig, evaluate, train_and_calibrate
+
+torch.set_num_threads(1)
+
+KEYS = ["旅行", "支付", "物流", "其他"]
+FALLBACK = "其他"
+WORDS = {"旅行": "机票", "支付": "付款", "物流": "快递", "其他": "随便"}
+
+
+def split(n: int, seed: int, spread: float = 2.5) -> tuple[HeadInputs, list[str]]:
+    """Overlapping blobs (so confidence varies) plus texts carrying a class keyword half of the time."""
+    centers = np.random.default_rng(42).normal(0, 1.5, (len(KEYS), 10))
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, len(KEYS), n)
+    x = (centers[y] + rng.normal(0, spread, (n, 10))).astype(np.float32)
+    texts = [("我想问" + WORDS[KEYS[c]] if rng.uniform() < 0.5 else "我想问一下") for c in y]
+    return HeadInputs(x, texts), [KEYS[c] for c in y]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return {name: split(n, seed) for name, n, seed in (("train", 400, 1), ("val", 200, 2), ("test", 200, 3))}
+
+
+def train(data, **options):
+    config = TrainConfig(**{"head_kind": "linear", "abstain_target": 0.8, **options})
+    return train_and_calibrate(*data["train"], *data["val"], KEYS, FALLBACK, config)
+
+
+def test_train_calibrate_and_threshold_on_val(data):
+    result = train(data)
+    val = result.metrics["val"]
+    assert val["n"] == 200 and 0.4 < val["accuracy"] < 1.0
+    assert val["abstention"]["selective_accuracy"] >= 0.8 and val["abstention"]["coverage"] < 1.0
+    assert result.choice.target_met
+    assert val["calibration"]["nll"] <= val["calibration"]["nll_before"] + 1e-9
+    json.dumps(result.metrics, ensure_ascii=False)
+
+
+def test_predictor_round_trip_gives_identical_probabilities(data, tmp_path):
+    result = train(data, hybrid=True, per_class_thresholds=True)
+    before = result.predictor().predict_proba(data["test"][0])[0]
+    manifest = result.save(tmp_path / "v1")
+    assert {"calibration.json", "metrics.json", "train_config.json", "head/head.json"} <= set(manifest["files"])
+    predictor = Predictor.load(tmp_path / "v1")
+    np.testing.assert_array_equal(predictor.predict_proba(data["test"][0])[0], before)
+    assert predictor.manifest["files"] == manifest["files"]
+    calibration = json.loads((tmp_path / "v1" / "calibration.json").read_text(encoding="utf-8"))
+    assert calibration["label_keys"] == KEYS and calibration["fallback_key"] == FALLBACK
+    assert calibration["temperature"] == result.temperature
+
+
+def test_predictions_abstain_to_the_fallback(data):
+    predictor = train(data).predictor()
+    predictions = predictor.predict(data["test"][0], k=2)
+    assert len(predictions) == 200
+    abstained = [p for p in predictions if p.abstained]
+    answered = [p for p in predictions if not p.abstained]
+    assert abstained and answered
+    assert all(p.label == FALLBACK and p.confidence < predictor.choice.threshold for p in abstained)
+    assert all(p.label == p.topk[0][0] and len(p.topk) == 2 for p in answered)
+    assert all(p.topk[0][1] >= p.topk[1][1] for p in predictions)
+    assert predictor.predict(HeadInputs(np.zeros((0, 10), dtype=np.float32))) == []
+
+
+def test_evaluate_on_test_matches_the_val_metric_shape(data):
+    result = train(data)
+    test = evaluate(result.predictor(), *data["test"])
+    assert set(result.metrics["val"]) == set(test)
+    assert test["n"] == 200 and "oos_recall" in test["abstention"]
+    with pytest.raises(ValueError, match="unknown label keys 售后"):
+        evaluate(result.predictor(), data["test"][0], ["售后"] * 200)
+
+
+def test_tampered_artifacts_are_refused(data, tmp_path):
+    train(data).save(tmp_path / "v1")
+    (tmp_path / "v1" / "calibration.json").write_text('{"temperature": 0.01}', encoding="utf-8")
+    with pytest.raises(ArtifactError, match=r"calibration\.json"):
+        Predictor.load(tmp_path / "v1")
+
+
+def test_crash_while_saving_leaves_no_version(data, tmp_path):
+    result = train(data)
+
+    def broken_extra(_tmp) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        result.save(tmp_path / "v1", extra=broken_extra)
+    assert not (tmp_path / "v1").exists()
+
+
+def test_too_small_val_split_is_a_clear_error(data):
+    small_val = (data["val"][0].subset(np.arange(5)), data["val"][1][:5])
+    with pytest.raises(ValueError, match="validation split has 5 labelled texts"):
+        train_and_calibrate(*data["train"], *small_val, KEYS, FALLBACK, TrainConfig())
+
+
+def test_config_and_label_errors(data):
+    with pytest.raises(ValueError, match="fallback label"):
+        train_and_calibrate(*data["train"], *data["val"], KEYS, "售后", TrainConfig())
+    with pytest.raises(ValueError, match="unknown head options"):
+        TrainConfig(head_options={"colour": "red"})
+    with pytest.raises(ValueError, match="hybrid head needs a feature head"):
+        TrainConfig(head_kind="tfidf", hybrid=True)
+    config = TrainConfig(head_kind="mlp", hybrid=True, loss="focal", head_options={"hidden_dim": 32})
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert config.head_config().kind == "hybrid" and config.head_config().feature_kind == "mlp"
+
+
+def test_cancel_and_progress(data):
+    seen: list[float] = []
+    train_and_calibrate(
+        *data["train"], *data["val"], KEYS, FALLBACK, TrainConfig(), progress=lambda f, m: seen.append(f)
+    )
+    assert seen[-1] == 1.0 and seen == sorted(seen)
+    with pytest.raises(Cancelled):
+        train_and_calibrate(*data["train"], *data["val"], KEYS, FALLBACK, TrainConfig(), should_stop=lambda: True)
+
+
+def test_coverage_target(data):
+    result = train(data, abstain_target_kind="coverage", abstain_target=0.6)
+    assert 0.6 <= result.metrics["val"]["abstention"]["coverage"] < 0.62

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.management import call_command
+
+from labeling.models import Item, Project
+from modeling.models import ModelVersion
+from tests.modeling.route1 import scene_texts
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps({"text": t, "label": lab}, ensure_ascii=False) + "\n" for t, lab in rows))
+
+
+@pytest.mark.django_db
+def test_evaluate_dataset_runs_the_app_and_cleans_up(tmp_path, tiny_backbone, capsys):
+    rows = [(t, "oos" if lab == "其他" else lab) for t, lab in scene_texts(20)]
+    files = {"train": rows[0::2], "val": rows[1::4], "test": rows[3::4]}
+    for split, split_rows in files.items():
+        _write(tmp_path / f"{split}.jsonl", split_rows)
+    out = tmp_path / "result.json"
+
+    call_command(
+        "evaluate_dataset",
+        "--train", str(tmp_path / "train.jsonl"), "--val", str(tmp_path / "val.jsonl"),
+        "--test", str(tmp_path / "test.jsonl"), "--backbone", str(tiny_backbone),
+        "--fallback-label", "oos", "--params", '{"head_options": {"max_epochs": 20}}', "--json", str(out),
+    )  # fmt: skip
+
+    result = json.loads(out.read_text())
+    for key in ("accuracy", "macro_f1", "ece_before", "ece_after", "temperature", "threshold", "coverage",
+                "selective_accuracy", "extract_texts_per_s", "fit_seconds", "total_seconds",
+                "in_scope_accuracy", "oos_recall", "oos_precision"):  # fmt: skip
+        assert key in result, key
+    assert result["n_train"] == len(files["train"]) and result["n_test"] == len(files["test"])
+    assert 0.0 <= result["macro_f1"] <= 1.0 and result["extract_texts_per_s"] > 0
+    assert json.loads(capsys.readouterr().out)["macro_f1"] == result["macro_f1"]
+    # The throw-away project is gone with everything it created.
+    assert not Project.objects.filter(slug__startswith="eval-").exists()
+    assert not Item.objects.exists() and not ModelVersion.objects.exists()
+
+
+@pytest.mark.django_db
+def test_evaluate_dataset_reports_missing_file(tmp_path):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="does not exist"):
+        call_command("evaluate_dataset", "--train", "x", "--val", "y", "--test", str(tmp_path / "nope.jsonl"))

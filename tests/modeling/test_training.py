@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from modeling.engine.artifacts import verify_artifacts
+from modeling.models import ModelVersion, TrainingRun
+from modeling.services import training
+from sceneclf_site.api_errors import ConflictError, ServiceError
+from tests.modeling.route1 import tiny_params
+
+
+def _train(project, backbone, **kwargs) -> TrainingRun:
+    run = training.start_training_run(project=project, params=tiny_params(backbone), **kwargs)
+    run.refresh_from_db()
+    return run
+
+
+@pytest.mark.django_db
+def test_training_run_creates_a_verified_candidate_version(scene_project, tiny_backbone, owner):
+    run = _train(scene_project, tiny_backbone, user=owner)
+
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    assert run.progress == 1.0 and run.stage == "done"
+    version = ModelVersion.objects.get(run=run)
+    assert version.status == ModelVersion.Status.CANDIDATE
+    assert version.number == 1
+    assert len(version.backbone_fingerprint) == 64
+    assert "其他" in version.label_keys and "支付" in version.label_keys
+    assert version.training_snapshot and all(len(pair) == 2 for pair in version.training_snapshot)
+    verify_artifacts(Path(version.artifacts_dir), version.manifest)
+    for key in ("accuracy", "macro_f1", "per_class", "confusion", "calibration", "risk_coverage", "abstention"):
+        assert key in version.metrics["test"], key
+    assert version.metrics["counts"]["val"] >= 20
+    serving = json.loads((Path(version.artifacts_dir) / training.SERVING_FILE).read_text())
+    assert serving["backbone_fingerprint"] == version.backbone_fingerprint
+    assert serving["feature_config"]["max_len"] is not None  # fixed at training time, reused when serving
+
+
+@pytest.mark.django_db
+def test_retrain_on_seen_items_extracts_nothing(scene_project, tiny_backbone):
+    first = _train(scene_project, tiny_backbone)
+    second = _train(scene_project, tiny_backbone)
+
+    assert first.timings["n_extracted"] == first.timings["n_texts"] > 0
+    assert second.status == TrainingRun.Status.SUCCEEDED
+    assert second.timings["n_extracted"] == 0
+    assert ModelVersion.objects.filter(project=scene_project).count() == 2
+
+
+@pytest.mark.django_db
+def test_tfidf_route_needs_no_backbone(scene_project):
+    run = training.start_training_run(project=scene_project, route="tfidf")
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    version = run.model_version
+    assert version.route == "tfidf" and version.backbone_fingerprint == ""
+    assert version.metrics["test"]["macro_f1"] > 0.8  # keyword-separable synthetic scenes
+
+
+@pytest.mark.django_db
+def test_auto_publish_publishes_the_new_version(scene_project, tiny_backbone):
+    run = _train(scene_project, tiny_backbone, auto_publish=True)
+    assert run.model_version.status == ModelVersion.Status.PUBLISHED
+
+
+@pytest.mark.django_db
+def test_training_refuses_without_published_taxonomy_or_val(project, scene_project, tiny_backbone):
+    from labeling.models import Item
+
+    Item.objects.filter(project=scene_project, split="val").update(split="train")
+    with pytest.raises(ServiceError, match="validation split"):
+        training.start_training_run(project=scene_project, params=tiny_params(tiny_backbone))
+    assert not TrainingRun.objects.exists()
+
+
+@pytest.mark.django_db
+def test_unknown_params_and_backbone_give_clear_errors(scene_project, tiny_backbone):
+    with pytest.raises(ServiceError, match="Invalid training parameters"):
+        training.start_training_run(project=scene_project, params={**tiny_params(tiny_backbone), "head_kind": "x"})
+    with pytest.raises(ServiceError, match="not usable"):
+        training.start_training_run(project=scene_project, params={"backbone": "/nonexistent/folder"})
+
+
+@pytest.mark.django_db
+def test_second_run_while_one_is_active_is_refused(scene_project, tiny_backbone):
+    TrainingRun.objects.create(project=scene_project, status=TrainingRun.Status.RUNNING)
+    with pytest.raises(ConflictError):
+        training.start_training_run(project=scene_project, params=tiny_params(tiny_backbone))
+
+
+@pytest.mark.django_db
+def test_cancel_queued_run_and_cancel_requested_before_first_stage(scene_project, tiny_backbone):
+    queued = TrainingRun.objects.create(project=scene_project, params=tiny_params(tiny_backbone))
+    training.cancel_training_run(run=queued)
+    queued.refresh_from_db()
+    assert queued.status == TrainingRun.Status.CANCELLED
+    assert training.execute_training_run(queued.id) is None  # the task finds it finished and does nothing
+
+    running = TrainingRun.objects.create(
+        project=scene_project, params=tiny_params(tiny_backbone), cancel_requested=True
+    )
+    assert training.execute_training_run(running.id) is None
+    running.refresh_from_db()
+    assert running.status == TrainingRun.Status.CANCELLED
+    assert not ModelVersion.objects.exists()
+    with pytest.raises(ConflictError):
+        training.cancel_training_run(run=running)
+
+
+@pytest.mark.django_db
+def test_redelivered_task_of_a_running_run_fails_it(scene_project, tiny_backbone):
+    run = TrainingRun.objects.create(
+        project=scene_project, params=tiny_params(tiny_backbone), status=TrainingRun.Status.RUNNING
+    )
+    assert training.execute_training_run(run.id) is None
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.FAILED and "lost" in run.error
+    assert not ModelVersion.objects.exists()
+
+
+@pytest.mark.django_db
+def test_sweeper_fails_only_stale_running_runs(scene_project):
+    old = timezone.now() - timedelta(hours=1)
+    stale = TrainingRun.objects.create(project=scene_project, status="running", heartbeat_at=old)
+    fresh = TrainingRun.objects.create(project=scene_project, status="running", heartbeat_at=timezone.now())
+    queued = TrainingRun.objects.create(project=scene_project)
+
+    assert training.sweep_stale_runs(stale_after=600) == 1
+    for run in (stale, fresh, queued):
+        run.refresh_from_db()
+    assert stale.status == "failed" and "heartbeat" in stale.error
+    assert fresh.status == "running" and queued.status == "queued"
+
+
+@pytest.mark.django_db
+def test_engine_failure_marks_run_failed_with_message(scene_project, tiny_backbone):
+    run = TrainingRun.objects.create(
+        project=scene_project, params={**tiny_params(tiny_backbone), "min_val_size": 10_000}
+    )
+    training.execute_training_run(run.id)
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.FAILED
+    assert "validation split" in run.error
+    assert not ModelVersion.objects.exists()
+    assert not list(training.artifacts_dir_for(run).parent.glob(f"*run-{run.id}*"))
