@@ -54,6 +54,7 @@ urlpatterns += [
     path(f"{P}/workspace/submit/", workspace_views.workspace_submit, name="workspace_submit"),
     path(f"{P}/workspace/skip/", workspace_views.workspace_skip, name="workspace_skip"),
     path(f"{P}/workspace/undo/", workspace_views.workspace_undo, name="workspace_undo"),
+    path(f"{P}/workspace/settings/", workspace_views.workspace_settings_page, name="workspace_settings"),
     path(f"{P}/adjudication/", review_views.adjudication_page, name="adjudication"),
     path(f"{P}/adjudication/<int:item_id>/", review_views.adjudicate_item, name="adjudicate_item"),
     path(f"{P}/review/", review_views.review_queue_page, name="review"),

@@ -9,9 +9,7 @@ from labeling.models import Project
 
 
 def recent_predictions(project: Project, *, limit: int = 100) -> QuerySet[PredictionLog]:
-    return PredictionLog.objects.filter(project=project).select_related("model_version").order_by("-created_at")[
-        :limit
-    ]
+    return PredictionLog.objects.filter(project=project).select_related("model_version").order_by("-created_at")[:limit]
 
 
 def prediction_stats(project: Project) -> dict[str, float | int | None]:

@@ -11,7 +11,16 @@ from typing import Any
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from labeling.models import Annotation, Assignment, Item, Label, Project, TaxonomyVersion, WorkspaceSettings
+from labeling.models import (
+    Annotation,
+    Assignment,
+    Item,
+    Label,
+    Project,
+    ReviewTask,
+    TaxonomyVersion,
+    WorkspaceSettings,
+)
 
 RESERVED_KEYS = {"s", "u", "?"}  # skip, undo, help
 AUTO_HOTKEYS = "123456789abcdefghijklmnopqrtvwxyz"
@@ -59,14 +68,19 @@ def eligible_item_ids(project: Project, annotator: Any, now: datetime | None = N
         .exclude(annotations__annotator=annotator)
         .exclude(skips__annotator=annotator)
         .exclude(assignments__annotator=annotator)
+        # Texts waiting in the review queue (e.g. abstained predictions) are the reviewers' to decide.
+        .exclude(review_tasks__status=ReviewTask.Status.OPEN)
         .values_list("id", "priority", "source", "text_hash")
     )
     occupied = occupied_slots(project, now)
-    by_source: dict[str, list[tuple[float, int, float]]] = defaultdict(list)
+    by_source: dict[str, list[tuple[float, int, int]]] = defaultdict(list)
     for item_id, priority, source, text_hash in candidates:
-        if occupied.get(item_id, 0) >= target_k(project, text_hash):
+        # k >= 1, so only items with a taken slot can be full: the hash for k is computed only for those.
+        taken = occupied.get(item_id, 0)
+        if taken and taken >= target_k(project, text_hash):
             continue
-        by_source[source].append((priority, item_id, stable_fraction("order", project.pk, item_id)))
+        # The text's sha256 already is a uniform, stable shuffle key: no extra hashing per item.
+        by_source[source].append((priority, item_id, int(text_hash[:12] or "0", 16)))
     keyed: list[tuple[float, int, int, int]] = []
     for position, source in enumerate(sorted(by_source)):
         rows = sorted(by_source[source], key=lambda row: row[2])

@@ -456,7 +456,8 @@ def _parse_csv(handle: IO[str]) -> Iterator[ParsedLine]:
                 line=start, reject_reason=f"Broken CSV row: {len(row)} fields, the header has {len(header)}."
             )
         else:
-            values = {key: cell for key, cell in zip(header, row, strict=True) if key and cell != ""}
+            # Empty cells are not metadata; an empty text cell stays, so its reason is "Empty text".
+            values = {key: cell for key, cell in zip(header, row, strict=True) if key and (cell or key == "text")}
             yield _from_mapping(start, values)
 
 

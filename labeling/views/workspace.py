@@ -5,17 +5,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET, require_POST
+from django.utils.translation import gettext_lazy as _lazy
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from labeling.models import Assignment, ItemSuggestion, Project
 from labeling.permissions import get_project_for
-from labeling.selectors.workspace import annotator_progress, recent_annotations, workspace_labels
+from labeling.selectors.workspace import annotator_progress, recent_annotations, workspace_labels, workspace_settings
 from labeling.services.gold import latest_published
-from labeling.services.workspace import next_assignment, skip_item, submit_annotation, undo_last
+from labeling.services.workspace import (
+    next_assignment,
+    skip_item,
+    submit_annotation,
+    undo_last,
+    update_workspace_settings,
+)
 from labeling.views.projects import project_context
 from sceneclf_site.api_errors import ServiceError
 
@@ -108,3 +117,32 @@ def workspace_undo(request: HttpRequest, slug: str) -> HttpResponse:
     except ServiceError as exc:
         return _panel(request, project, error=exc.message)
     return _panel(request, project, notice=_("Undone: the item is back."))
+
+
+class WorkspaceSettingsForm(forms.Form):
+    assignment_ttl_minutes = forms.IntegerField(
+        min_value=1, max_value=24 * 60, label=_lazy("Minutes before an abandoned item goes back to the queue")
+    )
+    accept_majority = forms.BooleanField(
+        required=False, label=_lazy("With 3 or more annotators, accept a strict majority as gold without adjudication")
+    )
+    agreement_batch_size = forms.IntegerField(
+        min_value=1, max_value=10_000, label=_lazy("Recompute agreement after this many new annotations")
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def workspace_settings_page(request: HttpRequest, slug: str) -> HttpResponse:
+    project = get_project_for(request.user, slug, "manage")
+    current = workspace_settings(project)
+    initial = {name: getattr(current, name) for name in WorkspaceSettingsForm.base_fields}
+    form = WorkspaceSettingsForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            update_workspace_settings(project=project, **form.cleaned_data)
+            messages.success(request, _("Workspace settings saved."))
+            return redirect("labeling:workspace_settings", project.slug)
+        except ServiceError as exc:
+            form.add_error(None, exc.message)
+    return render(request, "labeling/workspace/settings.html", project_context(request, project, form=form))

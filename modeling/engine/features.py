@@ -32,7 +32,7 @@ class FeatureConfig:
     max_len_cap: int = 256
     batch_tokens: int = 16384  # padded tokens per batch: few large batches beat many small ones on CPU
     max_batch: int = 2048
-    min_batch_tokens: int = 2048  # below this a batch is not split to save padding
+    min_batch_tokens: int = 4096  # below this a batch is not split to save padding
     max_padding: float = 0.2  # split a big-enough batch when the next text is this much shorter
     dtype: str = "auto"  # "auto" | "fp32" | "bf16"
     threads: int = 0  # 0 leaves torch's thread setting alone
@@ -124,6 +124,23 @@ class _EarlyExit(Exception):
         self.hidden = hidden
 
 
+# The model is shared by every extractor (and thread) in the process, so the early-exit hooks stay
+# installed and only fire for the block the *current thread* asked to stop after.
+_exit_target = threading.local()
+
+
+def _early_exit_hook(module, _inputs, output):
+    if getattr(_exit_target, "module", None) is module:
+        raise _EarlyExit(output[0] if isinstance(output, tuple) else output)
+
+
+def _install_exit_hook(block) -> None:
+    with _load_lock:
+        if not getattr(block, "_sceneclf_exit_hook", False):
+            block.register_forward_hook(_early_exit_hook)
+            block._sceneclf_exit_hook = True
+
+
 def _layer_stack(model, n_layers: int):
     """The ModuleList of transformer blocks (encoder.layer for BERT, layers for Qwen/Llama)."""
     import torch
@@ -158,6 +175,9 @@ class FeatureExtractor:
         self.n_layers = int(self.model.config.num_hidden_layers)
         self.layer_index = self._resolve_layer(self.config.layer)
         self.max_len = self.config.max_len or self.config.max_len_cap
+        # Decoders park a huge activation on the first position (norm ~60x the others in Qwen2.5's middle
+        # layers); averaging it in makes every text's vector nearly identical, so mean pooling skips it.
+        self.skip_first = spec.kind == "decoder" and self.config.pooling == "mean"
         self._stack = _layer_stack(self.model, self.n_layers)
 
     def _resolve_layer(self, layer: str | int) -> int:
@@ -189,6 +209,7 @@ class FeatureExtractor:
             "dtype": self.dtype,
             "normalize": self.config.normalize,
             "prefix": self.spec.query_prefix,
+            "skip_first": self.skip_first,
         }
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -203,6 +224,7 @@ class FeatureExtractor:
             "max_len": self.max_len,
             "dtype": self.dtype,
             "normalize": self.config.normalize,
+            "skip_first_token": self.skip_first,
             "query_prefix": self.spec.query_prefix,
             "feature_dim": self.feature_dim,
             "cache_key": self.cache_key(),
@@ -245,16 +267,15 @@ class FeatureExtractor:
         want_hidden = self.layer_index < self.n_layers
         if want_hidden and self._stack is not None and self.layer_index > 0:
             # Stop after block k-1 instead of running the whole stack: half the work for a mid layer.
-            def stop(_module, _inputs, output):
-                raise _EarlyExit(output[0] if isinstance(output, tuple) else output)
-
-            handle = self._stack[self.layer_index - 1].register_forward_hook(stop)
+            block = self._stack[self.layer_index - 1]
+            _install_exit_hook(block)
+            _exit_target.module = block
             try:
                 self.model(input_ids=input_ids, attention_mask=attention_mask)
             except _EarlyExit as exit_:
                 return exit_.hidden
             finally:
-                handle.remove()
+                _exit_target.module = None
             raise BackboneError("early exit hook did not fire")  # pragma: no cover
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=want_hidden)
         if want_hidden:
@@ -268,6 +289,9 @@ class FeatureExtractor:
         if self.config.pooling == "last":
             pooled = hidden[torch.arange(hidden.shape[0]), lengths - 1]
         else:
+            if self.skip_first:
+                mask = mask.clone()
+                mask[lengths > 1, 0] = 0  # a one-token text keeps its only position
             m = mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
         if self.config.normalize:

@@ -113,6 +113,11 @@ def check_labelled_file(
             if k > 0
         }
         report["precision_top_10pct"] = round(quality.precision_at_k(order, wrong, max(1, n // 10)), 4)
+        # The plain rule for comparison: rank only by out-of-fold P(given label), no confident-learning filter.
+        plain = sorted(range(n), key=lambda i: probs[i, y[i]])
+        report["precision_top_10pct_self_confidence_only"] = round(
+            quality.precision_at_k(plain, wrong, max(1, n // 10)), 4
+        )
         report["recall_flagged"] = round(
             len(wrong & {issue.index for issue in ranked if issue.flagged}) / max(len(wrong), 1), 4
         )

@@ -192,11 +192,10 @@ def start_training_run(
 
     if route not in ROUTE1_ROUTES:
         raise ServiceError(f"Route '{route}' is not trained here; use one of: {', '.join(ROUTE1_ROUTES)}.")
-    params = dict(params or {})
-    if not isinstance(params, dict):
+    if params is not None and not isinstance(params, dict):
         raise ServiceError("Training params must be an object.")
-    if TrainingRun.objects.filter(project=project, status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]).exists():
-        raise ConflictError("A training run is already queued or running for this project; wait or cancel it.")
+    params = dict(params or {})
+    _refuse_if_active(project)
     collect_training_data(project)
     train_config_for(route, params, project)
     if route == Route.PROBE:
@@ -216,8 +215,7 @@ def start_feature_extraction(*, project: Project, user: Any | None = None, backb
     """Warms the feature cache for every item of the project (a run with trigger "extract")."""
     from modeling.tasks import extract_features
 
-    if TrainingRun.objects.filter(project=project, status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]).exists():
-        raise ConflictError("A run is already queued or running for this project; wait or cancel it.")
+    _refuse_if_active(project)
     feature_services.resolve_backbone_spec(backbone)
     task_id = str(uuid.uuid4())
     run = TrainingRun.objects.create(
@@ -231,6 +229,12 @@ def start_feature_extraction(*, project: Project, user: Any | None = None, backb
     extract_features.apply_async(args=[run.id], task_id=task_id)
     run.refresh_from_db()
     return run
+
+
+def _refuse_if_active(project: Project) -> None:
+    active = [TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]
+    if TrainingRun.objects.filter(project=project, status__in=active).exists():
+        raise ConflictError("A run is already queued or running for this project; wait for it or cancel it.")
 
 
 def _real_user(user: Any | None) -> Any | None:
@@ -523,6 +527,10 @@ def _create_version(
     with transaction.atomic():
         # Lock the project row so two runs finishing together never take the same number.
         Project.objects.select_for_update().filter(pk=run.project_id).first()
+        status = TrainingRun.objects.select_for_update().filter(pk=run.pk).values_list("status", flat=True).first()
+        if status != TrainingRun.Status.RUNNING:
+            # The sweeper gave this run up (or it was cancelled): a finished run never gains a version.
+            raise ServiceError(f"Run #{run.pk} is {status} and can no longer create a model version.")
         number = (ModelVersion.objects.filter(project_id=run.project_id).aggregate(n=Max("number"))["n"] or 0) + 1
         return ModelVersion.objects.create(
             project_id=run.project_id,

@@ -59,7 +59,8 @@ def test_layer_choice_matches_hidden_states(tiny_backbone, layer):
     extractor = FeatureExtractor(tiny_backbone, fp32(layer=layer, normalize=False))
     index = {"half": 1, "last": 2, -1: 2}.get(layer, layer)
     assert extractor.layer_index == index
-    expected = hidden_states[index][0].mean(0).numpy()
+    first = 1 if tiny_backbone.kind == "decoder" else 0  # decoders' mean pooling skips the first position
+    expected = hidden_states[index][0][first:].mean(0).numpy()
     np.testing.assert_allclose(extractor.encode([text])[0], expected, atol=1e-5)
 
 
@@ -140,3 +141,26 @@ def test_bad_config_is_rejected(bad):
 def test_for_backbone_uses_the_backbone_defaults(tiny_decoder):
     config = FeatureConfig.for_backbone(tiny_decoder, max_len=32)
     assert (config.layer, config.pooling, config.max_len) == ("half", "mean", 32)
+
+
+def test_big_batches_are_split_where_padding_would_be_wasted(tiny_encoder):
+    extractor = FeatureExtractor(tiny_encoder, fp32(batch_tokens=1000, min_batch_tokens=20, max_padding=0.2))
+    lengths = np.array([3, 10, 10, 3, 9])
+    batches = [sorted(b.tolist()) for b in extractor._batches(lengths)]
+    assert batches == [[1, 2, 4], [0, 3]]
+    no_split = FeatureExtractor(tiny_encoder, fp32(batch_tokens=1000, max_padding=1.0))
+    assert len(no_split._batches(lengths)) == 1
+
+
+def test_extractors_sharing_a_model_in_threads_keep_their_own_layer(tiny_encoder):
+    from concurrent.futures import ThreadPoolExecutor
+
+    mid = FeatureExtractor(tiny_encoder, fp32(layer=1))
+    last = FeatureExtractor(tiny_encoder, fp32(layer="last"))
+    assert mid.model is last.model
+    expected_mid, expected_last = mid.encode(TEXTS), last.encode(TEXTS)
+    with ThreadPoolExecutor(4) as pool:
+        jobs = [pool.submit(ex.encode, TEXTS) for ex in (mid, last) * 10]
+        results = [job.result() for job in jobs]
+    for i, result in enumerate(results):
+        np.testing.assert_allclose(result, expected_mid if i % 2 == 0 else expected_last, atol=1e-5)

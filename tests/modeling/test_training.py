@@ -148,3 +148,21 @@ def test_engine_failure_marks_run_failed_with_message(scene_project, tiny_backbo
     assert "validation split" in run.error
     assert not ModelVersion.objects.exists()
     assert not list(training.artifacts_dir_for(run).parent.glob(f"*run-{run.id}*"))
+
+
+@pytest.mark.django_db
+def test_run_swept_while_still_working_never_gains_a_version(scene_project, tiny_backbone, monkeypatch):
+    """A slow-but-alive worker whose run was already failed by the sweeper must not publish anything."""
+    original = training._create_version
+
+    def swept_first(run, *args, **kwargs):
+        TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.FAILED, error="swept")
+        return original(run, *args, **kwargs)
+
+    monkeypatch.setattr(training, "_create_version", swept_first)
+    run = TrainingRun.objects.create(project=scene_project, params=tiny_params(tiny_backbone))
+    assert training.execute_training_run(run.id) is None
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.FAILED and run.error == "swept"
+    assert not ModelVersion.objects.exists()
+    assert not list(training.artifacts_dir_for(run).parent.glob(f"*run-{run.id}-*"))

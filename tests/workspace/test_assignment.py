@@ -154,3 +154,13 @@ def test_no_published_taxonomy_refuses_labels(project, annotator):
     next_assignment(project=project, annotator=annotator)
     with pytest.raises(ServiceError, match="publish"):
         submit_annotation(project=project, annotator=annotator, item_id=item.pk, label_key="其他", time_ms=1)
+
+
+def test_items_in_the_review_queue_are_not_handed_to_annotators(published, items, annotator):
+    from labeling.services.review import create_review_task
+
+    task = create_review_task(project=published, item=items[0], kind="abstained", suggested_label="支付")
+    assert items[0].pk not in eligible_item_ids(published, annotator)
+    task.status = "resolved"
+    task.save()
+    assert items[0].pk in eligible_item_ids(published, annotator)

@@ -103,3 +103,35 @@ def test_workspace_speaks_chinese(client, published, items, annotator):
     assert "标注工作台" in html and "键盘快捷键" in html
     client.cookies["django_language"] = "en"
     assert "Labeling workspace" in client.get(url("workspace", published)).content.decode()
+
+
+def test_owner_can_switch_off_model_suggestions(client, published, items, annotator):
+    from labeling.services.workspace import set_suggestions
+
+    set_suggestions(published, [(item.pk, "售后", 0.55, []) for item in items], "m7")
+    client.force_login(annotator)
+    html = client.get(url("workspace", published)).content.decode()
+    assert 'id="ws-suggestion"' in html and 'data-suggested="售后"' in html
+    published.show_model_suggestion = False
+    published.save()
+    html = client.get(url("workspace", published)).content.decode()
+    assert 'id="ws-suggestion"' not in html and 'data-suggested=""' in html
+
+
+def test_owner_edits_workspace_settings(client, published, owner, annotator):
+    from labeling.selectors.workspace import workspace_settings
+
+    client.force_login(annotator)
+    assert client.get(url("workspace_settings", published)).status_code == 403
+    client.force_login(owner)
+    response = client.post(
+        url("workspace_settings", published),
+        {"assignment_ttl_minutes": "15", "accept_majority": "on", "agreement_batch_size": "40"},
+    )
+    assert response.status_code == 302
+    saved = workspace_settings(published)
+    assert (saved.assignment_ttl_minutes, saved.accept_majority, saved.agreement_batch_size) == (15, True, 40)
+    bad = client.post(
+        url("workspace_settings", published), {"assignment_ttl_minutes": "0", "agreement_batch_size": "4"}
+    )
+    assert bad.status_code == 200 and workspace_settings(published).assignment_ttl_minutes == 15

@@ -52,6 +52,8 @@ class Command(BaseCommand):
 
     def _wait(self, job: ImportJob) -> ImportJob:
         last = -1
+        started = time.monotonic()
+        hinted = False
         while True:
             job.refresh_from_db()
             if job.processed_lines != last:
@@ -59,6 +61,9 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {job.status}: {job.processed_lines}/{job.total_lines or '?'} lines")
             if job.status in (ImportJob.Status.DONE, ImportJob.Status.FAILED):
                 return job
+            if not hinted and job.status == ImportJob.Status.PENDING and time.monotonic() - started > 15:
+                hinted = True
+                self.stdout.write("  still pending: is a Celery worker for queue 'default' running? (or use --inline)")
             time.sleep(1)
 
     def _report(self, job: ImportJob) -> None:

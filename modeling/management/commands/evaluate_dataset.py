@@ -12,6 +12,7 @@ the feature cache is kept, so a second evaluation on the same texts extracts not
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 import time
@@ -86,15 +87,27 @@ def _read_labels(path: Path) -> list[str]:
     return labels
 
 
-def _mapped_copy(path: Path, out: Path, fallback_label: str | None, fallback_key: str) -> None:
-    """The file with the dataset's out-of-scope label renamed to the project's fallback key."""
+# Characters a taxonomy key may not hold (the taxonomy service refuses them); dataset labels may use them.
+_KEY_UNSAFE = re.compile(r"[\s/\\?#%]")
+
+
+def label_keys_for(labels: list[str]) -> dict[str, str]:
+    """Dataset label -> taxonomy key (unsafe characters become "_"; the label stays the display name)."""
+    mapping = {label: _KEY_UNSAFE.sub("_", label)[:64] for label in labels}
+    if len(set(mapping.values())) != len(mapping):
+        raise CommandError("two dataset labels map to the same taxonomy key; rename them in the files")
+    return mapping
+
+
+def _mapped_copy(path: Path, out: Path, keys: dict[str, str], fallback_label: str | None, fallback_key: str) -> None:
+    """The file with labels turned into taxonomy keys and the out-of-scope label into the fallback key."""
     with path.open(encoding="utf-8") as src, out.open("w", encoding="utf-8") as dst:
         for line in src:
             if not line.strip():
                 continue
             record = json.loads(line)
-            if fallback_label is not None and str(record["label"]) == fallback_label:
-                record["label"] = fallback_key
+            label = str(record["label"])
+            record["label"] = fallback_key if fallback_label is not None and label == fallback_label else keys[label]
             dst.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
@@ -116,8 +129,9 @@ def evaluate_files(
 
     started = time.perf_counter()
     labels = {split: _read_labels(path) for split, path in files.items()}
-    keys = sorted({label for split_labels in labels.values() for label in split_labels} - {fallback_label})
-    if FALLBACK_KEY in keys:
+    names = sorted({label for split_labels in labels.values() for label in split_labels} - {fallback_label})
+    keys = label_keys_for(names)
+    if FALLBACK_KEY in keys.values():
         raise CommandError(f"the dataset uses the fallback key {FALLBACK_KEY!r} as an ordinary label")
     kind, target = abstain
     extra = {k: v for k, v in {"abstain_target_kind": kind, "abstain_target": target}.items() if v is not None}
@@ -127,12 +141,12 @@ def evaluate_files(
     workdir = Path(tempfile.mkdtemp(prefix="sceneclf-eval-"))
     try:
         draft = project.taxonomy_versions.get(status="draft")
-        for key in keys:
-            add_label(draft=draft, data={"key": key, "name": key})
+        for name, key in keys.items():
+            add_label(draft=draft, data={"key": key, "name": name[:100]})
         publish_draft(draft=draft)
         for split in SPLITS:
             mapped = workdir / f"{split}.jsonl"
-            _mapped_copy(files[split], mapped, fallback_label, FALLBACK_KEY)
+            _mapped_copy(files[split], mapped, keys, fallback_label, FALLBACK_KEY)
             with mapped.open("rb") as handle:
                 job = start_import(project=project, content=handle, file_name=mapped.name, source=split, enqueue=False)
             job = run_import(job.id)

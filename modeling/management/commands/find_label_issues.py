@@ -59,6 +59,8 @@ class Command(BaseCommand):
             for k, value in report["precision_at_k"].items():
                 self.stdout.write(f"precision@{k} = {value:.3f}")
             self.stdout.write(f"precision in the top 10% = {report['precision_top_10pct']:.3f}")
+            plain = report["precision_top_10pct_self_confidence_only"]
+            self.stdout.write(f"  (ranking by P(given label) alone: {plain:.3f})")
         if opts["json_out"]:
             Path(opts["json_out"]).write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
 
