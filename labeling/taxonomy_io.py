@@ -18,8 +18,9 @@ DOCUMENT_FORMAT_VERSION = 1
 FORMATS = ("yaml", "json")
 MAX_HIERARCHY_DEPTH = 2
 
-# Keys travel in URLs and files: no whitespace, no slashes or URL-special characters.
-KEY_PATTERN = re.compile(r"^[^\s/\\?#%]+$")
+# Dataset labels such as "买家咨询补货/上货时间" or "card arrival" must work as keys; URLs carry keys with the
+# path converter, so only the characters that break a URL (\ ? # %) and outer or control whitespace are refused.
+KEY_PATTERN = re.compile(r"^[^\s\\?#%](?:[^\\?#%\x00-\x1f]*[^\s\\?#%])?$")
 KEY_MAX_CHARS = 64
 NAME_MAX_CHARS = 100
 LIST_FIELDS = ("examples", "counter_examples", "edge_cases")
@@ -151,7 +152,7 @@ def check_label_fields(spec: LabelSpec) -> list[str]:
     elif len(spec.key) > KEY_MAX_CHARS:
         problems.append(f"{where}: field 'key' is longer than {KEY_MAX_CHARS} characters.")
     elif not KEY_PATTERN.match(spec.key):
-        problems.append(f"{where}: field 'key' must not contain spaces or any of / \\ ? # %.")
+        problems.append(f"{where}: field 'key' must not start or end with a space, nor contain any of \\ ? # %.")
     if not spec.name:
         problems.append(f"{where}: field 'name' must not be empty.")
     elif len(spec.name) > NAME_MAX_CHARS:

@@ -26,9 +26,9 @@ urlpatterns = [
     path(f"{T}/draft/discard/", taxonomy.draft_discard, name="taxonomy_draft_discard"),
     path(f"{T}/draft/publish/", taxonomy.draft_publish, name="taxonomy_publish"),
     path(f"{T}/draft/labels/new/", taxonomy.label_create, name="taxonomy_label_create"),
-    path(f"{T}/draft/labels/<str:key>/edit/", taxonomy.label_edit, name="taxonomy_label_edit"),
-    path(f"{T}/draft/labels/<str:key>/delete/", taxonomy.label_delete, name="taxonomy_label_delete"),
-    path(f"{T}/draft/labels/<str:key>/move/", taxonomy.label_move, name="taxonomy_label_move"),
+    path(f"{T}/draft/labels/<path:key>/edit/", taxonomy.label_edit, name="taxonomy_label_edit"),
+    path(f"{T}/draft/labels/<path:key>/delete/", taxonomy.label_delete, name="taxonomy_label_delete"),
+    path(f"{T}/draft/labels/<path:key>/move/", taxonomy.label_move, name="taxonomy_label_move"),
 ]
 
 # Items: list, import (htmx progress), split, export

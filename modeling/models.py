@@ -59,7 +59,7 @@ class ModelVersion(models.Model):
     route = models.CharField(max_length=16, choices=Route.choices)
     backbone_name = models.CharField(max_length=200, blank=True)
     backbone_fingerprint = models.CharField(max_length=64, blank=True)
-    taxonomy = models.ForeignKey(TaxonomyVersion, on_delete=models.PROTECT, related_name="model_versions")
+    taxonomy = models.ForeignKey(TaxonomyVersion, on_delete=models.RESTRICT, related_name="model_versions")
     label_keys = models.JSONField(default=list)  # class order of the head's outputs
     # [[item_id, label_key], ...]: exactly what the model was trained on.
     training_snapshot = models.JSONField(default=list, blank=True)

@@ -51,7 +51,8 @@ class GoldLabel(models.Model):
 
     item = models.OneToOneField(Item, on_delete=models.CASCADE, related_name="gold")
     label_key = models.CharField(max_length=64)
-    taxonomy = models.ForeignKey(TaxonomyVersion, on_delete=models.PROTECT, related_name="gold_labels")
+    # RESTRICT: a version with gold labels cannot be deleted alone, but deleting the project removes both.
+    taxonomy = models.ForeignKey(TaxonomyVersion, on_delete=models.RESTRICT, related_name="gold_labels")
     method = models.CharField(max_length=16, choices=Method.choices)
     decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     # Set when a taxonomy change removed or split this label: training skips it until re-checked.

@@ -25,9 +25,9 @@ class PreparedText:
 def prepare_text(project: Project, raw: str) -> PreparedText:
     """Mask PII, then normalise and hash. Raises ServiceError for an empty or over-long text."""
     stripped = raw.strip()
-    if not normalize_text(stripped):
-        raise ServiceError("The text is empty.", code="empty_text")
     length = len(normalize_text(stripped))
+    if length == 0:
+        raise ServiceError("The text is empty.", code="empty_text")
     if length > project.max_text_chars:
         raise ServiceError(
             f"The text has {length} characters; this project's limit is {project.max_text_chars}.",

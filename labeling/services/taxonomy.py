@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Max, ProtectedError
+from django.db.models import Max, ProtectedError, RestrictedError
 from django.utils import timezone
 
 from labeling.models import GoldLabel, Label, Project, TaxonomyVersion
@@ -118,7 +118,7 @@ def discard_draft(*, draft: TaxonomyVersion) -> None:
     try:
         draft.labels.all().delete()
         draft.delete()
-    except ProtectedError as exc:
+    except (ProtectedError, RestrictedError) as exc:
         # Gold labels or model versions point at this draft: keep it rather than lose what they refer to.
         raise ConflictError("Other records refer to this draft; it cannot be discarded.", code="in_use") from exc
 

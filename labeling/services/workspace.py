@@ -187,7 +187,14 @@ def set_suggestions(
 def set_priorities(project: Project, scores: Mapping[int, float]) -> int:
     """Active learning's scores: higher means the item is pulled sooner. Items not named keep theirs."""
     _require_items(project, scores.keys())
-    items = list(Item.objects.filter(project=project, pk__in=list(scores)).only("id", "priority"))
+    # Lock in id order (two concurrent scorings cannot deadlock); NO KEY UPDATE leaves new assignments
+    # (which only need a key-share lock on the item) free to proceed.
+    items = list(
+        Item.objects.filter(project=project, pk__in=list(scores))
+        .order_by("id")
+        .select_for_update(no_key=True)
+        .only("id", "priority")
+    )
     for item in items:
         item.priority = float(scores[item.pk])
     Item.objects.bulk_update(items, ["priority"], batch_size=500)

@@ -308,6 +308,9 @@ class FeatureExtractor:
             return out
         ids = self._token_ids(texts, self.max_len)
         lengths = np.array([len(x) for x in ids])
+        if (lengths == 0).any():
+            empty = np.flatnonzero(lengths == 0)[:5].tolist()
+            raise BackboneError(f"texts at positions {empty} produce no tokens (empty or whitespace only)")
         pad_id = self.tokenizer.pad_token_id
         done = 0
         with _threads(self.config.threads), torch.inference_mode():

@@ -164,3 +164,8 @@ def test_extractors_sharing_a_model_in_threads_keep_their_own_layer(tiny_encoder
         results = [job.result() for job in jobs]
     for i, result in enumerate(results):
         np.testing.assert_allclose(result, expected_mid if i % 2 == 0 else expected_last, atol=1e-5)
+
+
+def test_text_without_tokens_is_a_clear_error(tiny_decoder):
+    with pytest.raises(BackboneError, match=r"positions \[1\]"):
+        FeatureExtractor(tiny_decoder, fp32()).encode(["hi", "   "])
