@@ -82,7 +82,7 @@ class HeadConfig:
     hidden_dim: int = 512
     dropout: float = 0.1
     lr: float = 1e-3
-    linear_lr: float = 1e-2  # a single linear layer tolerates (and needs) a larger step than the MLP
+    linear_lr: float = 1e-3  # 1e-2 peaked at epoch 1 and lost 0.14 macro-F1 on CIC (noisy labels, 118 classes)
     weight_decay: float = 0.01
     batch_size: int = 64
     max_epochs: int = 200
