@@ -72,6 +72,7 @@ def make_env(data_dir: Path, threads: int) -> dict[str, str]:
     """A settings module in the temp dir: local settings, with tables made by syncdb (no migrations needed)."""
     (data_dir / "bench_settings.py").write_text(
         "from sceneclf_site.settings.local import *  # noqa\n"
+        "DEBUG = False  # as in production: no per-query debug bookkeeping\n"
         "MIGRATION_MODULES = {'labeling': None, 'modeling': None, 'feedback': None}\n"
         "LOGGING = {'version': 1, 'disable_existing_loggers': False, 'root': {'level': 'WARNING'}}\n"
     )

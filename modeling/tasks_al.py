@@ -65,19 +65,21 @@ def active_learning_beat() -> int:
 
 
 # --- hooks -------------------------------------------------------------------------------------------
+# robust=True: a failing broker (or, in eager mode, a failing task) is logged and never breaks the save that
+# triggered it; the beat task catches up.
 
 
 @receiver(post_save, sender=GoldLabel, dispatch_uid="modeling.al.gold_saved")
 def _gold_saved(sender: type, instance: GoldLabel, **kwargs: object) -> None:
     project_id = instance.item.project_id
-    transaction.on_commit(lambda: check_retrain_task.delay(project_id))
+    transaction.on_commit(lambda: check_retrain_task.delay(project_id), robust=True)
 
 
 @receiver(post_save, sender=ModelVersion, dispatch_uid="modeling.al.version_created")
 def _version_created(sender: type, instance: ModelVersion, created: bool, **kwargs: object) -> None:
     if created:
         project_id = instance.project_id
-        transaction.on_commit(lambda: score_pool_task.delay(project_id, "after_training"))
+        transaction.on_commit(lambda: score_pool_task.delay(project_id, "after_training"), robust=True)
 
 
 def _register_beat() -> None:

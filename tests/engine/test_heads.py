@@ -42,7 +42,7 @@ def accuracy(head, inputs: HeadInputs, y: np.ndarray) -> float:
 def test_every_kind_learns_and_survives_save_load(kind, tmp_path):
     train, ytr = blob_split(240, 1)
     val, yva = blob_split(80, 2)
-    head = train_head(train, ytr, val, yva, N_CLASSES, HeadConfig(kind=kind, max_epochs=30), seed=0)
+    head = train_head(train, ytr, val, yva, N_CLASSES, HeadConfig(kind=kind), seed=0)
     assert accuracy(head, val, yva) > 0.85
     head.save(tmp_path / "head")
     loaded = load_head(tmp_path / "head")
@@ -92,7 +92,7 @@ def test_early_stopping_stops_after_patience_without_f1_gain():
 def test_losses_all_train(loss):
     train, ytr = blob_split(240, 6)
     val, yva = blob_split(80, 7)
-    head = train_head(train, ytr, val, yva, N_CLASSES, HeadConfig(kind="linear", loss=loss, max_epochs=30))
+    head = train_head(train, ytr, val, yva, N_CLASSES, HeadConfig(kind="linear", loss=loss))
     assert accuracy(head, val, yva) > 0.85
 
 
