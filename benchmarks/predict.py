@@ -171,6 +171,7 @@ def main() -> None:
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="sceneclf-bench-predict-"))
+    (data_dir / "staticfiles").mkdir()  # whitenoise expects STATIC_ROOT to exist
     env = make_env(data_dir, args.threads)
     server = None
     try:
