@@ -54,7 +54,9 @@ class ModelVersion(models.Model):
         ARCHIVED = "archived", "Archived"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
-    run = models.OneToOneField(TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="model_version")
+    run = models.OneToOneField(
+        TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="model_version"
+    )
     number = models.PositiveIntegerField()
     route = models.CharField(max_length=16, choices=Route.choices)
     backbone_name = models.CharField(max_length=200, blank=True)

@@ -9,3 +9,5 @@ $PY manage.py migrate --noinput
 $PY manage.py collectstatic --noinput >/dev/null
 $PY manage.py backbones install "${DEFAULT_BACKBONE:-multilingual-e5-small}"
 $PY manage.py bootstrap_demo
+# Give the demo a published model from the start, so predict and review work right away (~20 s).
+$PY manage.py train --project demo --publish --if-no-model

@@ -49,7 +49,7 @@ class Annotation(models.Model):
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="annotations")
     annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="annotations")
     label_key = models.CharField(max_length=64)
-    taxonomy = models.ForeignKey(TaxonomyVersion, on_delete=models.PROTECT, related_name="annotations")
+    taxonomy = models.ForeignKey(TaxonomyVersion, on_delete=models.RESTRICT, related_name="annotations")
     time_ms = models.PositiveIntegerField(help_text="Display-to-submit time measured by the client, capped.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 

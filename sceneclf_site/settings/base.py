@@ -49,6 +49,7 @@ MODEL_ROOT = Path(env_str("MODEL_ROOT", str(DATA_DIR / "models")))
 ARTIFACT_ROOT = Path(env_str("ARTIFACT_ROOT", str(DATA_DIR / "artifacts")))
 FEATURE_CACHE_DIR = Path(env_str("FEATURE_CACHE_DIR", str(DATA_DIR / "features")))
 UPLOAD_DIR = Path(env_str("UPLOAD_DIR", str(DATA_DIR / "uploads")))
+DATA_DIR.mkdir(parents=True, exist_ok=True)  # the SQLite files live here on a fresh clone
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -150,6 +151,15 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Classify short user feedback into scenes; label, review and train models.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Several models have a `status` field with different choices: give each enum its own name.
+    "ENUM_NAME_OVERRIDES": {
+        "TaxonomyStatusEnum": "labeling.models.TaxonomyVersion.Status",
+        "ImportStatusEnum": "labeling.models.ImportJob.Status",
+        "TrainingRunStatusEnum": "modeling.models.TrainingRun.Status",
+        "ModelVersionStatusEnum": "modeling.models.ModelVersion.Status",
+        "RouteEnum": "modeling.models.Route",
+        "TrainableRouteEnum": [("probe", "Route 1: frozen features + head"), ("tfidf", "TF-IDF baseline")],
+    },
 }
 
 # --- Celery -----------------------------------------------------------------------------------

@@ -205,16 +205,11 @@ def _summary(run: Any, route: str, fallback_label: str | None, import_seconds: f
 
 
 def _delete_project(project: Any) -> None:
-    from feedback.models import PredictionLog
-    from labeling.models import GoldLabel
     from modeling.models import ModelVersion
 
     folders = [Path(p) for p in ModelVersion.objects.filter(project=project).values_list("artifacts_dir", flat=True)]
     uploads = Path(settings.UPLOAD_DIR) / "imports" / str(project.id)
-    # Rows that PROTECT the taxonomy go first, then the project cascades.
-    PredictionLog.objects.filter(project=project).delete()
-    ModelVersion.objects.filter(project=project).delete()
-    GoldLabel.objects.filter(item__project=project).delete()
+    # Taxonomy references are RESTRICT, so the project's own cascade removes everything in one go.
     project.delete()
     for folder in [*folders, uploads]:
         shutil.rmtree(folder, ignore_errors=True)
