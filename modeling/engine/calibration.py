@@ -11,10 +11,13 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
-from sklearn.metrics import log_loss
+from sklearn.metrics import f1_score, log_loss
 
 ECE_BINS = 15
-TARGET_KINDS = ("precision", "coverage")
+# precision: accuracy on answered texts >= target; coverage: share answered >= target; macro_f1: the tau that
+# maximises validation macro-F1 when abstentions count as the fallback class (for data whose fallback class is
+# real out-of-scope text, such as CLINC150's "oos": there a precision target answers too much).
+TARGET_KINDS = ("precision", "coverage", "macro_f1")
 # Below this many validation predictions for a class, its own threshold is too noisy: use the global one.
 MIN_CLASS_SUPPORT = 8
 # Temperatures outside [e^-4, e^4] mean the logits are degenerate, not that the model needs that much scaling.
@@ -127,6 +130,21 @@ def _threshold_for_target(confidence: np.ndarray, correct: np.ndarray, kind: str
     return float(conf_sorted[best]), False
 
 
+def _threshold_for_macro_f1(
+    confidence: np.ndarray, predicted: np.ndarray, y: np.ndarray, fallback_index: int, max_candidates: int = 200
+) -> float:
+    """The tau (among confidence quantiles) with the best macro-F1 once abstentions become the fallback class;
+    ties go to the smaller tau, which answers more."""
+    candidates = np.unique(np.quantile(confidence, np.linspace(0.0, 1.0, max_candidates)))
+    best_tau, best_f1 = 0.0, -1.0
+    for tau in np.r_[0.0, candidates]:
+        final = np.where(confidence >= tau, predicted, fallback_index)
+        score = f1_score(y, final, average="macro", zero_division=0)
+        if score > best_f1 + 1e-12:
+            best_tau, best_f1 = float(tau), float(score)
+    return best_tau
+
+
 def choose_threshold(
     probs: np.ndarray,
     y: np.ndarray,
@@ -134,11 +152,13 @@ def choose_threshold(
     target: float = 0.9,
     per_class: bool = False,
     min_class_support: int = MIN_CLASS_SUPPORT,
+    fallback_index: int | None = None,
 ) -> ThresholdChoice:
     """Pick the abstention threshold on validation probabilities.
 
     ``precision``: the smallest tau whose selective accuracy (accuracy on answered texts) is >= target, i.e.
     the largest coverage meeting it. ``coverage``: the largest tau still answering >= target of the texts.
+    ``macro_f1``: the tau maximising validation macro-F1 with abstentions mapped to ``fallback_index``.
     ``per_class`` adds a threshold per predicted class where that class has enough validation predictions.
     """
     if target_kind not in TARGET_KINDS:
@@ -150,7 +170,13 @@ def choose_threshold(
         raise ValueError("choosing a threshold needs validation examples")
     confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
     correct = predicted == y
-    tau, met = _threshold_for_target(confidence, correct, target_kind, target)
+    if target_kind == "macro_f1":
+        if fallback_index is None:
+            raise ValueError("the macro_f1 abstention target needs the fallback class")
+        tau, met = _threshold_for_macro_f1(confidence, predicted, y, fallback_index), True
+        per_class = False  # one tau already optimises the whole-taxonomy metric
+    else:
+        tau, met = _threshold_for_target(confidence, correct, target_kind, target)
     class_taus: dict[int, float] = {}
     if per_class:
         for cls in np.unique(predicted):

@@ -59,7 +59,7 @@ class TrainConfig:
     hybrid_mode: str = "ensemble"  # ensemble (logit mix tuned on val) | concat (one LR on both)
     loss: str = "weighted"  # weighted (1/log(1.02+share)) | focal (gamma 2) | none
     seed: int = 0
-    abstain_target_kind: str = "precision"  # precision | coverage
+    abstain_target_kind: str = "precision"  # precision | coverage | macro_f1
     abstain_target: float = 0.9
     per_class_thresholds: bool = False
     min_val_size: int = DEFAULT_MIN_VAL_SIZE
@@ -280,10 +280,15 @@ def train_and_calibrate(
     logits = head.logits(val)
     temperature = fit_temperature(logits, yva)
     probs, probs_raw = probabilities(logits, temperature), probabilities(logits)
-    choice = choose_threshold(
-        probs, yva, config.abstain_target_kind, config.abstain_target, config.per_class_thresholds
-    )
     fallback_index = label_keys.index(fallback_key)
+    choice = choose_threshold(
+        probs,
+        yva,
+        config.abstain_target_kind,
+        config.abstain_target,
+        config.per_class_thresholds,
+        fallback_index=fallback_index,
+    )
     val_metrics = evaluate_probabilities(probs, yva, label_keys, fallback_index, choice, probs_raw)
     val_metrics["temperature"] = temperature
     summary = {

@@ -123,3 +123,27 @@ def test_bad_targets_are_rejected():
         choose_threshold(probs, y, "precision", 1.5)
     with pytest.raises(ValueError, match="at least one"):
         fit_temperature(np.zeros((0, 2)), np.zeros(0, dtype=int))
+
+
+def test_macro_f1_threshold_sends_unsure_texts_to_the_fallback_class():
+    # Class 2 is the fallback (out of scope). Its texts get confident-looking but wrong in-scope predictions
+    # with lower confidence than the real in-scope texts: the macro_f1 tau must abstain on them.
+    rng = np.random.default_rng(0)
+    n = 300
+    y = np.r_[np.zeros(n, int), np.ones(n, int), np.full(n, 2)]
+    probs = np.zeros((3 * n, 3))
+    probs[:n, 0] = rng.uniform(0.8, 1.0, n)
+    probs[n : 2 * n, 1] = rng.uniform(0.8, 1.0, n)
+    probs[2 * n :, 0] = rng.uniform(0.4, 0.7, n)
+    probs[:, 2] = 1 - probs.max(axis=1)
+    choice = choose_threshold(probs, y, "macro_f1", 1.0, fallback_index=2)
+    assert 0.65 <= choice.threshold <= 0.8 + 1e-9
+    assert abs(choice.val_coverage - 2 / 3) < 0.01  # answers the in-scope texts, abstains on the rest
+    precision_choice = choose_threshold(probs, y, "precision", 0.6)
+    assert precision_choice.threshold < choice.threshold  # a loose precision target answers the OOS texts
+
+
+def test_macro_f1_threshold_needs_the_fallback_index():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8]])
+    with pytest.raises(ValueError, match="fallback"):
+        choose_threshold(probs, np.array([0, 1]), "macro_f1", 1.0)

@@ -37,7 +37,12 @@ class Command(BaseCommand):
         parser.add_argument("--backbone", default=None, help="pack name, folder, .gguf file or hub id")
         parser.add_argument("--fallback-label", default=None, help="the dataset's out-of-scope label, e.g. oos")
         parser.add_argument("--params", default="{}", help="extra training params as JSON, e.g. '{\"hybrid\": false}'")
-        parser.add_argument("--abstain-kind", choices=["precision", "coverage"], default=None)
+        parser.add_argument(
+            "--abstain-kind",
+            choices=["precision", "coverage", "macro_f1"],
+            default=None,
+            help="abstention target kind (default: the project default, precision; macro_f1 with --fallback-label)",
+        )
         parser.add_argument("--abstain-target", type=float, default=None)
         parser.add_argument("--json", type=Path, default=None, help="write the result to this file")
         parser.add_argument("--keep", action="store_true", help="keep the project (for inspection)")
@@ -134,6 +139,9 @@ def evaluate_files(
     if FALLBACK_KEY in keys.values():
         raise CommandError(f"the dataset uses the fallback key {FALLBACK_KEY!r} as an ordinary label")
     kind, target = abstain
+    if kind is None and fallback_label:
+        # The files carry real out-of-scope texts: tune tau for macro-F1 over every class, fallback included.
+        kind = "macro_f1"
     extra = {k: v for k, v in {"abstain_target_kind": kind, "abstain_target": target}.items() if v is not None}
     project = create_project(
         slug=f"eval-{uuid.uuid4().hex[:10]}", name="evaluate_dataset (temporary)", max_text_chars=10_000, **extra
