@@ -1,11 +1,14 @@
-"""Page-side counterpart of the API error handler: a broker outage gives a clear 503 page."""
+"""Request middleware: a clear 503 page on broker outages, and the UI language choice."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.middleware.locale import LocaleMiddleware
 from django.shortcuts import render
+from django.utils import translation
 
 from sceneclf_site.api_errors import BROKER_DOWN_MESSAGE, is_broker_error
 
@@ -21,3 +24,15 @@ class BrokerUnavailableMiddleware:
         if not is_broker_error(exception):
             return None
         return render(request, "503_broker.html", {"message": BROKER_DOWN_MESSAGE}, status=503)
+
+
+class CookieOrDefaultLocaleMiddleware(LocaleMiddleware):
+    """The UI speaks the deployment's language (Chinese by default) until a user picks another in the menu;
+    the browser's Accept-Language is ignored so a team sees one consistent UI and taxonomy language."""
+
+    def process_request(self, request: HttpRequest) -> None:
+        language = request.COOKIES.get(settings.LANGUAGE_COOKIE_NAME)
+        if language not in dict(settings.LANGUAGES):
+            language = settings.LANGUAGE_CODE
+        translation.activate(language)
+        request.LANGUAGE_CODE = translation.get_language()
