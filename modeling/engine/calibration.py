@@ -6,6 +6,7 @@ All functions take plain numpy arrays: logits (n, C), probabilities (n, C), clas
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -15,9 +16,10 @@ from sklearn.metrics import f1_score, log_loss
 
 ECE_BINS = 15
 # precision: accuracy on answered texts >= target; coverage: share answered >= target; macro_f1: the tau that
-# maximises validation macro-F1 when abstentions count as the fallback class (for data whose fallback class is
-# real out-of-scope text, such as CLINC150's "oos": there a precision target answers too much).
-TARGET_KINDS = ("precision", "coverage", "macro_f1")
+# maximises validation macro-F1 when abstentions count as the fallback class; balanced: the tau maximising the mean
+# of in-scope accuracy and fallback recall (for data whose fallback class is real out-of-scope text, such as
+# CLINC150's "oos": a precision target answers too much there, and macro-F1 gives "oos" one vote in 151).
+TARGET_KINDS = ("precision", "coverage", "macro_f1", "balanced")
 # Below this many validation predictions for a class, its own threshold is too noisy: use the global one.
 MIN_CLASS_SUPPORT = 8
 # Temperatures outside [e^-4, e^4] mean the logits are degenerate, not that the model needs that much scaling.
@@ -130,18 +132,35 @@ def _threshold_for_target(confidence: np.ndarray, correct: np.ndarray, kind: str
     return float(conf_sorted[best]), False
 
 
-def _threshold_for_macro_f1(
-    confidence: np.ndarray, predicted: np.ndarray, y: np.ndarray, fallback_index: int, max_candidates: int = 200
+def _macro_f1(y: np.ndarray, final: np.ndarray, fallback_index: int) -> float:
+    return float(f1_score(y, final, average="macro", zero_division=0))
+
+
+def _balanced_in_scope_and_fallback(y: np.ndarray, final: np.ndarray, fallback_index: int) -> float:
+    """Mean of in-scope accuracy (abstaining on an in-scope text is wrong) and fallback recall."""
+    in_scope = y != fallback_index
+    parts = [float(np.mean(final[in_scope] == y[in_scope]))] if in_scope.any() else []
+    if (~in_scope).any():
+        parts.append(float(np.mean(final[~in_scope] == fallback_index)))
+    return float(np.mean(parts))
+
+
+def _best_threshold(
+    confidence: np.ndarray,
+    predicted: np.ndarray,
+    y: np.ndarray,
+    fallback_index: int,
+    score: Callable[[np.ndarray, np.ndarray, int], float],
+    max_candidates: int = 200,
 ) -> float:
-    """The tau (among confidence quantiles) with the best macro-F1 once abstentions become the fallback class;
+    """The tau (among confidence quantiles) with the best score once abstentions become the fallback class;
     ties go to the smaller tau, which answers more."""
     candidates = np.unique(np.quantile(confidence, np.linspace(0.0, 1.0, max_candidates)))
-    best_tau, best_f1 = 0.0, -1.0
+    best_tau, best_score = 0.0, -1.0
     for tau in np.r_[0.0, candidates]:
-        final = np.where(confidence >= tau, predicted, fallback_index)
-        score = f1_score(y, final, average="macro", zero_division=0)
-        if score > best_f1 + 1e-12:
-            best_tau, best_f1 = float(tau), float(score)
+        value = score(y, np.where(confidence >= tau, predicted, fallback_index), fallback_index)
+        if value > best_score + 1e-12:
+            best_tau, best_score = float(tau), value
     return best_tau
 
 
@@ -158,7 +177,8 @@ def choose_threshold(
 
     ``precision``: the smallest tau whose selective accuracy (accuracy on answered texts) is >= target, i.e.
     the largest coverage meeting it. ``coverage``: the largest tau still answering >= target of the texts.
-    ``macro_f1``: the tau maximising validation macro-F1 with abstentions mapped to ``fallback_index``.
+    ``macro_f1``: the tau maximising validation macro-F1 with abstentions mapped to ``fallback_index``;
+    ``balanced``: the tau maximising the mean of in-scope accuracy and fallback recall.
     ``per_class`` adds a threshold per predicted class where that class has enough validation predictions.
     """
     if target_kind not in TARGET_KINDS:
@@ -170,10 +190,11 @@ def choose_threshold(
         raise ValueError("choosing a threshold needs validation examples")
     confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
     correct = predicted == y
-    if target_kind == "macro_f1":
+    if target_kind in {"macro_f1", "balanced"}:
         if fallback_index is None:
-            raise ValueError("the macro_f1 abstention target needs the fallback class")
-        tau, met = _threshold_for_macro_f1(confidence, predicted, y, fallback_index), True
+            raise ValueError(f"the {target_kind} abstention target needs the fallback class")
+        score = _macro_f1 if target_kind == "macro_f1" else _balanced_in_scope_and_fallback
+        tau, met = _best_threshold(confidence, predicted, y, fallback_index, score), True
         per_class = False  # one tau already optimises the whole-taxonomy metric
     else:
         tau, met = _threshold_for_target(confidence, correct, target_kind, target)

@@ -59,7 +59,7 @@ class TrainConfig:
     hybrid_mode: str = "ensemble"  # ensemble (logit mix tuned on val) | concat (one LR on both)
     loss: str = "weighted"  # weighted (1/log(1.02+share)) | focal (gamma 2) | none
     seed: int = 0
-    abstain_target_kind: str = "precision"  # precision | coverage | macro_f1
+    abstain_target_kind: str = "precision"  # precision | coverage | macro_f1 | balanced
     abstain_target: float = 0.9
     per_class_thresholds: bool = False
     min_val_size: int = DEFAULT_MIN_VAL_SIZE

@@ -147,3 +147,21 @@ def test_macro_f1_threshold_needs_the_fallback_index():
     probs = np.array([[0.9, 0.1], [0.2, 0.8]])
     with pytest.raises(ValueError, match="fallback"):
         choose_threshold(probs, np.array([0, 1]), "macro_f1", 1.0)
+
+
+def test_balanced_threshold_weighs_out_of_scope_recall_like_in_scope_accuracy():
+    # 50 in-scope classes, one fallback class: macro-F1 gives the fallback one vote in 51, balanced gives it half.
+    rng = np.random.default_rng(1)
+    n_classes, per_class, fallback = 51, 20, 50
+    y = np.repeat(np.arange(n_classes), per_class)
+    confidence = np.where(y == fallback, rng.uniform(0.3, 0.9, len(y)), rng.uniform(0.6, 1.0, len(y)))
+    predicted = np.where(y == fallback, rng.integers(0, fallback, len(y)), y)
+    probs = np.full((len(y), n_classes), 0.0)
+    probs[np.arange(len(y)), predicted] = confidence
+    probs[:, fallback] += 1 - confidence
+    balanced = choose_threshold(probs, y, "balanced", 1.0, fallback_index=fallback)
+    answered = balanced.answered(probs)
+    in_scope_acc = np.mean(answered[y != fallback])
+    oos_recall = np.mean(~answered[y == fallback])
+    assert in_scope_acc + oos_recall > 1.2  # both sides are served
+    assert oos_recall > 0.4

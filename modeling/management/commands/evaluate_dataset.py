@@ -26,6 +26,9 @@ from django.core.management.base import BaseCommand, CommandError
 SPLITS = ("train", "val", "test")
 
 
+FALLBACK_DATA_PRECISION_TARGET = 0.97
+
+
 class Command(BaseCommand):
     help = "Train and evaluate route 1 on train/val/test JSONL files in a throw-away project."
 
@@ -39,9 +42,9 @@ class Command(BaseCommand):
         parser.add_argument("--params", default="{}", help="extra training params as JSON, e.g. '{\"hybrid\": false}'")
         parser.add_argument(
             "--abstain-kind",
-            choices=["precision", "coverage", "macro_f1"],
+            choices=["precision", "coverage", "macro_f1", "balanced"],
             default=None,
-            help="abstention target kind (default: the project default, precision; macro_f1 with --fallback-label)",
+            help="abstention target kind (default: the project default, precision 0.9; precision 0.97 with --fallback-label)",
         )
         parser.add_argument("--abstain-target", type=float, default=None)
         parser.add_argument("--json", type=Path, default=None, help="write the result to this file")
@@ -140,8 +143,9 @@ def evaluate_files(
         raise CommandError(f"the dataset uses the fallback key {FALLBACK_KEY!r} as an ordinary label")
     kind, target = abstain
     if kind is None and fallback_label:
-        # The files carry real out-of-scope texts: tune tau for macro-F1 over every class, fallback included.
-        kind = "macro_f1"
+        # The files carry real out-of-scope texts, and an answered one counts as an error: hold answered texts
+        # to a stricter precision than the app's default so out-of-scope texts fall below tau.
+        kind, target = "precision", target or FALLBACK_DATA_PRECISION_TARGET
     extra = {k: v for k, v in {"abstain_target_kind": kind, "abstain_target": target}.items() if v is not None}
     project = create_project(
         slug=f"eval-{uuid.uuid4().hex[:10]}", name="evaluate_dataset (temporary)", max_text_chars=10_000, **extra
