@@ -44,7 +44,7 @@ class Command(BaseCommand):
             "--abstain-kind",
             choices=["precision", "coverage", "macro_f1", "balanced"],
             default=None,
-            help="abstention target kind (default: the project default, precision 0.9; precision 0.97 with --fallback-label)",
+            help="abstention target kind (default: precision 0.9; precision 0.97 with --fallback-label)",
         )
         parser.add_argument("--abstain-target", type=float, default=None)
         parser.add_argument("--json", type=Path, default=None, help="write the result to this file")
