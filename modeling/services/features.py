@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 import numpy as np
@@ -49,7 +49,13 @@ def feature_config(spec: Any, params: dict[str, Any]) -> Any:
     if "threads" in known:
         values["threads"] = int(settings.TORCH_THREADS)
     values.update({k: params[k] for k in FEATURE_PARAM_NAMES if k in params and params[k] is not None})
-    return FeatureConfig(**{k: v for k, v in values.items() if k in known})
+    config = FeatureConfig(**{k: v for k, v in values.items() if k in known})
+    if config.max_len is None:
+        # Batches are padded per batch, so max_len only truncates; a fixed cap (rather than the P95 of today's
+        # texts) keeps one cache key for training, extraction-only runs, scoring and label checks, so no text is
+        # extracted twice.
+        config = replace(config, max_len=int(config.max_len_cap))
+    return config
 
 
 def build_extractor(spec: Any, config: Any) -> Any:

@@ -11,7 +11,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -392,12 +392,7 @@ def execute_training_run(run_id: int) -> int | None:
 
 
 def _extractor_for(spec: Any, params: dict[str, Any]) -> tuple[Any, Any]:
-    """The extractor with max_len fixed to the cap unless the run names one. Batches are padded per batch, so
-    max_len only truncates; a value that does not move with the data keeps the cache key stable across
-    retrains and the extraction-only run (a P95 of the current train texts would change with every new label)."""
     config = feature_services.feature_config(spec, params)
-    if getattr(config, "max_len", None) is None:
-        config = replace(config, max_len=int(config.max_len_cap))
     return feature_services.build_extractor(spec, config), config
 
 
@@ -438,7 +433,8 @@ def _train(run: TrainingRun, reporter: RunReporter, timings: dict[str, float]) -
             backbone_ref=run.params.get("backbone") or settings.DEFAULT_BACKBONE,
             backbone_name=spec.name,
             backbone_fingerprint=spec.fingerprint,
-            feature_config=asdict(config),
+            # The dtype the extractor resolved ("auto" -> bf16/fp32), so serving computes the same features.
+            feature_config={**asdict(config), "dtype": extractor.dtype},
             feature_dim=int(matrix.shape[1]),
         )
 
