@@ -20,4 +20,9 @@ def run_import(job_id: int) -> dict[str, int | str]:
     }
 
 
+@shared_task(name="labeling.tasks.resume_stalled_imports")
+def resume_stalled_imports() -> list[int]:
+    return imports.resume_stalled_imports()
+
+
 from labeling import tasks_agreement  # noqa: E402, F401

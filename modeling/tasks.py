@@ -5,10 +5,7 @@ sees a run that is already running and marks it failed instead of training twice
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from celery import shared_task
-from django.conf import settings
 
 from modeling.services import training
 
@@ -28,18 +25,4 @@ def sweep_stale_runs() -> int:
     return training.sweep_stale_runs()
 
 
-def _register_beat() -> None:
-    from sceneclf_site.celery import app
-
-    minutes = max(1, min(5, int(getattr(settings, "CELERY_BEAT_INTERVAL_MINUTES", 5))))
-    app.conf.beat_schedule = {
-        **(app.conf.beat_schedule or {}),
-        "modeling-sweep-stale-runs": {
-            "task": "modeling.tasks.sweep_stale_runs",
-            "schedule": timedelta(minutes=minutes),
-        },
-    }
-
-
-_register_beat()
 from modeling import tasks_al  # noqa: E402, F401  (active-learning tasks, appended for autodiscovery)

@@ -12,10 +12,8 @@ Task names are `modeling.tasks_al.*`, which the `modeling.tasks.*` route does no
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 from celery import shared_task
-from django.conf import settings
 from django.db import transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
@@ -80,16 +78,3 @@ def _version_created(sender: type, instance: ModelVersion, created: bool, **kwar
     if created:
         project_id = instance.project_id
         transaction.on_commit(lambda: score_pool_task.delay(project_id, "after_training"), robust=True)
-
-
-def _register_beat() -> None:
-    from sceneclf_site.celery import app
-
-    minutes = max(1, int(getattr(settings, "CELERY_BEAT_INTERVAL_MINUTES", 10)))
-    app.conf.beat_schedule = {
-        **(app.conf.beat_schedule or {}),
-        "modeling-active-learning": {"task": "modeling.tasks_al.beat", "schedule": timedelta(minutes=minutes)},
-    }
-
-
-_register_beat()

@@ -4,6 +4,8 @@ so a long training run never delays an import or an agreement computation."""
 from __future__ import annotations
 
 import os
+from datetime import timedelta
+from typing import Any
 
 from celery import Celery
 from kombu import Queue
@@ -31,6 +33,29 @@ app.conf.update(
     result_expires=24 * 3600,
 )
 app.autodiscover_tasks()
+
+
+def _beat_schedule() -> dict[str, dict[str, Any]]:
+    """Every periodic job in one place. Exactly one beat process runs in a deployment."""
+    from django.conf import settings
+
+    minutes = max(1, settings.CELERY_BEAT_INTERVAL_MINUTES)
+    return {
+        # Training runs whose worker died (no heartbeat) become `failed`; their partial artifacts go.
+        "modeling-sweep-stale-runs": {
+            "task": "modeling.tasks.sweep_stale_runs",
+            "schedule": timedelta(minutes=min(5, minutes)),
+        },
+        # Retrain where enough new gold labels arrived; re-score the pool where new items arrived.
+        "modeling-active-learning": {"task": "modeling.tasks_al.beat", "schedule": timedelta(minutes=minutes)},
+        # Imports whose task never reached the broker (e.g. Redis was down) are queued again.
+        "labeling-resume-imports": {"task": "labeling.tasks.resume_stalled_imports", "schedule": timedelta(minutes=2)},
+    }
+
+
+@app.on_after_finalize.connect
+def _install_beat_schedule(sender: Celery, **kwargs: Any) -> None:
+    sender.conf.beat_schedule = _beat_schedule()
 
 
 @app.task(name="sceneclf.ping", ignore_result=False)

@@ -16,6 +16,7 @@ import shutil
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -480,3 +481,17 @@ def _from_mapping(number: int, value: dict[str, Any]) -> ParsedLine:
     return ParsedLine(
         line=number, text=text, label=(label or "").strip() or None, external_id=external_id, metadata=metadata
     )
+
+
+def resume_stalled_imports(*, older_than_seconds: int = 60) -> list[int]:
+    """Queue again the pending jobs whose task never reached the broker (no task id), e.g. because Redis was
+    down when the file was uploaded. The upload is on disk and the job is resumable, so nothing is lost."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    job_ids = list(
+        ImportJob.objects.filter(status=ImportJob.Status.PENDING, task_id="", created_at__lt=cutoff).values_list(
+            "pk", flat=True
+        )
+    )
+    for job_id in job_ids:
+        enqueue_import(job_id)
+    return job_ids
