@@ -58,6 +58,19 @@ def feature_config(spec: Any, params: dict[str, Any]) -> Any:
     return config
 
 
+MAX_LEN_STEP = 16
+
+
+def fit_max_len(extractor: Any, train_texts: list[str], explicit: Any = None) -> int:
+    """Training's max_len: the P95 of the tokenised training lengths, rounded up to a multiple of 16 and capped.
+    Rounding keeps the value (and so the feature-cache key) steady while the training set grows a little, so a
+    retrain on already-seen items extracts nothing. An explicit `max_len` run parameter wins."""
+    if explicit is None and train_texts:
+        p95 = int(extractor.choose_max_len(train_texts))
+        extractor.max_len = int(min(extractor.config.max_len_cap, -(-p95 // MAX_LEN_STEP) * MAX_LEN_STEP))
+    return int(extractor.max_len)
+
+
 def build_extractor(spec: Any, config: Any) -> Any:
     from modeling.engine.features import FeatureExtractor
 

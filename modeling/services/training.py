@@ -365,6 +365,13 @@ def _is_cancel(exc: BaseException) -> bool:
     return isinstance(exc, Cancelled)
 
 
+def _train_texts_or_none(project: Project) -> list[str]:
+    try:
+        return collect_training_data(project).texts("train")
+    except ServiceError:  # not enough gold labels yet: the extractor keeps its cap
+        return []
+
+
 def execute_extraction_run(run_id: int) -> int | None:
     """Extracts (into the cache) the features of every item of the project. Returns how many were new."""
 
@@ -373,6 +380,8 @@ def execute_extraction_run(run_id: int) -> int | None:
         spec = feature_services.resolve_backbone_spec(run.params.get("backbone"))
         texts = list(Item.objects.filter(project_id=run.project_id).order_by("id").values_list("text", flat=True))
         extractor, _ = _extractor_for(spec, run.params)
+        # The same max_len a training run would pick now, so the warmed cache is the one training reads.
+        feature_services.fit_max_len(extractor, _train_texts_or_none(run.project), run.params.get("max_len"))
         reporter.stage("extracting features", 0.05, 1.0)
         t0 = time.perf_counter()
         _, n_extracted = feature_services.extract_with_cache(extractor, texts, reporter.progress)
@@ -415,6 +424,8 @@ def _train(run: TrainingRun, reporter: RunReporter, timings: dict[str, float]) -
         reporter.stage("loading backbone", 0.02, 0.05)
         spec = feature_services.resolve_backbone_spec(run.params.get("backbone"))
         extractor, config = _extractor_for(spec, run.params)
+        max_len = feature_services.fit_max_len(extractor, data.texts("train"), run.params.get("max_len"))
+        reporter.log(f"max_len {max_len} (P95 of the training lengths, rounded up to 16, capped)")
         reporter.stage("extracting features", 0.05, 0.6)
         all_texts = [t for split in splits for t in data.texts(split)]
         t0 = time.perf_counter()
@@ -433,8 +444,8 @@ def _train(run: TrainingRun, reporter: RunReporter, timings: dict[str, float]) -
             backbone_ref=run.params.get("backbone") or settings.DEFAULT_BACKBONE,
             backbone_name=spec.name,
             backbone_fingerprint=spec.fingerprint,
-            # The dtype the extractor resolved ("auto" -> bf16/fp32), so serving computes the same features.
-            feature_config={**asdict(config), "dtype": extractor.dtype},
+            # What the extractor resolved (dtype "auto" -> bf16/fp32, max_len), so serving computes the same features.
+            feature_config={**asdict(config), "dtype": extractor.dtype, "max_len": extractor.max_len},
             feature_dim=int(matrix.shape[1]),
         )
 
