@@ -58,9 +58,11 @@ class ProjectActionPermission(permissions.BasePermission):
     """DRF permission: the view sets `project_action`; the URL carries `slug`."""
 
     def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
+        if not (request.user and request.user.is_authenticated):
+            return False  # DRF answers 401 (not a 404 that would hide a login problem)
         slug = view.kwargs.get("slug")
         if slug is None:
-            return bool(request.user and request.user.is_authenticated)
+            return True
         action = getattr(view, "project_action", "view")
         if request.method in permissions.SAFE_METHODS:
             action = getattr(view, "project_read_action", action)

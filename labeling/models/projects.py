@@ -10,6 +10,11 @@ class Role(models.TextChoices):
     REVIEWER = "reviewer", "Reviewer"
 
 
+def default_max_text_chars() -> int:
+    """New projects take the deployment's MAX_TEXT_CHARS (2,000 unless set in the environment)."""
+    return int(settings.MAX_TEXT_CHARS)
+
+
 class Project(models.Model):
     slug = models.SlugField(max_length=64, unique=True, allow_unicode=False)
     name = models.CharField(max_length=200)
@@ -17,7 +22,7 @@ class Project(models.Model):
     language = models.CharField(max_length=16, default="zh-hans")
     # Raw (unmasked) text is kept only when the owner opts in: PII stays out by default.
     keep_raw_text = models.BooleanField(default=False)
-    max_text_chars = models.PositiveIntegerField(default=2000)
+    max_text_chars = models.PositiveIntegerField(default=default_max_text_chars)
     # Annotation overlap: k annotators per item, and a share of items that always get k >= 2.
     overlap_k = models.PositiveSmallIntegerField(default=1)
     agreement_share = models.FloatField(default=0.10)

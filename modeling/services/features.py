@@ -30,11 +30,8 @@ def resolve_backbone_spec(name: str | None) -> Any:
     backbone = name or settings.DEFAULT_BACKBONE
     try:
         return resolve_backbone(backbone, settings.MODEL_ROOT)
-    except Exception as exc:  # the engine's message names what is missing; keep it
-        raise ServiceError(
-            f"Backbone '{backbone}' is not usable: {exc}. Install it with `manage.py backbones install {backbone}`.",
-            code="backbone_unavailable",
-        ) from exc
+    except Exception as exc:  # the engine's message names what is missing and how to install it; keep it
+        raise ServiceError(f"Backbone '{backbone}' is not usable: {exc}.", code="backbone_unavailable") from exc
 
 
 def feature_config(spec: Any, params: dict[str, Any]) -> Any:

@@ -155,7 +155,12 @@ def predict_with(model: LoadedModel, texts: list[str], *, k: int = 3, explain: b
 
     features = model.extractor.encode(texts) if model.extractor is not None else None
     predictions = model.predictor.predict(HeadInputs(features, texts), k=k)
-    neighbours = nearest_examples(model, features, n=k) if explain and features is not None else [[] for _ in texts]
+    # Abstained texts always carry their nearest labelled examples: reviewers see them in the review queue.
+    wanted = [i for i, p in enumerate(predictions) if explain or p.abstained]
+    neighbours: list[list[dict[str, Any]]] = [[] for _ in texts]
+    if wanted and features is not None:
+        for i, near in zip(wanted, nearest_examples(model, features[wanted], n=k), strict=True):
+            neighbours[i] = near
     return [
         ServedPrediction(
             label=p.label,

@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc served from this server: no CDN
     "django_htmx",
     "labeling",
     "modeling",
@@ -151,6 +152,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Classify short user feedback into scenes; label, review and train models.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     # Several models have a `status` field with different choices: give each enum its own name.
     "ENUM_NAME_OVERRIDES": {
         "TaxonomyStatusEnum": "labeling.models.TaxonomyVersion.Status",
