@@ -34,7 +34,7 @@ from labeling.services.taxonomy import (
     reorder_labels,
     update_label,
 )
-from labeling.taxonomy_io import FORMATS, dump_document, guess_format
+from labeling.taxonomy_io import FORMATS, LABEL_FIELDS, dump_document, guess_format
 from sceneclf_site.api_errors import NotFoundError, ServiceError
 
 MAX_IMPORT_BYTES = 2 * 1024 * 1024
@@ -46,19 +46,7 @@ class LabelSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Label
-        fields = [
-            "key",
-            "name",
-            "parent",
-            "definition",
-            "decision_rules",
-            "examples",
-            "counter_examples",
-            "edge_cases",
-            "hotkey",
-            "order",
-            "is_fallback",
-        ]
+        fields = list(LABEL_FIELDS)
         read_only_fields = fields
 
 

@@ -1,21 +1,9 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
-from modeling.services.serving import forget_loaded_models
+from tests.modeling.conftest import _one_thread_and_own_dirs  # noqa: F401  (autouse: same isolation)
 from tests.modeling.route1 import scene_texts
-
-
-@pytest.fixture(autouse=True)
-def _one_thread_and_own_dirs(settings, tmp_path):
-    torch.set_num_threads(1)
-    settings.TORCH_THREADS = 1
-    settings.FEATURE_CACHE_DIR = tmp_path / "features"
-    settings.ARTIFACT_ROOT = tmp_path / "artifacts"
-    forget_loaded_models()
-    yield
-    forget_loaded_models()
 
 
 @pytest.fixture(scope="session")
