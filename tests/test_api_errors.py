@@ -23,3 +23,11 @@ def test_non_member_and_short_role_get_404_and_403_with_their_codes(client, proj
 def test_api_docs_are_served_without_a_cdn(client, db):
     page = client.get("/api/v1/docs").content.decode()
     assert "cdn.jsdelivr" not in page and "swagger-ui" in page
+
+
+def test_patching_an_unknown_or_read_only_project_field_is_refused(client, project, owner):
+    client.force_login(owner)
+    response = client.patch(f"/api/v1/projects/{project.slug}", {"slug": "other"}, content_type="application/json")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "unknown_field"
+    project.refresh_from_db()
+    assert project.slug == "alpha"

@@ -20,6 +20,7 @@ from labeling.services.projects import (
     revoke_api_token,
     update_project_settings,
 )
+from sceneclf_site.api_errors import ServiceError
 
 
 class IsPersonUser(permissions.BasePermission):
@@ -89,6 +90,9 @@ class ProjectDetailApi(APIView):
     def patch(self, request: Request, slug: str) -> Response:
         data = ProjectUpdateSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
+        unknown = sorted(set(request.data) - set(data.fields))
+        if unknown:  # a silently ignored field would look like a successful change
+            raise ServiceError(f"Unknown or read-only project field(s): {', '.join(unknown)}.", code="unknown_field")
         project = update_project_settings(project=self.project, **data.validated_data)
         return Response(ProjectSerializer(project, context={"request": request}).data)
 
