@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +22,18 @@ _ENCODER_CLASSES_WITH_POOLER = {"bert", "roberta", "xlm-roberta", "camembert", "
 _loaded: dict[tuple[str, str], tuple] = {}  # (path, dtype) -> (model, tokenizer); one copy per process
 _load_lock = threading.Lock()
 _bf16_verdict: bool | None = None
-_SPEED_ONLY = ("batch_tokens", "max_batch", "min_batch_tokens", "max_padding", "threads")
+_SPEED_ONLY = (
+    "batch_tokens",
+    "max_batch",
+    "min_batch_tokens",
+    "max_padding",
+    "threads",
+    "compile",
+    "compile_min_tokens",
+)
+# (path, dtype, threads) -> torch.compile'd model, or None once compiling failed there; one per process.
+_compiled: dict[tuple[str, str, int], object] = {}
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -30,13 +42,21 @@ class FeatureConfig:
     layer: str | int = "last"  # "last" | "half" | hidden_states index (0 = embeddings, negative from the end)
     max_len: int | None = None  # None: choose_max_len() picks the P95 of training lengths
     max_len_cap: int = 256
-    batch_tokens: int = 16384  # padded tokens per batch: few large batches beat many small ones on CPU
+    # Padded tokens per batch. ~2k keeps a block's activations (tokens x 1536 FFN) in cache yet the matmuls
+    # big enough: measured 8-12% faster than 16k on e5-small (short texts, 1 thread).
+    batch_tokens: int = 2048
     max_batch: int = 2048
-    min_batch_tokens: int = 4096  # below this a batch is not split to save padding
+    min_batch_tokens: int = 1024  # below this a batch is not split to save padding
     max_padding: float = 0.2  # split a big-enough batch when the next text is this much shorter
     dtype: str = "auto"  # "auto" | "fp32" | "bf16"
     threads: int = 0  # 0 leaves torch's thread setting alone
     normalize: bool = True  # L2-normalise pooled vectors (the e5 convention; cosine-ready for `explain`)
+    # torch.compile (inductor) of the whole model, used only for encode calls with at least this many real
+    # tokens. Measured on e5-small bf16, 2 threads: 23% more texts/s, but ~50 s to compile once per process,
+    # which pays off only beyond ~2M tokens (~200k short texts); smaller jobs and single-text predictions stay
+    # on the eager model. False turns it off.
+    compile: bool = True
+    compile_min_tokens: int = 2_000_000
 
     def __post_init__(self) -> None:
         if self.pooling not in ("mean", "last"):
@@ -93,9 +113,15 @@ def load_model(spec: BackboneSpec, dtype: str = "fp32") -> tuple:
 
             try:
                 config = AutoConfig.from_pretrained(spec.path)
-                kwargs = {"add_pooling_layer": False} if config.model_type in _ENCODER_CLASSES_WITH_POOLER else {}
+                kwargs = {}
+                if config.model_type in _ENCODER_CLASSES_WITH_POOLER:
+                    # Plain matmul+softmax attention: SDPA's CPU flash kernel is slow for the short sequences
+                    # (10-20 tokens) we feed it, measured 6-10% faster end to end on e5-small.
+                    kwargs = {"add_pooling_layer": False, "attn_implementation": "eager"}
                 torch_dtype = "bfloat16" if dtype == "bf16" else "float32"
                 model = AutoModel.from_pretrained(spec.path, dtype=torch_dtype, **kwargs).eval()
+                if dtype == "bf16":
+                    _add_bias_after_matmul(model)
                 tokenizer = _load_tokenizer(spec.path, AutoTokenizer)
             except OSError as exc:
                 raise BackboneError(f"cannot load backbone {spec.name} from {spec.path}: {exc}") from exc
@@ -103,6 +129,25 @@ def load_model(spec: BackboneSpec, dtype: str = "fp32") -> tuple:
                 tokenizer.pad_token = tokenizer.eos_token
             _loaded[key] = (model, tokenizer)
         return _loaded[key]
+
+
+def _linear_then_bias(self, x):
+    import torch  # the engine imports torch lazily; after the first call this is a dict lookup
+
+    return torch.matmul(x, self.weight.t()).add_(self.bias)
+
+
+def _add_bias_after_matmul(model) -> None:
+    """bf16 nn.Linear goes through addmm, which first copies the broadcast bias into the output and then
+    accumulates the matmul onto it; a plain matmul with an in-place bias add is measured 4-6% faster end to end
+    (features at cosine >= 0.9999 to the addmm ones). Only this process's private copy of the model is changed."""
+    import types
+
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and module.bias is not None:
+            module.forward = types.MethodType(_linear_then_bias, module)
 
 
 def _load_tokenizer(path: str, auto_tokenizer):
@@ -282,6 +327,38 @@ class FeatureExtractor:
             return out.hidden_states[self.layer_index]
         return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
+    def _compiled_model(self, real_tokens: int):
+        """The process's compiled model for this backbone/dtype/thread count, or None where eager is the better
+        (or only) choice: compile off, job too small to repay compiling, a middle layer (the early-exit hook
+        raises out of the forward, which a compiled graph cannot do), or compiling failed before."""
+        import torch
+
+        cfg = self.config
+        if not cfg.compile or real_tokens < cfg.compile_min_tokens or self.layer_index < self.n_layers:
+            return None
+        # Inductor bakes the OpenMP thread count into its kernels, so each thread count gets its own graph.
+        key = (self.spec.path, self.dtype, torch.get_num_threads())
+        with _load_lock:
+            if key not in _compiled:
+                # dynamic: one graph for every (rows, width); freezing: weights become constants, which lets
+                # inductor prepack them for oneDNN and fuse bias and GELU into the matmuls.
+                _compiled[key] = torch.compile(self.model, dynamic=True, options={"freezing": True})
+            return _compiled[key]
+
+    def _run_compiled(self, compiled, input_ids, attention_mask):
+        """Forward through the compiled model; on any compile/runtime failure, log it, disable compiling for
+        this model in this process and answer with the eager model."""
+        import torch
+
+        try:
+            out = compiled(input_ids=input_ids, attention_mask=attention_mask)
+            return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        except Exception as exc:  # inductor can fail in many ways (no compiler, unsupported op): eager still works
+            logger.warning("torch.compile of %s failed, using the eager model: %s", self.spec.name, exc)
+            with _load_lock:
+                _compiled[(self.spec.path, self.dtype, torch.get_num_threads())] = None
+            return self._forward(input_ids, attention_mask)
+
     def _pool(self, hidden, mask, lengths):
         import torch
 
@@ -314,6 +391,7 @@ class FeatureExtractor:
         pad_id = self.tokenizer.pad_token_id
         done = 0
         with _threads(self.config.threads), torch.inference_mode():
+            compiled = self._compiled_model(int(lengths.sum()))
             for batch in self._batches(lengths):
                 width = int(lengths[batch].max())
                 input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -321,7 +399,11 @@ class FeatureExtractor:
                 for row, i in enumerate(batch):
                     input_ids[row, : lengths[i]] = torch.tensor(ids[i])
                     mask[row, : lengths[i]] = 1
-                hidden = self._forward(input_ids, mask)
+                # A 1-row or 1-token batch would make dynamo specialise and compile a second graph: run it eager.
+                if compiled is not None and len(batch) > 1 and width > 1:
+                    hidden = self._run_compiled(compiled, input_ids, mask)
+                else:
+                    hidden = self._forward(input_ids, mask)
                 pooled = self._pool(hidden, mask, torch.as_tensor(lengths[batch]))
                 out[batch] = pooled.float().numpy()
                 done += len(batch)

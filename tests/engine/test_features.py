@@ -169,3 +169,18 @@ def test_extractors_sharing_a_model_in_threads_keep_their_own_layer(tiny_encoder
 def test_text_without_tokens_is_a_clear_error(tiny_decoder):
     with pytest.raises(BackboneError, match=r"positions \[1\]"):
         FeatureExtractor(tiny_decoder, fp32()).encode(["hi", "   "])
+
+
+def test_failed_compile_falls_back_to_eager_features(tiny_encoder, monkeypatch, caplog):
+    from modeling.engine import features as features_module
+
+    def broken_compiled(**_kwargs):
+        raise RuntimeError("inductor unavailable")
+
+    monkeypatch.setattr(torch, "compile", lambda model, **_kwargs: broken_compiled)
+    monkeypatch.setattr(features_module, "_compiled", {})
+    expected = FeatureExtractor(tiny_encoder, fp32(compile=False)).encode(TEXTS)
+    extractor = FeatureExtractor(tiny_encoder, fp32(compile_min_tokens=0))
+    np.testing.assert_allclose(extractor.encode(TEXTS), expected, atol=1e-6)
+    assert "failed, using the eager model" in caplog.text
+    assert list(features_module._compiled.values()) == [None]  # not retried in this process
