@@ -1,6 +1,7 @@
 """3-seed comparison of active-learning strategies against random, through `manage.py simulate_active_learning`.
 
     nice .venv/bin/python benchmarks/active_learning.py --dataset smp2017 --json /tmp/al/smp.json
+    nice .venv/bin/python benchmarks/active_learning.py --dataset smp2017 --seeds $(seq -s, 0 19)  # 3 seeds are coarse
     nice .venv/bin/python benchmarks/active_learning.py --dataset cic --batch-size 200 --rounds 15 \
         --json /tmp/al/cic.json
 

@@ -76,6 +76,20 @@ def test_margin_diverse_stays_within_the_uncertain_candidates():
     assert set(diverse) <= top30
 
 
+def test_margin_diverse_skips_a_clusters_stray_edge_point_even_when_it_is_the_most_uncertain():
+    rng = np.random.default_rng(0)
+    group_a = np.eye(3)[0] + rng.normal(scale=0.01, size=(20, 3))
+    group_b = np.eye(3)[1] + rng.normal(scale=0.01, size=(20, 3))
+    stray = np.array([[1.0, 0.0, 0.5]])  # joins group a's cluster, but far from its centre
+    feats = np.concatenate([group_a, group_b, stray])
+    gap = np.concatenate([rng.uniform(0.10, 0.30, size=40), [0.0]])  # the stray is the nearest tie of all
+    probs = np.stack([0.5 + gap / 2, 0.5 - gap / 2], axis=1)
+    batch = active.select_batch("margin_diverse", 2, probs=probs, features=feats, candidate_factor=50)
+    assert 40 not in batch
+    assert sorted(int(i) // 20 for i in batch) == [0, 1]  # still one pick from each group
+    assert active.select_batch("margin", 1, probs=probs)[0] == 40
+
+
 def test_k_center_greedy_avoids_the_labelled_region():
     rng = np.random.default_rng(0)
     a = np.array([1.0, 0.0]) + rng.normal(scale=0.01, size=(10, 2))
