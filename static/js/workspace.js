@@ -155,6 +155,22 @@
     }
   });
 
+  // The skip reason is submitted with Enter: send it like the label keys (htmx.ajax), never as a native form
+  // post, which would replace the page if htmx had not processed the freshly swapped form yet.
+  panel.addEventListener(
+    "submit",
+    function (event) {
+      var form = event.target;
+      if (form.id !== "ws-skip-form") return;
+      event.preventDefault();
+      event.stopPropagation();
+      if (busy) return;
+      busy = true;
+      post(form);
+    },
+    true
+  );
+
   panel.addEventListener("focusin", function (event) {
     var button = event.target.closest && event.target.closest(".ws-label");
     if (button) setFocus(labels().indexOf(button), false);
