@@ -139,7 +139,7 @@ def serving_threads() -> int:
     """Torch threads per predict call. One by default: a short text is too small a matmul to split, and on a
     busy CPU extra threads spin and wait (measured: p50 23 ms with 1 thread vs 459 ms with 2 under load).
     Scale with more web workers instead; PREDICT_TORCH_THREADS overrides."""
-    return max(1, int(getattr(settings, "PREDICT_TORCH_THREADS", 1)))
+    return max(1, int(settings.PREDICT_TORCH_THREADS))
 
 
 def _load_explain(folder: Path) -> tuple[np.ndarray | None, list[dict[str, Any]]]:

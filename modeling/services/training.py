@@ -48,7 +48,7 @@ class RunCancelled(Exception):
 
 
 def stale_after_seconds() -> int:
-    return int(getattr(settings, "TRAINING_STALE_AFTER_SECONDS", 600))
+    return int(settings.TRAINING_STALE_AFTER_SECONDS)
 
 
 # --- Data ---------------------------------------------------------------------------------------
