@@ -171,16 +171,39 @@ def test_text_without_tokens_is_a_clear_error(tiny_decoder):
         FeatureExtractor(tiny_decoder, fp32()).encode(["hi", "   "])
 
 
-def test_failed_compile_falls_back_to_eager_features(tiny_encoder, monkeypatch, caplog):
-    from modeling.engine import features as features_module
+def test_fast_forward_matches_transformers_on_a_padded_batch(tiny_encoder):
+    texts = TEXTS * 3  # several lengths: padded batches, and "ok ok"/"hi" rows that share one
+    fast = FeatureExtractor(tiny_encoder, fp32(normalize=False))
+    slow = FeatureExtractor(tiny_encoder, fp32(normalize=False, fast_forward=False))
+    assert fast._fast is not None and slow._fast is None
+    np.testing.assert_allclose(fast.encode(texts), slow.encode(texts), atol=1e-5)
 
-    def broken_compiled(**_kwargs):
-        raise RuntimeError("inductor unavailable")
 
-    monkeypatch.setattr(torch, "compile", lambda model, **_kwargs: broken_compiled)
-    monkeypatch.setattr(features_module, "_compiled", {})
-    expected = FeatureExtractor(tiny_encoder, fp32(compile=False)).encode(TEXTS)
-    extractor = FeatureExtractor(tiny_encoder, fp32(compile_min_tokens=0))
-    np.testing.assert_allclose(extractor.encode(TEXTS), expected, atol=1e-6)
-    assert "failed, using the eager model" in caplog.text
-    assert list(features_module._compiled.values()) == [None]  # not retried in this process
+def test_fast_forward_in_bf16_stays_close_to_transformers(tiny_encoder):
+    fast = FeatureExtractor(tiny_encoder, FeatureConfig(dtype="bf16")).encode(TEXTS)
+    slow = FeatureExtractor(tiny_encoder, FeatureConfig(dtype="bf16", fast_forward=False)).encode(TEXTS)
+    assert (fast * slow).sum(1).min() > 0.999
+
+
+def test_decoders_use_the_transformers_forward(tiny_decoder):
+    assert FeatureExtractor(tiny_decoder, fp32())._fast is None
+
+
+def test_parallel_batches_give_the_same_features_and_ordered_progress(tiny_encoder):
+    import threading
+
+    texts = [t * k for t in TEXTS for k in (1, 2, 3)]
+    small = {"batch_tokens": 40, "min_batch_tokens": 8}
+    serial = FeatureExtractor(tiny_encoder, fp32(parallel_batches=False, **small))
+    parallel = FeatureExtractor(tiny_encoder, fp32(threads=2, **small))
+    assert parallel._streams(10_000) == 2 and serial._streams(10_000) == 1
+    seen = []
+    got = parallel.encode(texts, progress=lambda done, total: seen.append((done, threading.current_thread())))
+    np.testing.assert_allclose(got, serial.encode(texts), atol=1e-5)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen) and seen[-1][0] == len(texts)
+    assert {thread for _, thread in seen} == {threading.main_thread()}  # callers may touch thread-bound state
+
+
+def test_small_jobs_stay_on_one_stream(tiny_encoder):
+    extractor = FeatureExtractor(tiny_encoder, fp32(threads=2))
+    assert extractor._streams(real_tokens=100) == 1
