@@ -52,9 +52,10 @@ class FeatureConfig:
     # BERT-family encoders run through fast_encoder.FastEncoder (fused QKV, pre-packed bf16 weights, a softmax
     # made for short rows): measured 12-15% more texts/s than transformers' forward on e5-small. False: transformers.
     fast_forward: bool = True
-    # With several threads, run whole batches side by side, one per thread, instead of splitting every matmul
-    # of one batch across threads: the matmuls of a 2k-token batch are too small to split well (e5-small bf16,
-    # 2 threads: 86% of the matmul peak instead of 81%). Single-batch calls (a prediction) stay intra-op.
+    # With several threads, cut each batch into one slice per thread and run the slices side by side, each on a
+    # single torch thread, instead of splitting every matmul across threads: a 2k-token batch's matmuls are too
+    # small to split well (e5-small bf16, 2 threads, 2,048 texts: 85% of the matmul peak instead of 80%).
+    # Calls under min_batch_tokens (a prediction) keep torch's own threading.
     parallel_batches: bool = True
 
     def __post_init__(self) -> None:
@@ -299,21 +300,21 @@ class FeatureExtractor:
             self.max_len = int(min(self.config.max_len_cap, max(2, np.ceil(np.percentile(lengths, 95)))))
         return self.max_len
 
-    def _batches(self, lengths: np.ndarray, batch_tokens: int | None = None) -> list[np.ndarray]:
-        """Longest first; a batch grows while (rows x its longest row) stays within batch_tokens.
+    def _batches(self, lengths: np.ndarray, streams: int = 1) -> list[np.ndarray]:
+        """Longest first; a batch grows while (rows x its longest row) stays within streams x batch_tokens.
 
-        Once a batch is big enough to keep the matmuls efficient (min_batch_tokens), it is closed early
-        when the next text is much shorter than its longest, since padded positions are wasted work.
+        Once a batch is big enough to keep the matmuls efficient (streams x min_batch_tokens), it is closed
+        early when the next text is much shorter than its longest, since padded positions are wasted work.
         """
         order = np.argsort(-lengths, kind="stable")
         cfg = self.config
         batches, start = [], 0
         while start < len(order):
             longest = max(int(lengths[order[start]]), 1)
-            limit = max(1, min(cfg.max_batch, (batch_tokens or cfg.batch_tokens) // longest))
+            limit = max(1, min(cfg.max_batch * streams, streams * cfg.batch_tokens // longest))
             end = start + 1
             while end < len(order) and end - start < limit:
-                big_enough = (end - start) * longest >= cfg.min_batch_tokens
+                big_enough = (end - start) * longest >= streams * cfg.min_batch_tokens
                 if big_enough and lengths[order[end]] < (1 - cfg.max_padding) * longest:
                     break
                 end += 1
@@ -371,29 +372,28 @@ class FeatureExtractor:
             raise BackboneError(f"texts at positions {empty} produce no tokens (empty or whitespace only)")
         with _threads(self.config.threads):
             streams = self._streams(int(lengths.sum()))
-            # At least two batches per stream, so that whichever stream finishes first can take another and
-            # none idles at the end; but never below the size that keeps the matmuls efficient.
-            budget = self.config.batch_tokens
-            if streams > 1:
-                budget = min(budget, max(self.config.min_batch_tokens, int(lengths.sum()) // (2 * streams)))
-            batches = self._batches(lengths, budget)
-            if streams > 1 and len(batches) > 1:
-                pooled_batches = _stream_pool(streams).map(lambda b: self._encode_batch(ids, lengths, b), batches)
+            # Each batch is `streams` times the size, cut into equal row slices (same width, so the same work)
+            # that run side by side: every stream stays busy to the last batch, whatever the batch count.
+            batches = self._batches(lengths, streams)
+            chunks = [chunk for batch in batches for chunk in np.array_split(batch, min(streams, len(batch)))]
+            if streams > 1 and len(chunks) > 1:
+                pooled_chunks = _stream_pool(streams).map(lambda c: self._encode_batch(ids, lengths, c), chunks)
             else:
-                pooled_batches = (self._encode_batch(ids, lengths, b) for b in batches)
+                pooled_chunks = (self._encode_batch(ids, lengths, c) for c in chunks)
             done = 0
-            for batch, pooled in zip(batches, pooled_batches, strict=True):  # in order, on the calling thread
-                out[batch] = pooled
-                done += len(batch)
+            for chunk, pooled in zip(chunks, pooled_chunks, strict=True):  # in order, on the calling thread
+                out[chunk] = pooled
+                done += len(chunk)
                 if progress is not None:
                     progress(done, len(texts))
         return out
 
     def _streams(self, real_tokens: int) -> int:
-        """How many batches run side by side: one per thread when parallel_batches is on and the job is big."""
+        """How many slices of a batch run side by side: one per thread, when parallel_batches is on and the job
+        has enough tokens for each slice to keep its matmuls efficient."""
         import torch
 
-        if not self.config.parallel_batches or real_tokens < 2 * self.config.min_batch_tokens:
+        if not self.config.parallel_batches or real_tokens < self.config.min_batch_tokens:
             return 1
         return max(1, self.config.threads or torch.get_num_threads())
 
@@ -401,11 +401,11 @@ class FeatureExtractor:
         import torch
 
         width = int(lengths[batch].max())
-        input_ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        rows = np.full((len(batch), width), self.tokenizer.pad_token_id, dtype=np.int64)
         for row, i in enumerate(batch):
-            input_ids[row, : lengths[i]] = torch.tensor(ids[i])
-            mask[row, : lengths[i]] = 1
+            rows[row, : lengths[i]] = ids[i]
+        input_ids = torch.from_numpy(rows)
+        mask = torch.from_numpy((np.arange(width) < lengths[batch][:, None]).astype(np.int64))
         with torch.inference_mode():
             hidden = self._forward(input_ids, mask)
             return self._pool(hidden, mask, torch.as_tensor(lengths[batch])).float().numpy()
