@@ -228,6 +228,10 @@ class ReviewTaskSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class ReviewTaskFilterSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=ReviewTask.Kind.values, required=False, allow_blank=True)
+
+
 class ReviewTaskListApi(APIView):
     permission_classes = MEMBER
     project_action = "review"
@@ -237,7 +241,7 @@ class ReviewTaskListApi(APIView):
         responses=ReviewTaskSerializer(many=True),
     )
     def get(self, request: Request, slug: str) -> Response:
-        kind = request.query_params.get("kind") or None
+        kind = _valid(ReviewTaskFilterSerializer, request.query_params).get("kind") or None
         tasks = open_review_tasks(self.project, kind)[:200]  # type: ignore[attr-defined]
         return Response(ReviewTaskSerializer(tasks, many=True).data)
 

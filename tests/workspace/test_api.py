@@ -54,6 +54,8 @@ def test_review_and_adjudication_api(published, items, reviewer, owner, annotato
     task = create_review_task(project=published, item=items[0], kind="low_confidence", suggested_label="物流")
     listed = api(reviewer).get(f"{base}/review-tasks?kind=low_confidence").json()
     assert [row["id"] for row in listed] == [task.pk]
+    unknown = api(reviewer).get(f"{base}/review-tasks?kind=lowconfidence")
+    assert unknown.status_code == 400 and "kind" in str(unknown.json())
     resolved = api(reviewer).post(f"{base}/review-tasks/{task.pk}/resolve", {"action": "confirm"}).json()
     assert resolved["resolution"] == "confirmed" and GoldLabel.objects.get(item=items[0]).method == "review"
 
