@@ -133,6 +133,7 @@ def select_batch(
     probs: np.ndarray | None = None,
     features: np.ndarray | None = None,
     labelled_features: np.ndarray | None = None,
+    labelled_counts: np.ndarray | None = None,
     candidate_factor: int = DEFAULT_CANDIDATE_FACTOR,
     diversity: str = "kmeans",
     seed: int = 0,
@@ -142,9 +143,12 @@ def select_batch(
     - random: a seeded random sample (the control).
     - least_confidence / margin / entropy: the top uncertainty scores.
     - margin_diverse: the top `candidate_factor * batch_size` by margin, then spread over the feature space:
-      `diversity="kmeans"` (default) clusters the candidates (uncertainty-weighted k-means) and takes the most
-      uncertain item of each cluster's core (its half nearest the centre); `"kcenter"` runs k-center greedy
-      away from the labelled set.
+      `diversity="kmeans"` (default) clusters the candidates (k-means weighted by margin x rare-pair weight,
+      see `rare_pair_weight`) and takes the highest-weighted item of each cluster's core (its half nearest the
+      centre); `"kcenter"` runs k-center greedy away from the labelled set.
+
+    `labelled_counts` (labels per class so far, in the column order of `probs`) feeds the rare-pair weight;
+    without it every class counts the same and margin_diverse ranks by margin alone.
     """
     rng = np.random.default_rng(seed)
     n = len(probs) if probs is not None else (len(features) if features is not None else 0)
@@ -162,18 +166,37 @@ def select_batch(
         raise ValueError("margin_diverse needs the pool's feature vectors")
     if diversity not in ("kmeans", "kcenter"):
         raise ValueError(f"diversity must be 'kmeans' or 'kcenter', got {diversity!r}")
+    # The candidates are the plain top-margin set: weighting them too found fewer of CIC's unlabelled classes
+    # early and lost on CIC; the rare-pair weight only steers the clusters and the pick within them.
     candidates = _top_indices(scores, min(n, candidate_factor * batch_size), rng)
+    weights = scores[candidates]
+    if labelled_counts is not None:
+        weights = weights * rare_pair_weight(probs[candidates], labelled_counts)
     if diversity == "kcenter":
         chosen = k_center_greedy(features[candidates], batch_size, anchors=labelled_features, first=0)
     else:
-        chosen = _weighted_kmeans_pick(features[candidates], scores[candidates], batch_size, seed)
+        chosen = _weighted_kmeans_pick(features[candidates], weights, batch_size, seed)
     picked = candidates[chosen]
-    # Report the batch most-uncertain first so a queue ordered by priority starts with the hardest.
-    return picked[np.argsort(-scores[picked], kind="stable")]
+    # Report the batch highest-weighted first so a queue ordered by priority starts with the most useful item.
+    return picked[np.argsort(-weights[chosen], kind="stable")]
+
+
+def rare_pair_weight(probs: np.ndarray, labelled_counts: np.ndarray) -> np.ndarray:
+    """1 / sqrt(1 + n), n = labels so far of the rarer of each row's two most probable classes.
+
+    Macro-F1 weighs every class the same, but margin keeps returning to the long boundaries of the big classes.
+    A near tie that involves a class with few labels teaches that class more per label, so it is worth more; the
+    rarer class of the pair decides (the top class alone gained less: docs/ACTIVE_LEARNING.md)."""
+    probs = _check_probs(probs)
+    counts = np.asarray(labelled_counts, dtype=np.float64)
+    if counts.shape != (probs.shape[1],):
+        raise ValueError(f"labelled_counts needs one count per class ({probs.shape[1]}), got shape {counts.shape}")
+    top2 = np.argpartition(probs, -2, axis=1)[:, -2:]
+    return 1.0 / np.sqrt(1.0 + counts[top2].min(axis=1))
 
 
 def _weighted_kmeans_pick(features: np.ndarray, weights: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """k-means (weighted by uncertainty) over the candidates, then one pick per cluster: the most uncertain
+    """k-means (weighted by `weights`) over the candidates, then one pick per cluster: the highest-weighted
     member of the cluster's core (the half nearest its centre).
 
     The core rule sits between "most uncertain member" (often the cluster's stray edge point, the same outlier
@@ -395,6 +418,7 @@ def simulate(
                 probs=probs,
                 features=pool_x[unl],
                 labelled_features=pool_x[idx],
+                labelled_counts=np.bincount(pool_y[idx], minlength=n_classes),
                 seed=seed * 1000 + round_no,
                 **(select_options or {}),
             )

@@ -90,6 +90,16 @@ def _labelled_features(version: ModelVersion, pool_features: np.ndarray | None) 
     return anchors if anchors.shape[1] == pool_features.shape[1] else None
 
 
+def _labelled_counts(version: ModelVersion) -> np.ndarray:
+    """Labels per class the version learnt from (its train + val snapshot), in its probabilities' column order."""
+    index = {key: i for i, key in enumerate(version.label_keys)}
+    counts = np.zeros(len(version.label_keys))
+    for _item_id, key in version.training_snapshot:
+        if key in index:
+            counts[index[key]] += 1
+    return counts
+
+
 def score_pool(project: Project, *, trigger: str = "manual", seed: int = 0) -> ActiveLearningRound:
     """Rank every unlabelled item with the project's strategy and write the priorities to the labeling queue.
 
@@ -125,6 +135,7 @@ def score_pool(project: Project, *, trigger: str = "manual", seed: int = 0) -> A
                 probs=probs,
                 features=features,
                 labelled_features=_labelled_features(version, features),
+                labelled_counts=_labelled_counts(version),
                 seed=seed,
             )
             _store_suggestions(project, version, ids, probs, set_suggestions)

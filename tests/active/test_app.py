@@ -158,3 +158,16 @@ def test_page_shows_the_stopping_signal_after_three_stable_rounds(project, clien
     ActiveLearningRound.objects.create(agreement=1.0, **common)
     page = client.get(url)
     assert b'id="stop-signal"' in page.content and page.context["stop"].agreements[-1] == 1.0
+
+
+@pytest.mark.django_db
+def test_labelled_counts_follow_the_versions_class_order(al_project):
+    project, taxonomy = al_project
+    version = ModelVersion(
+        project=project,
+        number=99,
+        taxonomy=taxonomy,
+        label_keys=["其他", "支付", "物流"],
+        training_snapshot=[[1, "物流"], [2, "物流"], [3, "其他"], [4, "退役的标签"]],
+    )
+    assert active_learning._labelled_counts(version).tolist() == [1.0, 0.0, 2.0]

@@ -90,6 +90,45 @@ def test_margin_diverse_skips_a_clusters_stray_edge_point_even_when_it_is_the_mo
     assert active.select_batch("margin", 1, probs=probs)[0] == 40
 
 
+def test_rare_pair_weight_follows_the_rarer_of_the_two_top_classes():
+    probs = np.array([[0.5, 0.4, 0.1], [0.1, 0.45, 0.45], [0.1, 0.3, 0.6]])
+    counts = np.array([0, 3, 8])
+    # row 0: classes 0 (no labels) and 1 -> 1/sqrt(1); rows 1 and 2: classes 1 and 2 -> class 1's 3 labels decide.
+    assert np.allclose(active.rare_pair_weight(probs, counts), [1.0, 0.5, 0.5])
+    with pytest.raises(ValueError, match="one count per class"):
+        active.rare_pair_weight(probs, np.array([1, 2]))
+
+
+def _one_cluster_two_kinds_of_tie(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One tight cluster: even rows are a near tie of classes 0 and 1 (gap 0.02), odd rows a looser tie of
+    classes 0 and 2 (gap 0.2)."""
+    feats = np.array([1.0, 0.0, 0.0]) + rng.normal(scale=0.001, size=(40, 3))
+    probs = np.zeros((40, 3))
+    probs[0::2] = [0.49, 0.47, 0.04]
+    probs[1::2] = [0.55, 0.05, 0.35]
+    return feats, probs
+
+
+def test_margin_diverse_prefers_a_near_tie_that_involves_a_rarely_labelled_class():
+    feats, probs = _one_cluster_two_kinds_of_tie(np.random.default_rng(0))
+    by_margin = active.select_batch("margin_diverse", 1, probs=probs, features=feats, candidate_factor=40)
+    assert by_margin[0] % 2 == 0  # no counts (or equal counts): the nearest tie wins
+    equal = active.select_batch(
+        "margin_diverse", 1, probs=probs, features=feats, candidate_factor=40, labelled_counts=np.array([9, 9, 9])
+    )
+    assert list(equal) == list(by_margin)
+    # Classes 0 and 1 have many labels, class 2 one: the 0-vs-2 tie teaches more per label.
+    rare = active.select_batch(
+        "margin_diverse", 1, probs=probs, features=feats, candidate_factor=40, labelled_counts=np.array([50, 50, 1])
+    )
+    assert rare[0] % 2 == 1
+    # The weight steers only the pick among the top-margin candidates, never brings in other rows.
+    top10 = active.select_batch(
+        "margin_diverse", 1, probs=probs, features=feats, candidate_factor=10, labelled_counts=np.array([50, 50, 1])
+    )
+    assert top10[0] % 2 == 0
+
+
 def test_k_center_greedy_avoids_the_labelled_region():
     rng = np.random.default_rng(0)
     a = np.array([1.0, 0.0]) + rng.normal(scale=0.01, size=(10, 2))
@@ -143,3 +182,21 @@ def test_simulation_learns_and_uncertainty_beats_random_on_a_hard_boundary():
         assert res.curve[-1].macro_f1 > res.curve[0].macro_f1
     assert results["random"].labels_to_reach(2.0) is None
     assert results["margin"].labels_to_reach(0.0) == 30
+
+
+def test_simulation_gives_margin_diverse_the_label_counts_so_far(monkeypatch):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 6))
+    y = rng.integers(0, 3, size=300)
+    seen = []
+    select = active.select_batch
+
+    def spy(strategy, batch_size, **kwargs):
+        seen.append(kwargs["labelled_counts"].copy())
+        return select(strategy, batch_size, **kwargs)
+
+    monkeypatch.setattr(active, "select_batch", spy)
+    seed_idx = active.initial_seed_set(x[:250], 20, seed=0)
+    active.simulate("margin_diverse", x[:250], y[:250], x[250:], y[250:], 3, seed_idx, 10, 2, seed=0)
+    assert [int(c.sum()) for c in seen] == [20, 30]
+    assert list(seen[0]) == list(np.bincount(y[seed_idx], minlength=3))
