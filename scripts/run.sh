@@ -13,4 +13,5 @@ cat <<MSG
   API docs:  http://127.0.0.1:${PORT:-8000}/api/v1/docs    health: /api/v1/health
 
 MSG
-exec .venv/bin/honcho start -f Procfile
+# honcho hands each process PORT (5000 unless told): give the web process the port announced above.
+exec .venv/bin/honcho start -f Procfile --port "${PORT:-8000}"
