@@ -29,3 +29,8 @@ def near_duplicate_key(normalized_text: str) -> str:
     key = "".join(ch for ch in without_placeholders if unicodedata.category(ch)[0] in {"L", "M"})
     # Texts of only digits/emoji keep their own identity instead of all sharing the empty key.
     return key or normalized_text
+
+
+def near_duplicate_group(normalized_text: str) -> str:
+    """sha256 of `near_duplicate_key`: stored on the item, so near-duplicates are found with one query."""
+    return text_hash(near_duplicate_key(normalized_text))

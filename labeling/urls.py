@@ -36,6 +36,7 @@ from labeling.views import items as items_views  # noqa: E402
 
 urlpatterns += [
     path(f"{P}/items/", items_views.item_list_page, name="items"),
+    path(f"{P}/items/<int:item_id>/", items_views.item_detail_page, name="item_detail"),
     path(f"{P}/items/import/", items_views.import_page, name="item_import"),
     path(f"{P}/items/imports/<int:job_id>/", items_views.import_job_page, name="import_job"),
     path(f"{P}/items/imports/<int:job_id>/progress/", items_views.import_job_progress, name="import_job_progress"),

@@ -120,16 +120,20 @@ class ItemListApi(APIView):
 
 
 class SplitRequestSerializer(serializers.Serializer):
-    train = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.70)
-    val = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.15)
-    test = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.15)
+    """Shares for items that get a split from now on (a share not given keeps its value). Items that have
+    a split keep it: this never moves an item between train, val and test."""
+
+    train = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
+    val = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
+    test = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
     seed = serializers.IntegerField(default=0)
 
 
 class SplitResultSerializer(serializers.Serializer):
     counts = serializers.DictField(child=serializers.IntegerField())
     per_label = serializers.DictField(child=serializers.DictField(child=serializers.IntegerField()))
-    groups = serializers.IntegerField()
+    groups = serializers.IntegerField(help_text="near-duplicate groups among the newly assigned items")
+    assigned = serializers.IntegerField(help_text="gold-labelled items that got a split in this call")
 
 
 class SplitApi(APIView):
@@ -140,8 +144,9 @@ class SplitApi(APIView):
     def post(self, request: Request, slug: str) -> Response:
         params = SplitRequestSerializer(data=request.data)
         params.is_valid(raise_exception=True)
-        result = assign_splits(project=self.project, **params.validated_data)
-        return Response({"counts": result.counts, "per_label": result.per_label, "groups": result.groups})
+        result = assign_splits(project=self.project, actor=request.user, **params.validated_data)  # type: ignore[attr-defined]
+        body = {"counts": result.counts, "per_label": result.per_label, "groups": result.groups}
+        return Response({**body, "assigned": result.assigned})
 
 
 class ExportApi(APIView):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import permissions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 from labeling.models import AgreementReport, ItemSuggestion, ReviewTask, WorkspaceSettings
 from labeling.permissions import ProjectActionPermission
 from labeling.selectors.agreement import latest_reports
+from labeling.selectors.history import gold_provenance_for
 from labeling.selectors.review import adjudication_queue, open_review_tasks
 from labeling.selectors.workspace import annotator_progress, workspace_labels, workspace_settings
 from labeling.services.adjudication import adjudicate
@@ -155,15 +156,46 @@ class UndoApi(APIView):
         return Response({"item_id": item.pk})
 
 
+class GoldAnnotatorSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    label = serializers.CharField()
+
+
+class CurrentGoldSerializer(serializers.Serializer):
+    """The item's gold label as it stands: how it was made (method) and by whom."""
+
+    label = serializers.CharField()
+    method = serializers.CharField(help_text="imported | single | unanimous | majority | adjudicated | review")
+    decided_by = serializers.CharField(allow_null=True, help_text="reviewer, adjudicator or importer")
+    annotators = GoldAnnotatorSerializer(many=True, help_text="the annotations derived gold came from")
+    taxonomy_version = serializers.IntegerField()
+    updated_at = serializers.CharField(allow_null=True)
+    needs_recheck = serializers.BooleanField()
+    recheck_reason = serializers.CharField()
+
+
+class GoldConflictOutSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    gold_label = serializers.CharField()
+    proposed_label = serializers.CharField()
+    proposed_by = serializers.CharField(source="proposed_by.username", default=None)
+    review_task_id = serializers.IntegerField(allow_null=True)
+    comment = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
 class AdjudicationEntrySerializer(serializers.Serializer):
     item = ItemOutSerializer()
     labels = serializers.ListField(child=serializers.CharField())
     suggestion = serializers.CharField(allow_null=True)
+    gold = CurrentGoldSerializer(allow_null=True, help_text="set when a review decision disputes this gold")
+    conflicts = GoldConflictOutSerializer(many=True)
 
 
 class AdjudicateInSerializer(serializers.Serializer):
     item_id = serializers.IntegerField()
     label = serializers.CharField(max_length=64)
+    reason = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
 
 
 class GoldOutSerializer(serializers.Serializer):
@@ -181,7 +213,13 @@ class AdjudicationApi(APIView):
     def get(self, request: Request, slug: str) -> Response:
         entries = adjudication_queue(self.project, limit=200)  # type: ignore[attr-defined]
         body = [
-            {"item": {"id": e.item.pk, "text": e.item.text}, "labels": e.labels, "suggestion": e.suggestion}
+            {
+                "item": {"id": e.item.pk, "text": e.item.text},
+                "labels": e.labels,
+                "suggestion": e.suggestion,
+                "gold": e.gold.as_dict() if e.gold else None,
+                "conflicts": e.conflicts,
+            }
             for e in entries
         ]
         return Response(AdjudicationEntrySerializer(body, many=True).data)
@@ -194,17 +232,23 @@ class AdjudicationApi(APIView):
             item_id=data["item_id"],
             label_key=data["label"],
             decided_by=request.user,
+            reason=data["reason"],
         )
         return Response(GoldOutSerializer(gold).data, status=status.HTTP_201_CREATED)
 
 
 class ReviewTaskSerializer(serializers.ModelSerializer):
+    """Pass the items' provenance as context["gold"] ({item_id: GoldProvenance}, see `gold_provenance_for`)."""
+
     text = serializers.CharField(source="item.text", read_only=True)
+    gold = serializers.SerializerMethodField(help_text="the item's current gold label, or null")
     # Plain strings in the schema: the choice sets are documented on the model, and several models name a
     # field `status`, which would make drf-spectacular invent enum names.
     kind = serializers.CharField(read_only=True, help_text="abstained | low_confidence | label_issue | conflict")
     status = serializers.CharField(read_only=True, help_text="open | resolved")
-    resolution = serializers.CharField(read_only=True, help_text="confirmed | corrected | out_of_scope, or empty")
+    resolution = serializers.CharField(
+        read_only=True, help_text="confirmed | corrected | out_of_scope | adjudication (sent there), or empty"
+    )
 
     class Meta:
         model = ReviewTask
@@ -212,6 +256,7 @@ class ReviewTaskSerializer(serializers.ModelSerializer):
             "id",
             "item_id",
             "text",
+            "gold",
             "kind",
             "suggested_label",
             "confidence",
@@ -226,6 +271,11 @@ class ReviewTaskSerializer(serializers.ModelSerializer):
             "resolved_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(CurrentGoldSerializer(allow_null=True))
+    def get_gold(self, task: ReviewTask) -> dict[str, Any] | None:
+        provenance = self.context.get("gold", {}).get(task.item_id)
+        return provenance.as_dict() if provenance else None
 
 
 class ReviewTaskFilterSerializer(serializers.Serializer):
@@ -242,32 +292,60 @@ class ReviewTaskListApi(APIView):
     )
     def get(self, request: Request, slug: str) -> Response:
         kind = _valid(ReviewTaskFilterSerializer, request.query_params).get("kind") or None
-        tasks = open_review_tasks(self.project, kind)[:200]  # type: ignore[attr-defined]
-        return Response(ReviewTaskSerializer(tasks, many=True).data)
+        tasks = list(open_review_tasks(self.project, kind)[:200])  # type: ignore[attr-defined]
+        gold = gold_provenance_for(task.item_id for task in tasks)
+        return Response(ReviewTaskSerializer(tasks, many=True, context={"gold": gold}).data)
 
 
 class ResolveInSerializer(serializers.Serializer):
     action = serializers.ChoiceField(choices=["confirm", "correct", "out_of_scope"])
     label = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
     comment = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+    override = serializers.BooleanField(
+        required=False, default=False, help_text="replace a differing gold label instead of sending it to adjudication"
+    )
+    reason = serializers.CharField(
+        max_length=2000, required=False, allow_blank=True, default="", help_text="required with override"
+    )
+
+
+class ResolveOutSerializer(ReviewTaskSerializer):
+    outcome = serializers.SerializerMethodField(
+        help_text="gold_set | gold_confirmed | rechecked | overridden | sent_to_adjudication"
+    )
+    conflict_id = serializers.SerializerMethodField()
+
+    class Meta(ReviewTaskSerializer.Meta):
+        fields = [*ReviewTaskSerializer.Meta.fields, "outcome", "conflict_id"]
+        read_only_fields = fields
+
+    def get_outcome(self, task: ReviewTask) -> str:
+        return self.context["outcome"].outcome
+
+    def get_conflict_id(self, task: ReviewTask) -> int | None:
+        conflict = self.context["outcome"].conflict
+        return conflict.pk if conflict else None
 
 
 class ReviewTaskResolveApi(APIView):
     permission_classes = MEMBER
     project_action = "review"
 
-    @extend_schema(request=ResolveInSerializer, responses=ReviewTaskSerializer)
+    @extend_schema(request=ResolveInSerializer, responses=ResolveOutSerializer)
     def post(self, request: Request, slug: str, task_id: int) -> Response:
         data = _valid(ResolveInSerializer, request.data)
-        task = resolve_review_task(
+        outcome = resolve_review_task(
             project=self.project,  # type: ignore[attr-defined]
             task_id=task_id,
             resolved_by=request.user,
             action=data["action"],
             label_key=data["label"],
             comment=data["comment"],
+            override=data["override"],
+            reason=data["reason"],
         )
-        return Response(ReviewTaskSerializer(task).data)
+        context = {"outcome": outcome, "gold": gold_provenance_for([outcome.task.item_id])}
+        return Response(ResolveOutSerializer(outcome.task, context=context).data)
 
 
 class AgreementReportSerializer(serializers.ModelSerializer):

@@ -1,5 +1,6 @@
 """Labeling data model. One module per concern; this package re-exports them for Django."""
 
+from .history import GoldConflict, ItemEvent
 from .items import GoldLabel, ImportJob, Item
 from .projects import ApiToken, Membership, Project, Role
 from .review import ReviewTask
@@ -11,9 +12,11 @@ __all__ = [
     "Annotation",
     "ApiToken",
     "Assignment",
+    "GoldConflict",
     "GoldLabel",
     "ImportJob",
     "Item",
+    "ItemEvent",
     "ItemSuggestion",
     "Label",
     "Membership",

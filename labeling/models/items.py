@@ -19,8 +19,11 @@ class Item(models.Model):
     raw_text = models.TextField(blank=True, help_text="Unmasked text; only when the project opts in.")
     normalized_text = models.TextField()
     text_hash = models.CharField(max_length=64, help_text="sha256 of the normalised, masked text.")
+    # sha256 of `near_duplicate_key`: near-duplicates share it, and the split keeps them on one side.
+    group_key = models.CharField(max_length=64, blank=True, db_index=True)
     source = models.CharField(max_length=100, blank=True)
     external_id = models.CharField(max_length=200, blank=True)
+    # Assigned once, when the item first gets gold, and never moved: validation and test stay fixed.
     split = models.CharField(max_length=8, choices=Split.choices, blank=True, default="")
     metadata = models.JSONField(default=dict, blank=True)
     # Filled by active learning; higher means "label me sooner".

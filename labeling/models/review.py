@@ -25,6 +25,8 @@ class ReviewTask(models.Model):
         CONFIRMED = "confirmed", "Confirmed"
         CORRECTED = "corrected", "Corrected"
         OUT_OF_SCOPE = "out_of_scope", "Out of scope"
+        # The decision differs from the item's gold label: it went to adjudication, gold is unchanged.
+        ADJUDICATION = "adjudication", "Sent to adjudication"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="review_tasks")
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="review_tasks")

@@ -21,6 +21,10 @@ class WorkspaceSettings(models.Model):
     accept_majority = models.BooleanField(default=False)
     # Recompute agreement after this many new annotations.
     agreement_batch_size = models.PositiveIntegerField(default=20)
+    # Target shares for items that get their split when they first get gold (the owner's last split).
+    split_train = models.FloatField(default=0.70)
+    split_val = models.FloatField(default=0.15)
+    split_test = models.FloatField(default=0.15)
 
 
 class Assignment(models.Model):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.db.models import Count, QuerySet
 
-from labeling.models import Annotation, GoldLabel, Item, Project, ReviewTask
+from labeling.models import Annotation, GoldConflict, GoldLabel, Item, Project, ReviewTask
+from labeling.selectors.history import GoldProvenance, gold_provenance_for
 from labeling.selectors.workspace import target_k
 from labeling.services.gold import plurality_suggestion
 
@@ -17,6 +18,8 @@ class AdjudicationEntry:
     item: Item
     annotations: list[Annotation]
     suggestion: str | None  # the unique plurality label, offered only as a hint
+    gold: GoldProvenance | None = None  # the gold label a review decision disputes
+    conflicts: list[GoldConflict] = field(default_factory=list)
 
     @property
     def labels(self) -> list[str]:
@@ -24,7 +27,15 @@ class AdjudicationEntry:
 
 
 def adjudication_queue(project: Project, limit: int | None = None) -> list[AdjudicationEntry]:
-    """Items without gold whose k annotations are all in and disagree."""
+    """Items with an open gold conflict (a review decision that differs from gold) first, then items
+    without gold whose k annotations are all in and disagree."""
+    conflicts: dict[int, list[GoldConflict]] = defaultdict(list)
+    for conflict in (
+        GoldConflict.objects.filter(project=project, status=GoldConflict.Status.OPEN)
+        .select_related("proposed_by")
+        .order_by("id")
+    ):
+        conflicts[conflict.item_id].append(conflict)
     ids = list(
         Item.objects.filter(project=project, gold__isnull=True)
         .annotate(n=Count("annotations"), distinct_labels=Count("annotations__label_key", distinct=True))
@@ -32,10 +43,13 @@ def adjudication_queue(project: Project, limit: int | None = None) -> list[Adjud
         .order_by("id")
         .values_list("id", "n", "text_hash")
     )
-    ready = [item_id for item_id, n, text_hash in ids if n >= target_k(project, text_hash)]
+    ready = list(conflicts) + [
+        item_id for item_id, n, text_hash in ids if n >= target_k(project, text_hash) and item_id not in conflicts
+    ]
     if limit is not None:
         ready = ready[:limit]
     items = Item.objects.in_bulk(ready)
+    golds = gold_provenance_for([item_id for item_id in ready if item_id in conflicts])
     by_item: dict[int, list[Annotation]] = defaultdict(list)
     for annotation in Annotation.objects.filter(item_id__in=ready).select_related("annotator").order_by("id"):
         by_item[annotation.item_id].append(annotation)
@@ -44,13 +58,17 @@ def adjudication_queue(project: Project, limit: int | None = None) -> list[Adjud
             item=items[item_id],
             annotations=by_item[item_id],
             suggestion=plurality_suggestion([a.label_key for a in by_item[item_id]]),
+            gold=golds.get(item_id),
+            conflicts=conflicts.get(item_id, []),
         )
         for item_id in ready
     ]
 
 
 def open_review_tasks(project: Project, kind: str | None = None) -> QuerySet[ReviewTask]:
-    tasks = ReviewTask.objects.filter(project=project, status=ReviewTask.Status.OPEN).select_related("item")
+    tasks = ReviewTask.objects.filter(project=project, status=ReviewTask.Status.OPEN).select_related(
+        "item", "item__gold"
+    )
     return tasks.filter(kind=kind) if kind else tasks
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.db.models import Count
+
 from labeling.models import GoldLabel, Label, Project, TaxonomyVersion
 
 
@@ -47,3 +49,18 @@ def gold_examples(project: Project, *, label_keys: list[str] | None = None) -> l
         for item_id, text, text_hash, key, split in rows
         if allowed is None or key in allowed
     ]
+
+
+def gold_split_counts(project: Project) -> dict[str, int]:
+    """Gold labels per split as training sees them: train / val / test, `unassigned` (no split: not used)
+    and `recheck` (waiting for a re-check: not used either)."""
+    counts = {"train": 0, "val": 0, "test": 0, "unassigned": 0}
+    rows = (
+        GoldLabel.objects.filter(item__project=project, needs_recheck=False)
+        .values_list("item__split")
+        .annotate(n=Count("id"))
+    )
+    for split, n in rows:
+        counts[split or "unassigned"] = n
+    counts["recheck"] = GoldLabel.objects.filter(item__project=project, needs_recheck=True).count()
+    return counts

@@ -1,25 +1,55 @@
-"""Adjudication: a reviewer or owner decides items whose k annotations disagree."""
+"""Adjudication: a reviewer or owner decides items whose k annotations disagree, and items where a review
+decision differs from the existing gold label (a `GoldConflict`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
-from labeling.models import Annotation, GoldLabel, Item, Project
+from labeling.models import Annotation, GoldConflict, GoldLabel, Item, ItemEvent, Project
 from labeling.services.gold import require_published, set_gold, validate_label
 from sceneclf_site.api_errors import ConflictError, NotFoundError, ServiceError
 
 
 @transaction.atomic
-def adjudicate(*, project: Project, item_id: int, label_key: str, decided_by: Any) -> GoldLabel:
-    """The decision becomes the item's gold label (method `adjudicated`) under the latest published taxonomy."""
+def adjudicate(*, project: Project, item_id: int, label_key: str, decided_by: Any, reason: str = "") -> GoldLabel:
+    """The decision becomes the item's gold label (method `adjudicated`) under the latest published taxonomy.
+    With open gold conflicts it may replace existing gold (or keep it); they are all settled by it."""
     item = Item.objects.select_for_update().filter(project=project, pk=item_id).first()
     if item is None:
         raise NotFoundError(f"No item {item_id} in this project.")
     taxonomy = require_published(project)
     label_key = validate_label(taxonomy, label_key)
-    if Annotation.objects.filter(item=item).values("label_key").distinct().count() < 2:
+    reason = (reason or "").strip()[:2000]
+    conflicts = list(GoldConflict.objects.select_for_update().filter(item=item, status=GoldConflict.Status.OPEN))
+    votes = dict(Annotation.objects.filter(item=item).values_list("annotator__username", "label_key"))
+    if conflicts:
+        gold = set_gold(
+            item=item,
+            label_key=label_key,
+            taxonomy=taxonomy,
+            method=GoldLabel.Method.ADJUDICATED,
+            decided_by=decided_by,
+            event=ItemEvent.Kind.ADJUDICATED,
+            reason=reason,
+            detail={
+                "annotations": votes,
+                "conflicts": [
+                    {"id": c.pk, "gold": c.gold_label, "proposed": c.proposed_label, "review_task": c.review_task_id}
+                    for c in conflicts
+                ],
+            },
+        )
+        GoldConflict.objects.filter(pk__in=[c.pk for c in conflicts]).update(
+            status=GoldConflict.Status.RESOLVED,
+            resolved_label=label_key,
+            resolved_by=decided_by,
+            resolved_at=timezone.now(),
+        )
+        return gold
+    if len(set(votes.values())) < 2:
         raise ServiceError("This item has no disagreement to adjudicate.", code="no_disagreement")
     existing = GoldLabel.objects.filter(item=item).first()
     if existing is not None and not existing.needs_recheck:
@@ -27,5 +57,12 @@ def adjudicate(*, project: Project, item_id: int, label_key: str, decided_by: An
             f"This item already has a gold label ({existing.label_key}, {existing.method}).", code="already_decided"
         )
     return set_gold(
-        item=item, label_key=label_key, taxonomy=taxonomy, method=GoldLabel.Method.ADJUDICATED, decided_by=decided_by
+        item=item,
+        label_key=label_key,
+        taxonomy=taxonomy,
+        method=GoldLabel.Method.ADJUDICATED,
+        decided_by=decided_by,
+        event=ItemEvent.Kind.ADJUDICATED,
+        reason=reason,
+        detail={"annotations": votes},
     )

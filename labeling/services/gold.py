@@ -7,7 +7,9 @@ from typing import Any
 
 from django.db import transaction
 
-from labeling.models import Annotation, GoldLabel, Item, Label, Project, TaxonomyVersion
+from labeling.models import Annotation, GoldLabel, Item, ItemEvent, Label, Project, TaxonomyVersion
+from labeling.services.history import record_event
+from labeling.services.splits import assign_split
 from sceneclf_site.api_errors import ServiceError
 
 # Gold reached from annotations alone: undoing an annotation may take it back.
@@ -42,9 +44,20 @@ def fallback_key(taxonomy: TaxonomyVersion) -> str:
 
 
 def set_gold(
-    *, item: Item, label_key: str, taxonomy: TaxonomyVersion, method: str, decided_by: Any | None = None
+    *,
+    item: Item,
+    label_key: str,
+    taxonomy: TaxonomyVersion,
+    method: str,
+    event: str,
+    decided_by: Any | None = None,
+    reason: str = "",
+    detail: dict[str, Any] | None = None,
 ) -> GoldLabel:
-    """Create or replace the item's gold label; a new decision clears any re-check mark."""
+    """Create or replace the item's gold label, append the `event` to its history (with the label before)
+    and give a new item its split. A new decision clears any re-check mark. Callers decide whether a
+    replacement is allowed; this function never runs without leaving a trace."""
+    previous = GoldLabel.objects.select_for_update().filter(item=item).first()
     gold, _ = GoldLabel.objects.update_or_create(
         item=item,
         defaults={
@@ -56,6 +69,22 @@ def set_gold(
             "recheck_reason": "",
         },
     )
+    record_event(
+        item=item,
+        kind=event,
+        actor=decided_by,
+        label_before=previous.label_key if previous else "",
+        label_after=label_key,
+        reason=reason,
+        detail={
+            "gold_changed": previous is None or previous.label_key != label_key,
+            "method": method,
+            "method_before": previous.method if previous else "",
+            "taxonomy_version": taxonomy.number,
+            **(detail or {}),
+        },
+    )
+    assign_split(item=item, label_key=label_key, actor=decided_by)
     return gold
 
 
@@ -81,15 +110,25 @@ def derive_gold_from_annotations(*, item: Item, target_k: int, accept_majority: 
     k >= 3 when the owner accepts it; otherwise nothing (the item waits in the adjudication queue)."""
     if GoldLabel.objects.filter(item=item).exists():
         return None
-    annotations = list(Annotation.objects.filter(item=item).select_related("taxonomy"))
+    annotations = list(Annotation.objects.filter(item=item).select_related("taxonomy", "annotator"))
     if len(annotations) < target_k:
         return None
     labels = [annotation.label_key for annotation in annotations]
     taxonomy = max((annotation.taxonomy for annotation in annotations), key=lambda version: version.number)
+    votes = {annotation.annotator.get_username(): annotation.label_key for annotation in annotations}
+    majority = majority_label(labels)
     if len(set(labels)) == 1:
         method = GoldLabel.Method.SINGLE if len(labels) == 1 else GoldLabel.Method.UNANIMOUS
-        return set_gold(item=item, label_key=labels[0], taxonomy=taxonomy, method=method)
-    majority = majority_label(labels)
-    if accept_majority and len(labels) >= 3 and majority is not None:
-        return set_gold(item=item, label_key=majority, taxonomy=taxonomy, method=GoldLabel.Method.MAJORITY)
-    return None
+        label = labels[0]
+    elif accept_majority and len(labels) >= 3 and majority is not None:
+        method, label = GoldLabel.Method.MAJORITY, majority
+    else:
+        return None
+    return set_gold(
+        item=item,
+        label_key=label,
+        taxonomy=taxonomy,
+        method=method,
+        event=ItemEvent.Kind.GOLD_DERIVED,
+        detail={"annotations": votes},
+    )

@@ -24,9 +24,11 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from labeling.models import GoldLabel, ImportJob, Item, Project, TaxonomyVersion
+from labeling.models import GoldLabel, ImportJob, Item, ItemEvent, Project, TaxonomyVersion
 from labeling.selectors.items import latest_published_taxonomy, published_label_keys
+from labeling.services.history import record_events
 from labeling.services.items import PreparedText, item_from_prepared, prepare_text
+from labeling.services.splits import assign_missing_splits
 from sceneclf_site.api_errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ class ChunkOutcome:
     created: int = 0
     duplicates: int = 0
     labeled: int = 0
+    gold: list[GoldLabel] = field(default_factory=list)  # gold labels this chunk created
     rejections: list[dict[str, Any]] = field(default_factory=list)
     hashes: set[str] = field(default_factory=set)  # texts this chunk stored or found
 
@@ -210,6 +213,7 @@ def _commit_chunk(
         try:
             with transaction.atomic():
                 outcome = _store_chunk(job.project, chunk, taxonomy, label_keys, seen_hashes, job.source)
+                _record_imported_gold(job, outcome.gold)
                 _add_to_job(job, outcome, len(chunk))
         except IntegrityError:
             # A concurrent import stored some of the same texts between our lookup and insert: look again.
@@ -302,7 +306,32 @@ def _store_chunk(
     ]
     GoldLabel.objects.bulk_create(gold, batch_size=CHUNK_SIZE)
     outcome.labeled = len(gold)
+    outcome.gold = gold
     return outcome
+
+
+def _record_imported_gold(job: ImportJob, gold: list[GoldLabel]) -> None:
+    """History and split of each imported gold label, in the chunk's transaction."""
+    if not gold:
+        return
+    record_events(
+        ItemEvent(
+            project_id=job.project_id,
+            item_id=label.item_id,
+            kind=ItemEvent.Kind.IMPORTED,
+            actor_id=job.created_by_id,
+            label_after=label.label_key,
+            detail={
+                "gold_changed": True,
+                "method": GoldLabel.Method.IMPORTED,
+                "import_job": job.pk,
+                "file_name": job.file_name,
+                "taxonomy_version": label.taxonomy.number,
+            },
+        )
+        for label in gold
+    )
+    assign_missing_splits(project=job.project, item_ids=[label.item_id for label in gold], actor=job.created_by)
 
 
 def _label_problem(label: str | None, taxonomy: TaxonomyVersion | None, label_keys: set[str]) -> str | None:

@@ -10,7 +10,7 @@ from django.db import IntegrityError, transaction
 
 from labeling.models import Item, Project
 from labeling.pii import mask_pii
-from labeling.text import normalize_text, text_hash
+from labeling.text import near_duplicate_group, normalize_text, text_hash
 from sceneclf_site.api_errors import ServiceError
 
 
@@ -57,6 +57,7 @@ def item_from_prepared(
         raw_text=prepared.raw_text,
         normalized_text=prepared.normalized_text,
         text_hash=prepared.text_hash,
+        group_key=near_duplicate_group(prepared.normalized_text),
         source=source[:100],
         external_id=external_id[:200],
         metadata=metadata or {},

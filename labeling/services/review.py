@@ -1,15 +1,18 @@
 """The review queue: predictions the model abstained on or was unsure about, and items label-quality checks
-flag. A reviewer's decision becomes a gold label with provenance `review`."""
+flag. A reviewer's decision becomes a gold label with provenance `review` when the item has none; one that
+differs from existing gold goes to adjudication (or replaces it only as an explicit override with a reason)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
-from labeling.models import GoldLabel, Item, Project, ReviewTask
+from labeling.models import GoldConflict, GoldLabel, Item, ItemEvent, Project, ReviewTask, TaxonomyVersion
 from labeling.services.gold import fallback_key, require_published, set_gold, validate_label
+from labeling.services.history import record_event
 from sceneclf_site.api_errors import ConflictError, NotFoundError, ServiceError
 
 MAX_COMMENT = 2000
@@ -48,39 +51,136 @@ def create_review_task(
     return task
 
 
+@dataclass(frozen=True)
+class ReviewOutcome:
+    task: ReviewTask
+    # gold_set (the item had none) | gold_confirmed (same as gold) | rechecked (gold awaited a re-check) |
+    # overridden (explicit, with a reason) | sent_to_adjudication (differs from gold, which stays)
+    outcome: str
+    gold: GoldLabel | None
+    conflict: GoldConflict | None = None
+
+
 @transaction.atomic
 def resolve_review_task(
-    *, project: Project, task_id: int, resolved_by: Any, action: str, label_key: str = "", comment: str = ""
-) -> ReviewTask:
-    """action: `confirm` (the suggested label), `correct` (label_key), `out_of_scope` (the fallback label)."""
+    *,
+    project: Project,
+    task_id: int,
+    resolved_by: Any,
+    action: str,
+    label_key: str = "",
+    comment: str = "",
+    override: bool = False,
+    reason: str = "",
+) -> ReviewOutcome:
+    """action: `confirm` (the suggested label), `correct` (label_key), `out_of_scope` (the fallback label).
+
+    A decision that differs from the item's existing gold label never replaces it silently: it goes to
+    adjudication, unless `override` is set with a `reason`. Every outcome is kept in the item's history."""
     task = ReviewTask.objects.select_for_update().filter(project=project, pk=task_id).first()
     if task is None:
         raise NotFoundError(f"No review task {task_id} in this project.")
     if task.status == ReviewTask.Status.RESOLVED:
         raise ConflictError("This review task is already resolved.", code="resolved")
-    comment = (comment or "").strip()
-    if len(comment) > MAX_COMMENT:
-        raise ServiceError(f"Keep the comment under {MAX_COMMENT} characters.")
+    comment, reason = (comment or "").strip(), (reason or "").strip()
+    if len(comment) > MAX_COMMENT or len(reason) > MAX_COMMENT:
+        raise ServiceError(f"Keep the comment and the reason under {MAX_COMMENT} characters.")
+    if override and not reason:
+        raise ServiceError("Say why you override the existing gold label.", code="override_reason")
     taxonomy = require_published(project)
-    if action == "confirm":
-        if not task.suggested_label:
-            raise ServiceError("There is no suggested label to confirm; choose a label instead.")
-        label, resolution = validate_label(taxonomy, task.suggested_label), ReviewTask.Resolution.CONFIRMED
-    elif action == "correct":
-        label, resolution = validate_label(taxonomy, label_key), ReviewTask.Resolution.CORRECTED
-    elif action == "out_of_scope":
-        label, resolution = fallback_key(taxonomy), ReviewTask.Resolution.OUT_OF_SCOPE
+    label, resolution = _decision(task, taxonomy, action, label_key)
+    detail = {"review_task": task.pk, "task_kind": task.kind, "action": action, "comment": comment}
+    gold = GoldLabel.objects.select_for_update().filter(item=task.item).first()
+    conflict = None
+    if gold is None:
+        outcome = "gold_set"
+        gold = _review_gold(task, label, taxonomy, resolved_by, ItemEvent.Kind.REVIEWED, comment, detail)
+    elif gold.needs_recheck:
+        outcome = "rechecked"
+        detail["recheck_reason"] = gold.recheck_reason
+        gold = _review_gold(task, label, taxonomy, resolved_by, ItemEvent.Kind.RECHECKED, comment, detail)
+    elif gold.label_key == label:
+        outcome = "gold_confirmed"
+        record_event(
+            item=task.item,
+            kind=ItemEvent.Kind.REVIEWED,
+            actor=resolved_by,
+            label_before=gold.label_key,
+            label_after=label,
+            reason=comment,
+            detail={**detail, "gold_changed": False, "method": gold.method},
+        )
+    elif override:
+        outcome = "overridden"
+        gold = _review_gold(task, label, taxonomy, resolved_by, ItemEvent.Kind.OVERRIDDEN, reason, detail)
     else:
-        raise ServiceError(f"Unknown action '{action}'. Use confirm, correct or out_of_scope.")
-    set_gold(item=task.item, label_key=label, taxonomy=taxonomy, method=GoldLabel.Method.REVIEW, decided_by=resolved_by)
+        outcome, resolution = "sent_to_adjudication", ReviewTask.Resolution.ADJUDICATION
+        conflict = _raise_conflict(task, gold, label, resolved_by, comment, detail)
     task.status = ReviewTask.Status.RESOLVED
     task.resolution = resolution
     task.resolved_label = label
-    task.comment = comment
+    task.comment = comment or reason
     task.resolved_by = resolved_by
     task.resolved_at = timezone.now()
     task.save()
-    return task
+    return ReviewOutcome(task=task, outcome=outcome, gold=gold, conflict=conflict)
+
+
+def _decision(task: ReviewTask, taxonomy: TaxonomyVersion, action: str, label_key: str) -> tuple[str, str]:
+    if action == "confirm":
+        if not task.suggested_label:
+            raise ServiceError("There is no suggested label to confirm; choose a label instead.")
+        return validate_label(taxonomy, task.suggested_label), ReviewTask.Resolution.CONFIRMED
+    if action == "correct":
+        return validate_label(taxonomy, label_key), ReviewTask.Resolution.CORRECTED
+    if action == "out_of_scope":
+        return fallback_key(taxonomy), ReviewTask.Resolution.OUT_OF_SCOPE
+    raise ServiceError(f"Unknown action '{action}'. Use confirm, correct or out_of_scope.")
+
+
+def _review_gold(
+    task: ReviewTask,
+    label: str,
+    taxonomy: TaxonomyVersion,
+    user: Any,
+    event: str,
+    reason: str,
+    detail: dict[str, Any],
+) -> GoldLabel:
+    return set_gold(
+        item=task.item,
+        label_key=label,
+        taxonomy=taxonomy,
+        method=GoldLabel.Method.REVIEW,
+        decided_by=user,
+        event=event,
+        reason=reason,
+        detail=detail,
+    )
+
+
+def _raise_conflict(
+    task: ReviewTask, gold: GoldLabel, label: str, user: Any, comment: str, detail: dict[str, Any]
+) -> GoldConflict:
+    conflict = GoldConflict.objects.create(
+        project_id=task.project_id,
+        item=task.item,
+        gold_label=gold.label_key,
+        proposed_label=label,
+        proposed_by=user if getattr(user, "pk", None) else None,
+        review_task=task,
+        comment=comment,
+    )
+    record_event(
+        item=task.item,
+        kind=ItemEvent.Kind.REVIEW_CONFLICT,
+        actor=user,
+        label_before=gold.label_key,
+        label_after=label,
+        reason=comment,
+        detail={**detail, "gold_changed": False, "method": gold.method, "conflict": conflict.pk},
+    )
+    return conflict
 
 
 @transaction.atomic
@@ -92,5 +192,11 @@ def recheck_gold(*, project: Project, item_id: int, label_key: str, decided_by: 
     taxonomy = require_published(project)
     label_key = validate_label(taxonomy, label_key)
     return set_gold(
-        item=gold.item, label_key=label_key, taxonomy=taxonomy, method=GoldLabel.Method.REVIEW, decided_by=decided_by
+        item=gold.item,
+        label_key=label_key,
+        taxonomy=taxonomy,
+        method=GoldLabel.Method.REVIEW,
+        decided_by=decided_by,
+        event=ItemEvent.Kind.RECHECKED,
+        detail={"recheck_reason": gold.recheck_reason},
     )

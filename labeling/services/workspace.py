@@ -15,6 +15,7 @@ from labeling.models import (
     Assignment,
     GoldLabel,
     Item,
+    ItemEvent,
     ItemSuggestion,
     Project,
     Skip,
@@ -23,6 +24,7 @@ from labeling.models import (
 from labeling.selectors.workspace import assignment_ttl, target_k, workspace_settings
 from labeling.services.assignment import claim_item, claim_next
 from labeling.services.gold import DERIVED_METHODS, derive_gold_from_annotations, require_published, validate_label
+from labeling.services.history import record_event
 from sceneclf_site.api_errors import ConflictError, NotFoundError, ServiceError
 
 MAX_TIME_MS = 10 * 60 * 1000  # more than ten minutes on one short text means the annotator walked away
@@ -72,6 +74,15 @@ def submit_annotation(*, project: Project, annotator: Any, item_id: int, label_k
     )
     assignment.status = Assignment.Status.DONE
     assignment.save(update_fields=["status"])
+    gold = GoldLabel.objects.filter(item=item).first()
+    record_event(
+        item=item,
+        kind=ItemEvent.Kind.ANNOTATED,
+        actor=annotator,
+        label_before=gold.label_key if gold else "",
+        label_after=label_key,
+        detail={"taxonomy_version": taxonomy.number, "time_ms": annotation.time_ms},
+    )
     derive_gold_from_annotations(
         item=item,
         target_k=target_k(project, item.text_hash),
@@ -115,8 +126,23 @@ def _undo_annotation(project: Project, annotator: Any, annotation: Annotation) -
         raise ConflictError(
             "This item was already decided (adjudicated or reviewed); it can no longer be undone.", code="decided"
         )
+    record_event(
+        item=item,
+        kind=ItemEvent.Kind.ANNOTATION_UNDONE,
+        actor=annotator,
+        label_before=gold.label_key if gold else "",
+        label_after=annotation.label_key,
+    )
     if gold is not None:
         gold.delete()
+        record_event(
+            item=item,
+            kind=ItemEvent.Kind.GOLD_REMOVED,
+            actor=annotator,
+            label_before=gold.label_key,
+            reason="An annotation it was derived from was undone.",
+            detail={"method_before": gold.method},
+        )
     annotation.delete()
     # Re-activate the slot with a fresh expiry: the latest expiry is what the annotator is shown next.
     Assignment.objects.filter(item=item, annotator=annotator).update(

@@ -7,11 +7,13 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from labeling.api.items import export_response
 from labeling.models import ImportJob, Project
 from labeling.permissions import can, get_project_for
+from labeling.selectors.history import gold_provenance, item_annotations, item_get, item_history, open_conflicts
 from labeling.selectors.items import (
     gold_label_keys_in_use,
     import_job_get,
@@ -57,8 +59,28 @@ def item_list_page(request: HttpRequest, slug: str) -> HttpResponse:
         "gold_filter": gold_filter,
         "filter_query": filters.urlencode(),
         "can_manage": can(request.user, project, "manage"),
+        "can_review": can(request.user, project, "review"),
     }
     return render(request, "labeling/items/list.html", context)
+
+
+@login_required
+@require_GET
+def item_detail_page(request: HttpRequest, slug: str, item_id: int) -> HttpResponse:
+    """One item's provenance. Reviewers and owners only: annotators would see each other's labels."""
+    project = get_project_for(request.user, slug, "review")
+    item = item_get(project, item_id)
+    if item is None:
+        raise Http404("No such item in this project.")
+    context = {
+        "project": project,
+        "item": item,
+        "gold": gold_provenance(item),
+        "annotations": item_annotations(item),
+        "events": item_history(item),
+        "conflicts": open_conflicts(item),
+    }
+    return render(request, "labeling/items/detail.html", context)
 
 
 @login_required
@@ -120,15 +142,18 @@ def split_action(request: HttpRequest, slug: str) -> HttpResponse:
         messages.error(request, "Split shares and seed must be numbers.")
         return redirect("labeling:items", slug=project.slug)
     try:
-        result = assign_splits(project=project, seed=seed, **shares)
+        result = assign_splits(project=project, seed=seed, actor=request.user, **shares)
     except ServiceError as exc:
         messages.error(request, exc.message)
     else:
         counts = result.counts
         messages.success(
             request,
-            f"Split done: train {counts['train']}, val {counts['val']}, test {counts['test']}, "
-            f"unassigned {counts['unassigned']} ({result.groups} near-duplicate groups).",
+            _(
+                "Split done: %(assigned)s gold labels got a split (existing splits never move). Now train "
+                "%(train)s, val %(val)s, test %(test)s, unassigned %(unassigned)s."
+            )
+            % {"assigned": result.assigned, **counts},
         )
     return redirect("labeling:items", slug=project.slug)
 

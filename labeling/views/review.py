@@ -11,6 +11,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from labeling.models import ReviewTask
 from labeling.permissions import get_project_for
+from labeling.selectors.history import gold_provenance, gold_provenance_for, open_conflicts
 from labeling.selectors.review import adjudication_queue, open_review_tasks, recheck_queue, review_task_get
 from labeling.selectors.workspace import workspace_labels
 from labeling.services.adjudication import adjudicate
@@ -42,7 +43,11 @@ def adjudicate_item(request: HttpRequest, slug: str, item_id: int) -> HttpRespon
     project = get_project_for(request.user, slug, "adjudicate")
     try:
         gold = adjudicate(
-            project=project, item_id=item_id, label_key=request.POST.get("label", ""), decided_by=request.user
+            project=project,
+            item_id=item_id,
+            label_key=request.POST.get("label", ""),
+            decided_by=request.user,
+            reason=request.POST.get("reason", ""),
         )
         messages.success(request, _("Decided: %(label)s.") % {"label": gold.label_key})
     except ServiceError as exc:
@@ -58,10 +63,12 @@ def review_queue_page(request: HttpRequest, slug: str) -> HttpResponse:
     if kind and kind not in ReviewTask.Kind.values:
         kind = ""
     tasks = open_review_tasks(project, kind or None)
+    shown = list(tasks[:QUEUE_PAGE])
+    gold = gold_provenance_for(task.item_id for task in shown)
     context = project_context(
         request,
         project,
-        tasks=tasks[:QUEUE_PAGE],
+        tasks=[(task, gold.get(task.item_id)) for task in shown],
         task_count=tasks.count(),
         rechecks=recheck_queue(project)[:QUEUE_PAGE],
         kinds=ReviewTask.Kind.choices,
@@ -81,23 +88,49 @@ def review_task_page(request: HttpRequest, slug: str, task_id: int) -> HttpRespo
     error = ""
     if request.method == "POST":
         try:
-            resolve_review_task(
+            outcome = resolve_review_task(
                 project=project,
                 task_id=task.pk,
                 resolved_by=request.user,
                 action=request.POST.get("action", ""),
                 label_key=request.POST.get("label", ""),
                 comment=request.POST.get("comment", ""),
+                override=request.POST.get("override") == "on",
+                reason=request.POST.get("reason", ""),
             )
-            messages.success(request, _("Review saved; the item now has a gold label."))
+        except ServiceError as exc:
+            error = exc.message
+        else:
+            _outcome_message(request, outcome.outcome, outcome.task.resolved_label)
             following = open_review_tasks(project).first()
             if following is not None:
                 return redirect("labeling:review_task", project.slug, following.pk)
             return redirect("labeling:review", project.slug)
-        except ServiceError as exc:
-            error = exc.message
-    context = project_context(request, project, task=task, labels=_labels(project), error=error)
+    context = project_context(
+        request,
+        project,
+        task=task,
+        gold=gold_provenance(task.item),
+        conflicts=open_conflicts(task.item),
+        labels=_labels(project),
+        error=error,
+    )
     return render(request, "labeling/review/task.html", context)
+
+
+def _outcome_message(request: HttpRequest, outcome: str, label: str) -> None:
+    if outcome == "sent_to_adjudication":
+        messages.warning(
+            request,
+            _("Your decision (%(label)s) differs from the existing gold label: it went to adjudication.")
+            % {"label": label},
+        )
+    elif outcome == "overridden":
+        messages.success(request, _("Gold label overridden: %(label)s.") % {"label": label})
+    elif outcome == "gold_confirmed":
+        messages.success(request, _("Review saved; it agrees with the existing gold label."))
+    else:
+        messages.success(request, _("Review saved; the item now has a gold label."))
 
 
 @login_required
