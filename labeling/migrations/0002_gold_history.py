@@ -21,77 +21,168 @@ def fill_group_keys(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling', '0001_initial'),
+        ("labeling", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='item',
-            name='group_key',
+            model_name="item",
+            name="group_key",
             field=models.CharField(blank=True, db_index=True, max_length=64),
         ),
         migrations.AddField(
-            model_name='workspacesettings',
-            name='split_test',
+            model_name="workspacesettings",
+            name="split_test",
             field=models.FloatField(default=0.15),
         ),
         migrations.AddField(
-            model_name='workspacesettings',
-            name='split_train',
+            model_name="workspacesettings",
+            name="split_train",
             field=models.FloatField(default=0.7),
         ),
         migrations.AddField(
-            model_name='workspacesettings',
-            name='split_val',
+            model_name="workspacesettings",
+            name="split_val",
             field=models.FloatField(default=0.15),
         ),
         migrations.AlterField(
-            model_name='reviewtask',
-            name='resolution',
-            field=models.CharField(blank=True, choices=[('confirmed', 'Confirmed'), ('corrected', 'Corrected'), ('out_of_scope', 'Out of scope'), ('adjudication', 'Sent to adjudication')], max_length=16),
+            model_name="reviewtask",
+            name="resolution",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("confirmed", "Confirmed"),
+                    ("corrected", "Corrected"),
+                    ("out_of_scope", "Out of scope"),
+                    ("adjudication", "Sent to adjudication"),
+                ],
+                max_length=16,
+            ),
         ),
         migrations.CreateModel(
-            name='GoldConflict',
+            name="GoldConflict",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('gold_label', models.CharField(help_text='The gold label when the conflict was raised.', max_length=64)),
-                ('proposed_label', models.CharField(max_length=64)),
-                ('comment', models.TextField(blank=True)),
-                ('status', models.CharField(choices=[('open', 'Open'), ('resolved', 'Resolved')], default='open', max_length=16)),
-                ('resolved_label', models.CharField(blank=True, max_length=64)),
-                ('resolved_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('item', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='gold_conflicts', to='labeling.item')),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='gold_conflicts', to='labeling.project')),
-                ('proposed_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('resolved_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('review_task', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='gold_conflicts', to='labeling.reviewtask')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "gold_label",
+                    models.CharField(help_text="The gold label when the conflict was raised.", max_length=64),
+                ),
+                ("proposed_label", models.CharField(max_length=64)),
+                ("comment", models.TextField(blank=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("open", "Open"), ("resolved", "Resolved")], default="open", max_length=16
+                    ),
+                ),
+                ("resolved_label", models.CharField(blank=True, max_length=64)),
+                ("resolved_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "item",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="gold_conflicts", to="labeling.item"
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="gold_conflicts",
+                        to="labeling.project",
+                    ),
+                ),
+                (
+                    "proposed_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "resolved_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "review_task",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="gold_conflicts",
+                        to="labeling.reviewtask",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created_at', 'id'],
-                'indexes': [models.Index(fields=['project', 'status'], name='labeling_go_project_e163e0_idx')],
+                "ordering": ["created_at", "id"],
+                "indexes": [models.Index(fields=["project", "status"], name="labeling_go_project_e163e0_idx")],
             },
         ),
         migrations.CreateModel(
-            name='ItemEvent',
+            name="ItemEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('annotated', 'Annotated'), ('annotation_undone', 'Annotation undone'), ('gold_derived', 'Gold from annotations'), ('gold_removed', 'Gold taken back'), ('imported', 'Gold imported'), ('reviewed', 'Reviewed'), ('review_conflict', 'Review disagrees with gold'), ('overridden', 'Gold overridden in review'), ('adjudicated', 'Adjudicated'), ('rechecked', 'Re-checked'), ('split_assigned', 'Split assigned')], max_length=24)),
-                ('label_before', models.CharField(blank=True, max_length=64)),
-                ('label_after', models.CharField(blank=True, max_length=64)),
-                ('reason', models.TextField(blank=True)),
-                ('detail', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
-                ('item', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='labeling.item')),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='item_events', to='labeling.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("annotated", "Annotated"),
+                            ("annotation_undone", "Annotation undone"),
+                            ("gold_derived", "Gold from annotations"),
+                            ("gold_removed", "Gold taken back"),
+                            ("imported", "Gold imported"),
+                            ("reviewed", "Reviewed"),
+                            ("review_conflict", "Review disagrees with gold"),
+                            ("overridden", "Gold overridden in review"),
+                            ("adjudicated", "Adjudicated"),
+                            ("rechecked", "Re-checked"),
+                            ("split_assigned", "Split assigned"),
+                        ],
+                        max_length=24,
+                    ),
+                ),
+                ("label_before", models.CharField(blank=True, max_length=64)),
+                ("label_after", models.CharField(blank=True, max_length=64)),
+                ("reason", models.TextField(blank=True)),
+                ("detail", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "item",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="events", to="labeling.item"
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="item_events", to="labeling.project"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created_at', 'id'],
-                'indexes': [models.Index(fields=['item', 'created_at'], name='labeling_it_item_id_55c43a_idx'), models.Index(fields=['project', 'kind'], name='labeling_it_project_262ff2_idx')],
+                "ordering": ["created_at", "id"],
+                "indexes": [
+                    models.Index(fields=["item", "created_at"], name="labeling_it_item_id_55c43a_idx"),
+                    models.Index(fields=["project", "kind"], name="labeling_it_project_262ff2_idx"),
+                ],
             },
         ),
         migrations.RunPython(fill_group_keys, migrations.RunPython.noop),

@@ -100,9 +100,7 @@ def assign_missing_splits(*, project: Project, item_ids: Iterable[int], actor: A
     return assigned
 
 
-def _assign_unassigned(
-    project: Project, item_ids: list[int] | None, seed: int, actor: Any | None
-) -> tuple[int, int]:
+def _assign_unassigned(project: Project, item_ids: list[int] | None, seed: int, actor: Any | None) -> tuple[int, int]:
     rows = Item.objects.filter(project=project, gold__isnull=False, split="").order_by("id")
     if item_ids is not None:
         rows = rows.filter(pk__in=item_ids)

@@ -12,6 +12,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from labeling.permissions import can, get_project_for
+from labeling.selectors.training_data import gold_split_counts
 from modeling.models import Route
 from modeling.selectors import models as selectors
 from modeling.services import training, versions
@@ -50,6 +51,7 @@ def _context(request: HttpRequest, project: Any) -> dict[str, Any]:
         "can_manage": can(request.user, project, "manage"),
         "can_roll_back": selectors.can_roll_back(project),
         "routes": [(Route.PROBE, Route.PROBE.label), (Route.TFIDF, Route.TFIDF.label)],
+        "gold_splits": gold_split_counts(project),
     }
 
 

@@ -56,37 +56,40 @@ def loaded(project):
 
 
 @pytest.mark.smoke
-def test_split_is_stratified_group_aware_and_leaves_unlabelled_unassigned(loaded):
-    result = assign_splits(project=loaded, seed=7)
+def test_import_splits_gold_stratified_group_aware_and_leaves_unlabelled_unassigned(loaded):
     items = list(Item.objects.filter(project=loaded).select_related("gold"))
     unlabelled = [item for item in items if not hasattr(item, "gold")]
     assert {item.split for item in unlabelled} == {""}
-    assert result.counts["unassigned"] == 10
-    assert sum(result.counts[s] for s in ("train", "val", "test")) == 72
+    assert all(item.split for item in items if hasattr(item, "gold"))  # gold got its split on import
 
     sides_per_group = defaultdict(set)
     for item in items:
         if item.split:
             sides_per_group[near_duplicate_key(item.normalized_text)].add(item.split)
     assert all(len(sides) == 1 for sides in sides_per_group.values())
-    assert result.groups == len(sides_per_group) == 60
+    assert len(sides_per_group) == 60
 
+    result = assign_splits(project=loaded, seed=7)
+    assert (result.assigned, result.groups, result.counts["unassigned"]) == (0, 0, 10)
+    assert sum(result.counts[s] for s in ("train", "val", "test")) == 72
     for label in LABELS:
         per_split = Counter(item.split for item in items if hasattr(item, "gold") and item.gold.label_key == label)
         assert per_split["train"] >= 14 and per_split["val"] >= 2 and per_split["test"] >= 2, (label, per_split)
         assert result.per_label[label] == {s: per_split[s] for s in ("train", "val", "test")}
 
 
-def test_split_is_deterministic_with_a_seed_and_configurable(loaded):
-    assign_splits(project=loaded, seed=1)
+def test_running_the_split_again_never_moves_an_item(loaded):
     first = dict(Item.objects.values_list("id", "split"))
     assign_splits(project=loaded, seed=1)
-    assert dict(Item.objects.values_list("id", "split")) == first
     assign_splits(project=loaded, seed=2)
-    assert dict(Item.objects.values_list("id", "split")) != first
-
     result = assign_splits(project=loaded, train=0.5, val=0.5, test=0.0, seed=1)
-    assert result.counts["test"] == 0 and result.counts["val"] >= 30
+    assert dict(Item.objects.values_list("id", "split")) == first
+    assert result.assigned == 0
+    # The new shares apply to gold labelled from now on: 12 new texts of one label, none go to test.
+    job = load(loaded, [{"text": f"全新的问题{'呀' * n}", "label": "旅行"} for n in range(1, 13)], name="g.jsonl")
+    assert job.labeled_count == 12
+    new = Counter(Item.objects.filter(text__startswith="全新的问题").values_list("split", flat=True))
+    assert new["test"] == 0 and new["train"] + new["val"] == 12 and new["val"] >= 4
 
 
 def test_split_rejects_bad_shares(loaded):
@@ -104,7 +107,7 @@ def test_split_api_and_permissions(loaded, owner, annotator):
     response = client.post(f"/api/v1/projects/{loaded.slug}/split", {"seed": 3, "train": 0.8}, format="json")
     assert response.status_code == 200, response.content
     body = response.json()
-    assert body["counts"]["unassigned"] == 10 and body["groups"] == 60
+    assert body["counts"]["unassigned"] == 10 and (body["assigned"], body["groups"]) == (0, 0)
     bad = client.post(f"/api/v1/projects/{loaded.slug}/split", {"train": 2}, format="json")
     assert bad.status_code == 400
 
