@@ -339,3 +339,14 @@ def test_training_form_counts_gold_per_split(client, published, items, annotator
     counts = Counter(Item.objects.filter(gold__isnull=False).exclude(split="").values_list("split", flat=True))
     assert f"train {counts['train']}" in page and f"val {counts['val']}" in page and f"test {counts['test']}" in page
     assert 'id="train-unassigned"' in page and "1 gold label has no split" in page
+
+
+def test_the_new_pages_speak_chinese(client, settings, published, items, annotator, reviewer):
+    item = label_next(published, annotator, "旅行")
+    task = abstained_task(published, item)
+    client.force_login(reviewer)
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = "zh-hans"
+    page = client.get(f"/projects/{published.slug}/review/{task.pk}/").content.decode()
+    assert "当前金标" in page and "覆盖金标" in page and "条目历史" in page
+    history = client.get(f"/projects/{published.slug}/items/{item.pk}/").content.decode()
+    assert "历史" in history and "由标注得出金标" in history and "由 annotator" in history
