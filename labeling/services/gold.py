@@ -14,6 +14,14 @@ from sceneclf_site.api_errors import ServiceError
 
 # Gold reached from annotations alone: undoing an annotation may take it back.
 DERIVED_METHODS = {GoldLabel.Method.SINGLE, GoldLabel.Method.UNANIMOUS, GoldLabel.Method.MAJORITY}
+EVENT_OF_METHOD = {
+    GoldLabel.Method.IMPORTED: ItemEvent.Kind.IMPORTED,
+    GoldLabel.Method.SINGLE: ItemEvent.Kind.GOLD_DERIVED,
+    GoldLabel.Method.UNANIMOUS: ItemEvent.Kind.GOLD_DERIVED,
+    GoldLabel.Method.MAJORITY: ItemEvent.Kind.GOLD_DERIVED,
+    GoldLabel.Method.ADJUDICATED: ItemEvent.Kind.ADJUDICATED,
+    GoldLabel.Method.REVIEW: ItemEvent.Kind.REVIEWED,
+}
 
 
 def latest_published(project: Project) -> TaxonomyVersion | None:
@@ -49,14 +57,15 @@ def set_gold(
     label_key: str,
     taxonomy: TaxonomyVersion,
     method: str,
-    event: str,
+    event: str | None = None,
     decided_by: Any | None = None,
     reason: str = "",
     detail: dict[str, Any] | None = None,
 ) -> GoldLabel:
     """Create or replace the item's gold label, append the `event` to its history (with the label before)
     and give a new item its split. A new decision clears any re-check mark. Callers decide whether a
-    replacement is allowed; this function never runs without leaving a trace."""
+    replacement is allowed; this function never runs without leaving a trace. `event` defaults to the
+    kind that goes with the method."""
     previous = GoldLabel.objects.select_for_update().filter(item=item).first()
     gold, _ = GoldLabel.objects.update_or_create(
         item=item,
@@ -71,7 +80,7 @@ def set_gold(
     )
     record_event(
         item=item,
-        kind=event,
+        kind=event or EVENT_OF_METHOD[method],
         actor=decided_by,
         label_before=previous.label_key if previous else "",
         label_after=label_key,

@@ -350,3 +350,38 @@ def test_the_new_pages_speak_chinese(client, settings, published, items, annotat
     assert "当前金标" in page and "覆盖金标" in page and "条目历史" in page
     history = client.get(f"/projects/{published.slug}/items/{item.pk}/").content.decode()
     assert "历史" in history and "由标注得出金标" in history and "由 annotator" in history
+
+
+def test_abstained_production_text_matching_a_gold_item_does_not_overwrite_it(published, annotator, reviewer):
+    from feedback.services.review_queue import queue_abstained
+    from modeling.services.serving import ServedPrediction
+
+    (item,) = make_items(published, ["客服电话一直打不通"])
+    label_next(published, annotator, "其他")
+    prediction = ServedPrediction(
+        label="其他", confidence=0.31, topk=[{"label": "账户", "probability": 0.31}], abstained=True, neighbours=[]
+    )
+    assert queue_abstained(published, "v3", [("客服电话一直打不通 ", prediction)]) == 1
+    task = ReviewTask.objects.get(item=item)
+    outcome = resolve_review_task(
+        project=published, task_id=task.pk, resolved_by=reviewer, action="correct", label_key="账户"
+    )
+    assert outcome.outcome == "sent_to_adjudication"
+    assert GoldLabel.objects.get(item=item).label_key == "其他"
+    assert GoldConflict.objects.get(item=item).proposed_label == "账户"
+
+
+def test_item_history_api(published, items, annotator, reviewer):
+    item = label_next(published, annotator, "旅行")
+    task = abstained_task(published, item)
+    resolve_review_task(project=published, task_id=task.pk, resolved_by=reviewer, action="out_of_scope")
+    url = f"/api/v1/projects/{published.slug}/items/{item.pk}/history"
+    body = api(reviewer).get(url).json()
+    assert body["item"]["split"] == Item.objects.get(pk=item.pk).split != ""
+    assert body["gold"]["label"] == "旅行" and body["open_conflicts"][0]["proposed_by"] == "reviewer"
+    assert [a["annotator"] for a in body["annotations"]] == ["annotator"]
+    assert [e["kind"] for e in body["history"]] == ["annotated", "gold_derived", "split_assigned", "review_conflict"]
+    assert body["history"][-1]["actor"] == "reviewer"
+    assert api(annotator).get(url).status_code == 403
+    missing = api(reviewer).get(f"/api/v1/projects/{published.slug}/items/999999/history")
+    assert missing.status_code == 404
