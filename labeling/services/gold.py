@@ -51,6 +51,7 @@ def fallback_key(taxonomy: TaxonomyVersion) -> str:
     return label.key
 
 
+@transaction.atomic
 def set_gold(
     *,
     item: Item,

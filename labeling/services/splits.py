@@ -40,13 +40,17 @@ def split_targets(project: Project) -> dict[str, float]:
     return _normalised_targets(row.split_train, row.split_val, row.split_test)
 
 
+@transaction.atomic
 def assign_split(*, item: Item, label_key: str, actor: Any | None = None) -> str:
     """Give a newly gold-labelled item its split (a no-op when it has one): the split of a near-duplicate
     that already has one, else the split of its label that is furthest below target."""
-    if item.split:
-        return item.split
     key = item.group_key or near_duplicate_group(item.normalized_text)
     _lock_group(item.project_id, key)
+    # Read from the table, not the instance: the caller's copy may predate an assignment.
+    current = Item.objects.filter(pk=item.pk).values_list("split", flat=True).first()
+    if current:
+        item.split = current
+        return current
     peer = (
         Item.objects.filter(project_id=item.project_id, group_key=key)
         .exclude(split="")
@@ -94,6 +98,7 @@ def assign_splits(
     return _summary(project, assigned, groups)
 
 
+@transaction.atomic
 def assign_missing_splits(*, project: Project, item_ids: Iterable[int], actor: Any | None = None) -> int:
     """The import's call: splits for these newly gold-labelled items, grouped and stratified as a batch."""
     assigned, _ = _assign_unassigned(project, list(item_ids), 0, actor)
@@ -182,7 +187,7 @@ def _lock_group(project_id: int, group_key: str) -> None:
     writers are serialised anyway)."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [project_id, group_key])
+            cursor.execute("SELECT pg_advisory_xact_lock(%s::integer, hashtext(%s))", [project_id, group_key])
 
 
 def _normalised_targets(train: float, val: float, test: float) -> dict[str, float]:
