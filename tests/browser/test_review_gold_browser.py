@@ -66,3 +66,5 @@ def test_reviewer_sees_existing_gold_and_the_conflict_goes_to_adjudication(
     for text in ("Annotated", "Review disagrees with gold", "Adjudicated", "说的是酒店服务"):
         assert text in history
     assert "Adjudicated" in page.inner_text("#item-gold")
+    if screenshot_dir is not None:
+        page.screenshot(path=str(screenshot_dir / "item-history.png"), full_page=True)
