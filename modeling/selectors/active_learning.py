@@ -9,7 +9,7 @@ from django.db.models import Count, Max
 
 from labeling.models import GoldLabel, Item, Project, ReviewTask
 from modeling.engine.active import should_stop
-from modeling.models import ActiveLearningRound, ActiveLearningSettings, ModelVersion, TrainingRun
+from modeling.models import ACTIVE_RUN_STATUSES, ActiveLearningRound, ActiveLearningSettings, ModelVersion, TrainingRun
 
 STOP_THRESHOLD = 0.99
 STOP_ROUNDS = 3
@@ -71,7 +71,7 @@ def scoring_model(project: Project) -> ModelVersion | None:
 
 def training_active(project: Project) -> bool:
     return TrainingRun.objects.filter(
-        project=project, status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]
+        project=project, status__in=ACTIVE_RUN_STATUSES
     ).exists()
 
 

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 from labeling.permissions import can, get_project_for
 from modeling.models import Route
 from modeling.selectors import models as selectors
-from modeling.services import training, versions
+from modeling.services import publish_gate, training, versions
 from sceneclf_site.api_errors import ServiceError
 
 
@@ -50,6 +50,7 @@ def _context(request: HttpRequest, project: Any) -> dict[str, Any]:
         "can_manage": can(request.user, project, "manage"),
         "can_roll_back": selectors.can_roll_back(project),
         "routes": [(Route.PROBE, Route.PROBE.label), (Route.TFIDF, Route.TFIDF.label)],
+        "gate": publish_gate.gate_for(project),
     }
 
 
@@ -180,3 +181,16 @@ def archive(request: HttpRequest, slug: str, number: int) -> HttpResponse:
         lambda p: versions.archive_model_version(version=selectors.version_get(p, number)),
         "Model v{result.number} archived.",
     )
+
+
+@login_required
+@require_POST
+def gate(request: HttpRequest, slug: str) -> HttpResponse:
+    def save(project: Any) -> Any:
+        try:
+            values = {name: float(request.POST.get(name, "")) for name in ("max_f1_drop", "abstain_band")}
+        except ValueError as exc:
+            raise ServiceError("Enter numbers between 0 and 1.") from exc
+        return publish_gate.update_publish_gate(project=project, **values)
+
+    return _act(request, slug, save, "Publishing gate saved.")
