@@ -184,6 +184,7 @@ CELERY_BEAT_INTERVAL_MINUTES = env_int("CELERY_BEAT_INTERVAL_MINUTES", 10)
 BROKER_CONNECT_TIMEOUT = env_float("BROKER_CONNECT_TIMEOUT", 1.0)
 CELERY_BROKER_CONNECTION_TIMEOUT = BROKER_CONNECT_TIMEOUT
 CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 0, "socket_connect_timeout": BROKER_CONNECT_TIMEOUT}
+CELERY_TASK_PUBLISH_RETRY = False
 # Rows (training runs, imports) whose task did not reach the broker are sent again by beat this often.
 REQUEUE_EVERY_SECONDS = env_int("REQUEUE_EVERY_SECONDS", 30)
 
