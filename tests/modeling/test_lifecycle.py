@@ -135,6 +135,12 @@ def test_versions_name_their_validation_set(no_auto_retrain, scene_project):
     third = start_and_run(scene_project, route="tfidf").model_version
     assert third.metrics["val_set"]["sha256"] != val_set["sha256"]
 
+    from modeling.selectors.active_learning import learning_curve
+
+    curve = learning_curve(scene_project)
+    assert [p["same_val_set"] for p in curve] == [False, False, True]  # v1, v2 were scored on other items
+    assert curve[2]["val_set"] == third.metrics["val_set"]
+
 
 def _published_tfidf(project) -> ModelVersion:
     version = start_and_run(project, route="tfidf").model_version
