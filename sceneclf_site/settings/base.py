@@ -183,7 +183,8 @@ CELERY_BEAT_INTERVAL_MINUTES = env_int("CELERY_BEAT_INTERVAL_MINUTES", 10)
 # that does not answer leaves the row "waiting for the queue"; beat sends it again.
 BROKER_CONNECT_TIMEOUT = env_float("BROKER_CONNECT_TIMEOUT", 1.0)
 CELERY_BROKER_CONNECTION_TIMEOUT = BROKER_CONNECT_TIMEOUT
-CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 0, "socket_connect_timeout": BROKER_CONNECT_TIMEOUT}
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):  # the SQLAlchemy transport takes no such options
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 0, "socket_connect_timeout": BROKER_CONNECT_TIMEOUT}
 CELERY_TASK_PUBLISH_RETRY = False
 # Rows (training runs, imports) whose task did not reach the broker are sent again by beat this often.
 REQUEUE_EVERY_SECONDS = env_int("REQUEUE_EVERY_SECONDS", 30)
