@@ -8,6 +8,7 @@ fails stays a candidate; the decision and its reason are stored on the version."
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -16,6 +17,8 @@ from django.utils import timezone
 from labeling.models import Project
 from modeling.models import ModelVersion, PublishGate
 from sceneclf_site.api_errors import ServiceError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,11 @@ def auto_publish(*, candidate: ModelVersion, texts: list[str], label_keys: list[
     """Publishes `candidate` if the gate passes; stores the decision either way. Returns whether it did."""
     from modeling.services.versions import publish_model_version
 
-    decision = decide(candidate=candidate, texts=texts, label_keys=label_keys)
+    try:
+        decision = decide(candidate=candidate, texts=texts, label_keys=label_keys)
+    except Exception as exc:  # the version exists and is sound; only the comparison failed, so it stays a candidate
+        logger.exception("publishing gate of %s failed", candidate.ref)
+        decision = {"passed": False, "reason": f"The gate could not score the versions ({type(exc).__name__}: {exc})."}
     ModelVersion.objects.filter(pk=candidate.pk).update(gate=decision)
     candidate.gate = decision
     if decision["passed"]:

@@ -211,3 +211,20 @@ def test_owner_sets_the_gate_on_the_model_page(client, owner, annotator, no_auto
     assert client.post("/projects/alpha/models/gate/", {"max_f1_drop": "0.5", "abstain_band": "0.5"}).status_code == 403
     gate.refresh_from_db()
     assert gate.max_f1_drop == 0.01
+
+
+def test_a_gate_that_cannot_compare_keeps_the_candidate_and_the_run_succeeds(
+    no_auto_retrain, scene_project, monkeypatch
+):
+    current = _published_tfidf(scene_project)
+
+    def unreadable(version, texts, label_keys):
+        raise OSError("artifact folder is gone")
+
+    monkeypatch.setattr(publish_gate, "score_version", unreadable)
+    run = start_and_run(scene_project, route="tfidf", auto_publish=True)
+    assert run.status == "succeeded", run.error
+    assert run.model_version.status == ModelVersion.Status.CANDIDATE
+    assert run.model_version.gate["passed"] is False and "artifact folder is gone" in run.model_version.gate["reason"]
+    current.refresh_from_db()
+    assert current.status == ModelVersion.Status.PUBLISHED
