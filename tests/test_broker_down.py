@@ -248,6 +248,7 @@ def test_a_separate_web_process_on_a_dead_broker_answers_503_and_the_run_waits(c
         server.wait(timeout=20)
 
     assert status == 503
+    print(f"separate web process, dead broker: POST training-runs answered 503 in {seconds:.3f} s")
     assert body["error"]["code"] == "broker_unavailable"
     assert seconds < QUICK_SECONDS, seconds
     run = TrainingRun.objects.get(pk=body["error"]["details"]["run_id"])
