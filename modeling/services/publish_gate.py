@@ -12,6 +12,7 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
 from labeling.models import Project
@@ -126,8 +127,19 @@ def auto_publish(*, candidate: ModelVersion, texts: list[str], label_keys: list[
     except Exception as exc:  # the version exists and is sound; only the comparison failed, so it stays a candidate
         logger.exception("publishing gate of %s failed", candidate.ref)
         decision = {"passed": False, "reason": f"The gate could not score the versions ({type(exc).__name__}: {exc})."}
-    ModelVersion.objects.filter(pk=candidate.pk).update(gate=decision)
-    candidate.gate = decision
-    if decision["passed"]:
-        publish_model_version(version=candidate)
+    with transaction.atomic():
+        published = (
+            ModelVersion.objects.select_for_update()
+            .filter(project_id=candidate.project_id, status=ModelVersion.Status.PUBLISHED)
+            .values_list("number", flat=True)
+            .first()
+        )
+        compared = (decision.get("current") or {}).get("version")
+        if decision["passed"] and published != compared:
+            # Someone published another version while the gate was scoring: it was never compared with it.
+            decision = {**decision, "passed": False, "reason": f"v{published} was published during the comparison."}
+        ModelVersion.objects.filter(pk=candidate.pk).update(gate=decision)
+        candidate.gate = decision
+        if decision["passed"]:
+            publish_model_version(version=candidate)
     return bool(decision["passed"])

@@ -228,3 +228,26 @@ def test_a_gate_that_cannot_compare_keeps_the_candidate_and_the_run_succeeds(
     assert run.model_version.gate["passed"] is False and "artifact folder is gone" in run.model_version.gate["reason"]
     current.refresh_from_db()
     assert current.status == ModelVersion.Status.PUBLISHED
+
+
+def test_a_version_published_during_the_comparison_is_never_replaced_blindly(
+    no_auto_retrain, scene_project, monkeypatch
+):
+    from modeling.services.versions import publish_model_version
+
+    _published_tfidf(scene_project)
+    other = start_and_run(scene_project, route="tfidf").model_version  # v2, a candidate
+    real_score = publish_gate.score_version
+
+    def owner_publishes_meanwhile(version, texts, label_keys):
+        score = real_score(version, texts, label_keys)
+        if version.number == 1:  # the gate is scoring the published v1 ...
+            publish_model_version(version=other)  # ... while the owner publishes v2 by hand
+        return score
+
+    monkeypatch.setattr(publish_gate, "score_version", owner_publishes_meanwhile)
+    candidate = start_and_run(scene_project, route="tfidf", auto_publish=True).model_version
+    assert candidate.status == ModelVersion.Status.CANDIDATE
+    assert candidate.gate["passed"] is False and "v2 was published during the comparison" in candidate.gate["reason"]
+    other.refresh_from_db()
+    assert other.status == ModelVersion.Status.PUBLISHED
