@@ -15,6 +15,8 @@ class Route(models.TextChoices):
 
 class TrainingRun(models.Model):
     class Status(models.TextChoices):
+        # Committed, but its task is not on the broker yet (or the broker was down): re-sent by beat.
+        WAITING = "waiting", "Waiting for the queue"
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
@@ -41,10 +43,21 @@ class TrainingRun(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            # At most one waiting/queued/running run per project: two triggers racing cannot both start one.
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=models.Q(status__in=["waiting", "queued", "running"]),
+                name="one_active_run_per_project",
+            ),
+        ]
 
     @property
     def is_active(self) -> bool:
-        return self.status in {self.Status.QUEUED, self.Status.RUNNING}
+        return self.status in ACTIVE_RUN_STATUSES
+
+
+ACTIVE_RUN_STATUSES = (TrainingRun.Status.WAITING, TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING)
 
 
 class ModelVersion(models.Model):
@@ -68,6 +81,9 @@ class ModelVersion(models.Model):
     artifacts_dir = models.CharField(max_length=500)
     manifest = models.JSONField(default=dict, blank=True)  # {"files": {name: sha256}, ...}
     metrics = models.JSONField(default=dict, blank=True)
+    # The automatic-publish decision: {"passed", "reason", "val_set", "candidate", "current", ...}; empty when
+    # the version was not offered for automatic publishing.
+    gate = models.JSONField(default=dict, blank=True)
     temperature = models.FloatField(default=1.0)
     threshold = models.FloatField(default=0.0)
     class_thresholds = models.JSONField(default=dict, blank=True)
@@ -92,7 +108,21 @@ class ModelVersion(models.Model):
         return f"{self.project.slug}@v{self.number}"
 
 
-# --- Active learning (appended by the active-learning engineer) ---------------------------------
+class PublishGate(models.Model):
+    """The owner's rule for automatic publishing: a candidate replaces the published version only if, on the
+    candidate's validation items, its macro-F1 is at most `max_f1_drop` below the current version's and its
+    abstain rate differs from the current one by at most `abstain_band`."""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="publish_gate")
+    max_f1_drop = models.FloatField(default=0.0)
+    abstain_band = models.FloatField(default=0.05)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.project.slug} gate (F1 drop <= {self.max_f1_drop}, abstain band {self.abstain_band})"
+
+
+# --- Active learning ----------------------------------------------------------------------------
 
 
 class ActiveLearningSettings(models.Model):

@@ -20,9 +20,14 @@ def extract_features(run_id: int) -> int | None:
     return training.execute_extraction_run(run_id)
 
 
-@shared_task(name="modeling.tasks.sweep_stale_runs")
+@shared_task(name="modeling.tasks.sweep_stale_runs", queue="default")
 def sweep_stale_runs() -> int:
     return training.sweep_stale_runs()
+
+
+@shared_task(name="modeling.tasks.requeue_waiting_runs", queue="default")
+def requeue_waiting_runs() -> list[int]:
+    return training.requeue_waiting_runs()
 
 
 from modeling import tasks_al  # noqa: E402, F401  (active-learning tasks, appended for autodiscovery)

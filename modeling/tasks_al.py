@@ -2,8 +2,10 @@
 
 - `score_pool_task` (queue ml): rank the unlabelled pool; queued after every new model version, when the owner
   asks, and by the beat task when new items arrived.
-- `check_retrain_task` (queue default, light): queued when a gold label is saved; starts a retrain once
-  `Project.retrain_every_n_gold` new gold labels arrived.
+- `check_retrain_task` (queue default, light): queued by beat per project; starts a retrain once
+  `Project.retrain_every_n_gold` new gold labels arrived. A saved gold label runs the same check in-process
+  after its commit (a few counts), so labelling never waits on the broker: a retrain it starts while the broker
+  is down is kept "waiting for the queue" and sent by the requeue sweep.
 - `active_learning_beat` (queue default): for every project, the retrain check and a re-score if items arrived.
 - `label_check_task` (queue ml): the k-fold label-quality check that fills the review queue.
 Task names are `modeling.tasks_al.*`, which the `modeling.tasks.*` route does not match: queues are set here.
@@ -20,6 +22,7 @@ from django.dispatch import receiver
 
 from labeling.models import GoldLabel, Project
 from modeling.models import ModelVersion
+from sceneclf_site.queueing import send_task_quietly
 
 logger = logging.getLogger(__name__)
 
@@ -55,26 +58,35 @@ def active_learning_beat() -> int:
 
     queued = 0
     for project in Project.objects.all():
-        check_retrain_task.delay(project.pk)
+        send_task_quietly(check_retrain_task, args=[project.pk])
         if newest_item_id(project) > al_settings(project).last_scored_item_id:
-            score_pool_task.delay(project.pk, "beat")
-            queued += 1
+            queued += send_task_quietly(score_pool_task, args=[project.pk, "beat"])
     return queued
 
 
 # --- hooks -------------------------------------------------------------------------------------------
-# robust=True: a failing broker (or, in eager mode, a failing task) is logged and never breaks the save that
+# robust=True: a failing check (or, in eager mode, a failing task) is logged and never breaks the save that
 # triggered it; the beat task catches up.
+
+
+def _retrain_check(project_id: int) -> None:
+    from modeling.services.active_learning import retrain_if_due
+
+    project = Project.objects.filter(pk=project_id).first()
+    if project is not None:
+        retrain_if_due(project)
 
 
 @receiver(post_save, sender=GoldLabel, dispatch_uid="modeling.al.gold_saved")
 def _gold_saved(sender: type, instance: GoldLabel, **kwargs: object) -> None:
     project_id = instance.item.project_id
-    transaction.on_commit(lambda: check_retrain_task.delay(project_id), robust=True)
+    transaction.on_commit(lambda: _retrain_check(project_id), robust=True)
 
 
 @receiver(post_save, sender=ModelVersion, dispatch_uid="modeling.al.version_created")
 def _version_created(sender: type, instance: ModelVersion, created: bool, **kwargs: object) -> None:
     if created:
         project_id = instance.project_id
-        transaction.on_commit(lambda: score_pool_task.delay(project_id, "after_training"), robust=True)
+        transaction.on_commit(
+            lambda: send_task_quietly(score_pool_task, args=[project_id, "after_training"]), robust=True
+        )

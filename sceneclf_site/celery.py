@@ -29,6 +29,9 @@ app.conf.update(
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
     task_track_started=True,
+    # Task state lives in our own tables; sending without subscribing to a result keeps a request from waiting
+    # on the result backend's reconnect loop when Redis is down. The health ping asks for its result itself.
+    task_ignore_result=True,
     broker_connection_retry_on_startup=True,
     result_expires=24 * 3600,
 )
@@ -40,16 +43,25 @@ def _beat_schedule() -> dict[str, dict[str, Any]]:
     from django.conf import settings
 
     minutes = max(1, settings.CELERY_BEAT_INTERVAL_MINUTES)
+    requeue = timedelta(seconds=max(5, settings.REQUEUE_EVERY_SECONDS))
     return {
-        # Training runs whose worker died (no heartbeat) become `failed`; their partial artifacts go.
+        # Training runs whose worker died (heartbeat older than TRAINING_STALE_AFTER_SECONDS) become `failed`
+        # and their partial artifacts go; checked often enough that a project can train again within a minute.
         "modeling-sweep-stale-runs": {
             "task": "modeling.tasks.sweep_stale_runs",
-            "schedule": timedelta(minutes=min(5, minutes)),
+            "schedule": timedelta(seconds=max(5, settings.TRAINING_STALE_AFTER_SECONDS // 3)),
+            "options": {"queue": "default"},  # never behind a long training on `ml`
+        },
+        # Runs left "waiting for the queue" (the broker was down when they were started) are sent again.
+        "modeling-requeue-waiting-runs": {
+            "task": "modeling.tasks.requeue_waiting_runs",
+            "schedule": requeue,
+            "options": {"queue": "default"},
         },
         # Retrain where enough new gold labels arrived; re-score the pool where new items arrived.
         "modeling-active-learning": {"task": "modeling.tasks_al.beat", "schedule": timedelta(minutes=minutes)},
         # Imports whose task never reached the broker (e.g. Redis was down) are queued again.
-        "labeling-resume-imports": {"task": "labeling.tasks.resume_stalled_imports", "schedule": timedelta(minutes=2)},
+        "labeling-resume-imports": {"task": "labeling.tasks.resume_stalled_imports", "schedule": requeue},
     }
 
 

@@ -10,7 +10,7 @@ from django.middleware.locale import LocaleMiddleware
 from django.shortcuts import render
 from django.utils import translation
 
-from sceneclf_site.api_errors import BROKER_DOWN_MESSAGE, is_broker_error
+from sceneclf_site.api_errors import BROKER_DOWN_MESSAGE, BrokerUnavailable, is_broker_error
 
 
 class BrokerUnavailableMiddleware:
@@ -21,9 +21,13 @@ class BrokerUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not is_broker_error(exception):
+        if isinstance(exception, BrokerUnavailable):
+            message = exception.message  # e.g. which run now waits for the queue
+        elif is_broker_error(exception):
+            message = BROKER_DOWN_MESSAGE
+        else:
             return None
-        return render(request, "503_broker.html", {"message": BROKER_DOWN_MESSAGE}, status=503)
+        return render(request, "503_broker.html", {"message": message}, status=503)
 
 
 class CookieOrDefaultLocaleMiddleware(LocaleMiddleware):

@@ -112,10 +112,13 @@ def start_import(
 
 
 def enqueue_import(job_id: int) -> None:
+    """Sends the job's task; BrokerUnavailable (503) when the broker is down. The job then keeps an empty
+    task id ("waiting for the queue") and `resume_stalled_imports` sends it once the broker is back."""
     from labeling.tasks import run_import as run_import_task  # tasks import this module
+    from sceneclf_site.queueing import send_task
 
-    result = run_import_task.delay(job_id)
-    ImportJob.objects.filter(pk=job_id, task_id="").update(task_id=result.id or "")
+    task_id = send_task(run_import_task, args=[job_id])
+    ImportJob.objects.filter(pk=job_id, task_id="").update(task_id=task_id or "")
 
 
 def _format_from_name(file_name: str) -> str:
@@ -521,6 +524,13 @@ def resume_stalled_imports(*, older_than_seconds: int = 60) -> list[int]:
             "pk", flat=True
         )
     )
+    from sceneclf_site.api_errors import BrokerUnavailable
+
+    sent = []
     for job_id in job_ids:
-        enqueue_import(job_id)
-    return job_ids
+        try:
+            enqueue_import(job_id)
+        except BrokerUnavailable:
+            break  # still down: the next sweep tries again
+        sent.append(job_id)
+    return sent

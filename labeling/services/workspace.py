@@ -238,6 +238,7 @@ def schedule_agreement_if_due(project_id: int) -> bool:
     if since < workspace_settings(project).agreement_batch_size:
         return False
     from labeling.tasks_agreement import compute_agreement_task  # tasks import services, not the reverse
+    from sceneclf_site.queueing import send_task_quietly
 
-    compute_agreement_task.delay(project.pk)
-    return True
+    # Labelling never fails on the broker: without it, the next annotation (or the page button) asks again.
+    return send_task_quietly(compute_agreement_task, args=[project.pk])

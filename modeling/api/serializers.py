@@ -39,7 +39,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
         model = ModelVersion
         fields = [
             "number", "ref", "status", "route", "backbone_name", "backbone_fingerprint", "taxonomy_version",
-            "label_keys", "metrics", "temperature", "threshold", "class_thresholds", "manifest", "run",
+            "label_keys", "metrics", "gate", "temperature", "threshold", "class_thresholds", "manifest", "run",
             "training_items", "created_at", "published_at",
         ]  # fmt: skip
         read_only_fields = fields

@@ -9,7 +9,7 @@ from django.db.models import Count, Max
 
 from labeling.models import GoldLabel, Item, Project, ReviewTask
 from modeling.engine.active import should_stop
-from modeling.models import ActiveLearningRound, ActiveLearningSettings, ModelVersion, TrainingRun
+from modeling.models import ACTIVE_RUN_STATUSES, ActiveLearningRound, ActiveLearningSettings, ModelVersion, TrainingRun
 
 STOP_THRESHOLD = 0.99
 STOP_ROUNDS = 3
@@ -70,9 +70,7 @@ def scoring_model(project: Project) -> ModelVersion | None:
 
 
 def training_active(project: Project) -> bool:
-    return TrainingRun.objects.filter(
-        project=project, status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]
-    ).exists()
+    return TrainingRun.objects.filter(project=project, status__in=ACTIVE_RUN_STATUSES).exists()
 
 
 def queue_counts(project: Project) -> dict[str, int]:
@@ -96,7 +94,8 @@ def _val_macro_f1(metrics: dict[str, Any]) -> float | None:
 
 
 def learning_curve(project: Project) -> list[dict[str, Any]]:
-    """Val macro-F1 of each model version against the gold labels it was trained with, oldest first."""
+    """Val macro-F1 of each model version against the gold labels it was trained with, oldest first. Each point
+    names its validation set; `same_val_set` tells whether it is the newest version's (directly comparable)."""
     points = []
     for version in ModelVersion.objects.filter(project=project).order_by("number"):
         counts = (version.metrics or {}).get("counts") or {}
@@ -106,9 +105,13 @@ def learning_curve(project: Project) -> list[dict[str, Any]]:
                 "version": version.number,
                 "gold_labels": n_gold or len(version.training_snapshot or []),
                 "macro_f1": _val_macro_f1(version.metrics or {}),
+                "val_set": (version.metrics or {}).get("val_set"),
                 "created_at": version.created_at,
             }
         )
+    newest = points[-1]["val_set"] if points else None
+    for point in points:
+        point["same_val_set"] = newest is not None and point["val_set"] == newest
     return points
 
 

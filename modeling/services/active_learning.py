@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from django.db import transaction
 
 from labeling.models import Project
 from modeling.engine import active
@@ -234,29 +235,42 @@ def retrain_if_due(project: Project) -> Any | None:
 
     Returns the started TrainingRun, or None (not due, switched off, a run already active, or data not ready:
     the reason is logged, never raised, because this runs from signals and beat)."""
+    if not al_selectors.al_settings(project).auto_retrain or not _retrain_due(project):
+        return None
+    try:
+        with transaction.atomic():
+            # Checks of one project take turns: the count and the new run are one decision, so two checks
+            # that both saw "due" cannot start two runs, even when the first run already finished.
+            Project.objects.select_for_update().filter(pk=project.pk).first()
+            return _start_retrain(project) if _retrain_due(project) else None
+    except ServiceError as exc:  # e.g. not enough data yet, or the broker is down (the run then waits)
+        logger.info("auto retrain of project %s not started: %s", project.slug, exc.message)
+        return None
+
+
+def _retrain_due(project: Project) -> bool:
+    every = max(1, int(project.retrain_every_n_gold or 0))
+    return not al_selectors.training_active(project) and al_selectors.gold_since_last_training(project) >= every
+
+
+def _start_retrain(project: Project) -> Any:
     from modeling.services.training import start_training_run
 
-    if not al_selectors.al_settings(project).auto_retrain or al_selectors.training_active(project):
-        return None
-    every = max(1, int(project.retrain_every_n_gold or 0))
-    if al_selectors.gold_since_last_training(project) < every:
-        return None
     if al_selectors.unassigned_gold_count(project):
         # New gold labels from the queue carry no split and training reads train/val/test only: re-run
         # labeling's deterministic, group-aware split (the owner's split button does the same).
         from labeling.services.splits import assign_splits
 
         assign_splits(project=project)
-    try:
-        return start_training_run(project=project, params=_last_params(project), trigger="auto_retrain")
-    except ServiceError as exc:  # includes ConflictError when another check started a run first
-        logger.info("auto retrain of project %s not started: %s", project.slug, exc.message)
-        return None
+    route, params = _last_route_and_params(project)
+    # Sent when this transaction commits (start_training_run queues the task with on_commit).
+    return start_training_run(project=project, route=route, params=params, trigger="auto_retrain")
 
 
-def _last_params(project: Project) -> dict[str, Any]:
-    """Retrain with the settings of the latest successful run (backbone, head...), minus one-off flags."""
-    from modeling.models import TrainingRun
+def _last_route_and_params(project: Project) -> tuple[str, dict[str, Any]]:
+    """Retrain with the route and settings of the latest successful run (backbone, head...), minus one-off
+    flags."""
+    from modeling.models import Route, TrainingRun
 
     last = (
         TrainingRun.objects.filter(project=project, status=TrainingRun.Status.SUCCEEDED)
@@ -266,7 +280,7 @@ def _last_params(project: Project) -> dict[str, Any]:
     )
     params = dict(last.params) if last else {}
     params.pop("auto_publish", None)
-    return params
+    return (last.route if last else Route.PROBE), params
 
 
 def rescore_if_new_items(project: Project) -> ActiveLearningRound | None:

@@ -6,8 +6,10 @@ worker killed at any point leaves a failed run and no version."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -18,8 +20,9 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Max
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models import F, Max, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 
 from labeling.models import Item, Project, TaxonomyVersion
@@ -31,7 +34,8 @@ from labeling.selectors.training_data import (
 )
 from modeling.models import ModelVersion, Route, TrainingRun
 from modeling.services import features as feature_services
-from sceneclf_site.api_errors import ConflictError, ServiceError
+from sceneclf_site.api_errors import BrokerUnavailable, ConflictError, ServiceError
+from sceneclf_site.queueing import send_task
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +53,12 @@ class RunCancelled(Exception):
 
 def stale_after_seconds() -> int:
     return int(settings.TRAINING_STALE_AFTER_SECONDS)
+
+
+def val_set_fingerprint(item_ids: list[int]) -> dict[str, Any]:
+    """Names a validation set: two versions' metrics compare only when these are equal."""
+    joined = ",".join(str(i) for i in sorted(item_ids))
+    return {"sha256": hashlib.sha256(joined.encode("ascii")).hexdigest(), "count": len(item_ids)}
 
 
 # --- Data ---------------------------------------------------------------------------------------
@@ -134,9 +144,7 @@ class RunReporter:
         self.check_cancel()
 
     def log(self, message: str) -> None:
-        line = f"[{timezone.now():%H:%M:%S}] {message}\n"
-        run = TrainingRun.objects.only("log").get(pk=self.run_id)
-        TrainingRun.objects.filter(pk=self.run_id).update(log=run.log + line)
+        append_log(self.run_id, message)
 
     def progress(self, *args: Any, **kwargs: Any) -> None:
         """Accepts progress(fraction), progress(done, total) or keyword forms; raises RunCancelled."""
@@ -159,6 +167,43 @@ class RunReporter:
     def check_cancel(self) -> None:
         if self.should_stop():
             raise RunCancelled()
+
+
+def append_log(run_id: int, message: str) -> None:
+    """One UPDATE ... SET log = log || line: concurrent writers never overwrite each other's lines."""
+    line = f"[{timezone.now():%H:%M:%S}] {message}\n"
+    TrainingRun.objects.filter(pk=run_id).update(log=Concat(F("log"), Value(line)))
+
+
+class Heartbeat:
+    """Writes the run's heartbeat from a thread of the worker while the run's body works, even through long
+    steps without progress callbacks. The thread dies with the worker, so a stale heartbeat means a lost worker."""
+
+    def __init__(self, run_id: int, every: float | None = None) -> None:
+        self.run_id = run_id
+        self.every = float(settings.TRAINING_HEARTBEAT_SECONDS if every is None else every)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-run-{run_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        try:
+            while not self._stop.wait(self.every):
+                try:
+                    TrainingRun.objects.filter(pk=self.run_id, status=TrainingRun.Status.RUNNING).update(
+                        heartbeat_at=timezone.now()
+                    )
+                except DatabaseError:  # a database blip: the next beat tries again
+                    logger.warning("heartbeat of training run %s not written", self.run_id, exc_info=True)
+        finally:
+            connection.close()  # this thread's own connection
 
 
 def _fraction(args: tuple[Any, ...], kwargs: dict[str, Any]) -> float | None:
@@ -185,7 +230,9 @@ def start_training_run(
     trigger: str = "manual",
     dispatch: bool = True,
 ) -> TrainingRun:
-    """Validates the data now (so the owner sees a clear error at once), then queues `train_model`.
+    """Validates the data now (so the owner sees a clear error at once), then queues `train_model` once the
+    run is committed. Raises BrokerUnavailable (503) when the broker is down: the run is then kept as
+    "waiting for the queue" and sent by the requeue sweep, and a new start replaces it.
 
     With dispatch=False the run stays queued for the caller to execute in-process (`execute_training_run`)."""
     from modeling.tasks import train_model
@@ -195,46 +242,111 @@ def start_training_run(
     if params is not None and not isinstance(params, dict):
         raise ServiceError("Training params must be an object.")
     params = dict(params or {})
+    sweep_stale_runs(project=project)  # a run whose worker died no longer blocks a new one
     _refuse_if_active(project)
     collect_training_data(project)
     train_config_for(route, params, project)
     if route == Route.PROBE:
         feature_services.resolve_backbone_spec(params.get("backbone"))
     params["auto_publish"] = bool(auto_publish)
-    task_id = str(uuid.uuid4())
-    run = TrainingRun.objects.create(
-        project=project, route=route, params=params, trigger=trigger, created_by=_real_user(user), task_id=task_id
-    )
-    if dispatch:
-        train_model.apply_async(args=[run.id], task_id=task_id)
-        run.refresh_from_db()
-    return run
+    fields = {"route": route, "params": params, "trigger": trigger, "created_by": _real_user(user)}
+    if not dispatch:
+        return _create_run(project, status=TrainingRun.Status.QUEUED, **fields)
+    return _create_and_send(project, train_model, **fields)
 
 
 def start_feature_extraction(*, project: Project, user: Any | None = None, backbone: str | None = None) -> TrainingRun:
     """Warms the feature cache for every item of the project (a run with trigger "extract")."""
     from modeling.tasks import extract_features
 
+    sweep_stale_runs(project=project)
     _refuse_if_active(project)
     feature_services.resolve_backbone_spec(backbone)
-    task_id = str(uuid.uuid4())
-    run = TrainingRun.objects.create(
-        project=project,
+    return _create_and_send(
+        project,
+        extract_features,
         route=Route.PROBE,
         params={"backbone": backbone} if backbone else {},
         trigger="extract",
         created_by=_real_user(user),
-        task_id=task_id,
     )
-    extract_features.apply_async(args=[run.id], task_id=task_id)
-    run.refresh_from_db()
-    return run
+
+
+ACTIVE_RUN_MESSAGE = "A run is already queued or running for this project; wait for it or cancel it."
 
 
 def _refuse_if_active(project: Project) -> None:
-    active = [TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]
-    if TrainingRun.objects.filter(project=project, status__in=active).exists():
-        raise ConflictError("A run is already queued or running for this project; wait for it or cancel it.")
+    busy = [TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]
+    if TrainingRun.objects.filter(project=project, status__in=busy).exists():
+        raise ConflictError(ACTIVE_RUN_MESSAGE)
+
+
+def _create_run(project: Project, *, status: str, **fields: Any) -> TrainingRun:
+    """Inserts the run; the partial unique index turns a lost race with another start into a 409."""
+    try:
+        with transaction.atomic():
+            return TrainingRun.objects.create(project=project, status=status, task_id=str(uuid.uuid4()), **fields)
+    except IntegrityError as exc:
+        raise ConflictError(ACTIVE_RUN_MESSAGE) from exc
+
+
+def _create_and_send(project: Project, task: Any, **fields: Any) -> TrainingRun:
+    with transaction.atomic():
+        # A run still waiting for the queue (the broker was down) is replaced by this newer start.
+        superseded = TrainingRun.objects.filter(project=project, status=TrainingRun.Status.WAITING).update(
+            status=TrainingRun.Status.CANCELLED,
+            finished_at=timezone.now(),
+            stage="cancelled",
+            error="Replaced by a newer start while it waited for the queue.",
+        )
+        if superseded:
+            logger.info("project %s: %d waiting run(s) replaced by a new start", project.slug, superseded)
+        run = _create_run(project, status=TrainingRun.Status.WAITING, stage="waiting for the queue", **fields)
+        transaction.on_commit(lambda: _send_run(run.pk, task, run.task_id))
+    return _sent_or_503(run)
+
+
+def _send_run(run_id: int, task: Any, task_id: str) -> bool:
+    """Publishes the run's task; the run becomes queued, or stays waiting when the broker is down."""
+    try:
+        send_task(task, args=[run_id], task_id=task_id)
+    except BrokerUnavailable:
+        return False
+    # Only a still-waiting run: a worker (or an eager task) may already have claimed or finished it.
+    TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.WAITING).update(
+        status=TrainingRun.Status.QUEUED, stage=""
+    )
+    return True
+
+
+def _sent_or_503(run: TrainingRun) -> TrainingRun:
+    if connection.in_atomic_block:
+        return run  # the caller's transaction has not committed: the run is sent when it does
+    run.refresh_from_db()
+    if run.status == TrainingRun.Status.WAITING:
+        raise BrokerUnavailable(
+            "The task queue (broker) is not reachable. Nothing was lost: run "
+            f"#{run.pk} is kept waiting for the queue and is sent by itself when the broker is back "
+            "(see GET /api/v1/health); starting a new run replaces it.",
+            details={"run_id": run.pk, "status": run.status},
+        )
+    return run
+
+
+def requeue_waiting_runs(*, older_than_seconds: float = 5.0) -> list[int]:
+    """Sends again the runs whose task never reached the broker. Stops at the first failed send (the broker
+    is still down). Returns the ids sent."""
+    from modeling.tasks import extract_features, train_model
+
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    waiting = TrainingRun.objects.filter(status=TrainingRun.Status.WAITING, created_at__lt=cutoff).order_by("id")
+    sent = []
+    for run_id, trigger, task_id in waiting.values_list("id", "trigger", "task_id"):
+        task = extract_features if trigger == "extract" else train_model
+        if not _send_run(run_id, task, task_id):
+            break
+        sent.append(run_id)
+    return sent
 
 
 def _real_user(user: Any | None) -> Any | None:
@@ -244,9 +356,9 @@ def _real_user(user: Any | None) -> Any | None:
 def cancel_training_run(*, run: TrainingRun) -> TrainingRun:
     if not run.is_active:
         raise ConflictError(f"Run #{run.id} is already {run.status}; nothing to cancel.")
-    if run.status == TrainingRun.Status.QUEUED:
+    if run.status in {TrainingRun.Status.WAITING, TrainingRun.Status.QUEUED}:
         # Not started: finish it now; the task sees a finished run on start and does nothing.
-        TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
+        TrainingRun.objects.filter(pk=run.pk, status=run.status).update(
             status=TrainingRun.Status.CANCELLED, cancel_requested=True, finished_at=timezone.now(), stage="cancelled"
         )
     else:
@@ -263,7 +375,9 @@ def sweep_stale_runs(*, project: Project | None = None, stale_after: int | None 
         stale = stale.filter(project=project)
     failed = 0
     for run in stale:
-        failed += TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(
+        failed += TrainingRun.objects.filter(
+            pk=run.pk, status=TrainingRun.Status.RUNNING, heartbeat_at__lt=limit
+        ).update(
             status=TrainingRun.Status.FAILED,
             finished_at=timezone.now(),
             error=(
@@ -302,13 +416,10 @@ def _claim(run_id: int) -> TrainingRun | None:
             logger.warning("training run %s does not exist; task ignored", run_id)
             return None
         if run.status == TrainingRun.Status.RUNNING:
-            # A redelivered task (acks-late after a lost worker): the first attempt died mid-run.
-            run.status = TrainingRun.Status.FAILED
-            run.finished_at = timezone.now()
-            run.error = "The worker running this run was lost mid-run (task redelivered). Nothing was published."
-            run.save(update_fields=["status", "finished_at", "error"])
+            _fail_redelivered(run)
             return None
-        if run.status != TrainingRun.Status.QUEUED:
+        # A waiting run is claimed too: its task reached the broker just before the run was marked queued.
+        if run.status not in {TrainingRun.Status.WAITING, TrainingRun.Status.QUEUED}:
             logger.info("training run %s is already %s; task ignored", run_id, run.status)
             return None
         now = timezone.now()
@@ -318,6 +429,19 @@ def _claim(run_id: int) -> TrainingRun | None:
         run.stage = "starting"
         run.save(update_fields=["status", "started_at", "heartbeat_at", "stage"])
         return run
+
+
+def _fail_redelivered(run: TrainingRun) -> None:
+    """A task for a run that is already running: a duplicate send while its worker is alive (ignored), or a
+    redelivery (acks-late) after the worker that ran it was lost (the run is failed)."""
+    fresh_since = timezone.now() - timedelta(seconds=stale_after_seconds())
+    if run.heartbeat_at is not None and run.heartbeat_at >= fresh_since:
+        logger.info("training run %s is running with a live heartbeat; duplicate task ignored", run.pk)
+        return
+    run.status = TrainingRun.Status.FAILED
+    run.finished_at = timezone.now()
+    run.error = "The worker running this run was lost mid-run (task redelivered). Nothing was published."
+    run.save(update_fields=["status", "finished_at", "error"])
 
 
 def _finish(run_id: int, status: str, *, error: str = "", timings: dict[str, float] | None = None) -> None:
@@ -338,7 +462,8 @@ def _guarded(run_id: int, body: Callable[[TrainingRun, RunReporter, dict[str, fl
     timings: dict[str, float] = {}
     started = time.perf_counter()
     try:
-        result = body(run, reporter, timings)
+        with Heartbeat(run.id):
+            result = body(run, reporter, timings)
     except Exception as exc:
         timings["total_seconds"] = round(time.perf_counter() - started, 3)
         if _is_cancel(exc):
@@ -484,15 +609,23 @@ def _train(run: TrainingRun, reporter: RunReporter, timings: dict[str, float]) -
     if data.test:
         metrics["test"] = _jsonable(evaluate(predictor, inputs["test"], data.keys("test")))
     metrics["counts"] = {"train": len(data.train), "val": len(data.val), "test": len(data.test), **data.skipped}
+    metrics["val_set"] = val_set_fingerprint([e.item_id for e in data.val])
     metrics["timings"] = dict(timings)
     version = _create_version(run, data, serving, final_dir, manifest, metrics, result, snapshot)
-    if run.params.get("auto_publish"):
-        from modeling.services.versions import publish_model_version
-
-        publish_model_version(version=version, user=run.created_by)
-        reporter.log(f"auto-published v{version.number}")
     reporter.log(f"created model version v{version.number}")
+    if run.params.get("auto_publish"):
+        _auto_publish(version, data, reporter)
     return version.id
+
+
+def _auto_publish(version: ModelVersion, data: TrainingData, reporter: RunReporter) -> None:
+    from modeling.services.publish_gate import auto_publish
+
+    reporter.stage("comparing with the published version", 0.99, 1.0)
+    if auto_publish(candidate=version, texts=data.texts("val"), label_keys=data.keys("val")):
+        reporter.log(f"auto-published v{version.number}: {version.gate['reason']}")
+    else:
+        reporter.log(f"v{version.number} stays a candidate: {version.gate['reason']}")
 
 
 # Route 1's default head: see docs for the measurement that picked it.

@@ -15,7 +15,7 @@ from labeling.permissions import can, get_project_for
 from labeling.selectors.training_data import gold_split_counts
 from modeling.models import Route
 from modeling.selectors import models as selectors
-from modeling.services import training, versions
+from modeling.services import publish_gate, training, versions
 from sceneclf_site.api_errors import ServiceError
 
 
@@ -52,6 +52,7 @@ def _context(request: HttpRequest, project: Any) -> dict[str, Any]:
         "can_roll_back": selectors.can_roll_back(project),
         "routes": [(Route.PROBE, Route.PROBE.label), (Route.TFIDF, Route.TFIDF.label)],
         "gold_splits": gold_split_counts(project),
+        "gate": publish_gate.gate_for(project),
     }
 
 
@@ -182,3 +183,16 @@ def archive(request: HttpRequest, slug: str, number: int) -> HttpResponse:
         lambda p: versions.archive_model_version(version=selectors.version_get(p, number)),
         "Model v{result.number} archived.",
     )
+
+
+@login_required
+@require_POST
+def gate(request: HttpRequest, slug: str) -> HttpResponse:
+    def save(project: Any) -> Any:
+        try:
+            values = {name: float(request.POST.get(name, "")) for name in ("max_f1_drop", "abstain_band")}
+        except ValueError as exc:
+            raise ServiceError("Enter numbers between 0 and 1.") from exc
+        return publish_gate.update_publish_gate(project=project, **values)
+
+    return _act(request, slug, save, "Publishing gate saved.")

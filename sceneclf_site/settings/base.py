@@ -179,6 +179,15 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 3 * 3600)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 3 * 3600 + 300)
 CELERY_BEAT_INTERVAL_MINUTES = env_int("CELERY_BEAT_INTERVAL_MINUTES", 10)
+# Sending a task never blocks a request for long: one connection attempt, at most this many seconds. A broker
+# that does not answer leaves the row "waiting for the queue"; beat sends it again.
+BROKER_CONNECT_TIMEOUT = env_float("BROKER_CONNECT_TIMEOUT", 1.0)
+CELERY_BROKER_CONNECTION_TIMEOUT = BROKER_CONNECT_TIMEOUT
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):  # the SQLAlchemy transport takes no such options
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 0, "socket_connect_timeout": BROKER_CONNECT_TIMEOUT}
+CELERY_TASK_PUBLISH_RETRY = False
+# Rows (training runs, imports) whose task did not reach the broker are sent again by beat this often.
+REQUEUE_EVERY_SECONDS = env_int("REQUEUE_EVERY_SECONDS", 30)
 
 # --- ML engine --------------------------------------------------------------------------------
 TORCH_THREADS = env_int("TORCH_THREADS", os.cpu_count() or 1)
@@ -189,8 +198,10 @@ PREDICT_MAX_CHARS = env_int("PREDICT_MAX_CHARS", 2000)
 # One torch thread per predict request: on small machines a second thread slows one text down; scale with
 # more web workers instead.
 PREDICT_TORCH_THREADS = env_int("PREDICT_TORCH_THREADS", 1)
-# A running training run whose heartbeat is older than this is failed by the sweeper (its worker died).
-TRAINING_STALE_AFTER_SECONDS = env_int("TRAINING_STALE_AFTER_SECONDS", 600)
+# A running run writes a heartbeat every TRAINING_HEARTBEAT_SECONDS from a thread of its worker; one whose
+# heartbeat is older than TRAINING_STALE_AFTER_SECONDS is failed (its worker died), so the project can train again.
+TRAINING_HEARTBEAT_SECONDS = env_float("TRAINING_HEARTBEAT_SECONDS", 10.0)
+TRAINING_STALE_AFTER_SECONDS = env_int("TRAINING_STALE_AFTER_SECONDS", 45)
 
 LOGGING = {
     "version": 1,

@@ -5,16 +5,14 @@ from rest_framework.test import APIClient
 
 from labeling.services.projects import create_api_token
 from modeling.models import ModelVersion
-from modeling.services import training
 from tests.modeling.conftest import _one_thread_and_own_dirs, scene_project, tiny_backbone  # noqa: F401
-from tests.modeling.route1 import tiny_params
+from tests.modeling.route1 import start_and_run, tiny_params
 
 
 @pytest.fixture
 def published_model(scene_project, tiny_backbone) -> ModelVersion:  # noqa: F811
     # Precision target 0.999 on val: most texts of a tiny random backbone abstain, which these tests need.
-    run = training.start_training_run(project=scene_project, params=tiny_params(tiny_backbone), auto_publish=True)
-    run.refresh_from_db()
+    run = start_and_run(scene_project, params=tiny_params(tiny_backbone), auto_publish=True)
     assert run.status == "succeeded", run.error
     return run.model_version
 

@@ -6,8 +6,8 @@ from django.test import override_settings
 from feedback.models import PredictionLog
 from labeling.models import Item, ReviewTask
 from labeling.services.projects import revoke_api_token
-from modeling.services import training, versions
-from tests.modeling.route1 import tiny_params
+from modeling.services import versions
+from tests.modeling.route1 import start_and_run, tiny_params
 
 URL = "/api/v1/projects/alpha/predict"
 
@@ -103,8 +103,7 @@ def test_publishing_another_version_swaps_the_model_without_restart(published_mo
     first = token_client.post(URL, {"text": "快递没到"}, format="json").json()
     assert first["model_version"] == published_model.ref
 
-    run = training.start_training_run(project=published_model.project, route="tfidf")
-    run.refresh_from_db()
+    run = start_and_run(published_model.project, route="tfidf")
     versions.publish_model_version(version=run.model_version)
     second = token_client.post(URL, {"text": "快递没到"}, format="json").json()
     assert second["model_version"] == run.model_version.ref != first["model_version"]
@@ -119,8 +118,7 @@ def test_abstained_predictions_are_queued_for_review(scene_project, tiny_backbon
     scene_project.abstain_target_kind = "coverage"
     scene_project.abstain_target = 0.05  # answer only the 5% most confident: nearly everything abstains
     scene_project.save()
-    run = training.start_training_run(project=scene_project, params=tiny_params(tiny_backbone), auto_publish=True)
-    run.refresh_from_db()
+    run = start_and_run(scene_project, params=tiny_params(tiny_backbone), auto_publish=True)
 
     texts = ["今天我想问一个完全无关的问题", "另一个奇怪的句子", "今天我想问一个完全无关的问题"]
     results = token_client.post(URL, {"texts": texts}, format="json").json()["results"]

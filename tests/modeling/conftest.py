@@ -28,6 +28,14 @@ def tiny_backbone(tmp_path_factory):
 
 
 @pytest.fixture
+def no_auto_retrain(project):
+    """In transactional tests the gold labels' commit hooks run: keep them from starting retrains."""
+    project.retrain_every_n_gold = 1_000_000
+    project.save(update_fields=["retrain_every_n_gold"])
+    return project
+
+
+@pytest.fixture
 def scene_project(project):
     """The conftest project with a published scene taxonomy and ~110 gold items split train/val/test."""
     taxonomy = publish_scene_taxonomy(project)

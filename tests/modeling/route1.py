@@ -58,3 +58,15 @@ def add_gold_items(project: Project, rows: list[tuple[str, str]], taxonomy) -> l
 
 def tiny_params(backbone: Path) -> dict:
     return {"backbone": str(backbone), "head_options": {"max_epochs": 30}}
+
+
+def start_and_run(project, **kwargs):
+    """Starts a run as a request would: its task is sent once the run is committed (eager in tests)."""
+    from django.test import TestCase
+
+    from modeling.services import training
+
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        run = training.start_training_run(project=project, **kwargs)
+    run.refresh_from_db()
+    return run

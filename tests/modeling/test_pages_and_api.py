@@ -7,8 +7,8 @@ from modeling.services import training
 from tests.modeling.route1 import tiny_params
 
 
-@pytest.mark.django_db
-def test_owner_trains_and_publishes_from_the_model_page(client, owner, scene_project, tiny_backbone):
+@pytest.mark.django_db(transaction=True)
+def test_owner_trains_and_publishes_from_the_model_page(client, owner, no_auto_retrain, scene_project, tiny_backbone):
     client.force_login(owner)
     page = client.get("/projects/alpha/models/")
     assert page.status_code == 200 and "Start training" in page.content.decode()
@@ -72,8 +72,8 @@ def test_page_load_sweeps_dead_runs(client, owner, scene_project):
     assert dead.status == "failed"
 
 
-@pytest.mark.django_db
-def test_api_train_cancel_publish_rollback(client, owner, scene_project, tiny_backbone):
+@pytest.mark.django_db(transaction=True)
+def test_api_train_cancel_publish_rollback(client, owner, no_auto_retrain, scene_project, tiny_backbone):
     client.force_login(owner)
     created = client.post(
         "/api/v1/projects/alpha/training-runs",
@@ -81,7 +81,7 @@ def test_api_train_cancel_publish_rollback(client, owner, scene_project, tiny_ba
         content_type="application/json",
     )
     assert created.status_code == 202, created.content
-    assert created.json()["status"] == "succeeded"  # eager Celery in tests
+    assert created.json()["status"] == "succeeded"  # sent after the commit; eager Celery in tests
     assert created.json()["model_version"] == 1
     second = training.start_training_run(project=scene_project, route="tfidf")
 
@@ -110,8 +110,8 @@ def test_api_rejects_bad_training_input_and_roles(client, owner, reviewer, scene
     assert forbidden.status_code == 403
 
 
-@pytest.mark.django_db
-def test_extract_features_run_fills_the_cache(client, owner, scene_project, tiny_backbone):
+@pytest.mark.django_db(transaction=True)
+def test_extract_features_run_fills_the_cache(client, owner, no_auto_retrain, scene_project, tiny_backbone):
     client.force_login(owner)
     client.post("/projects/alpha/models/extract/", {"backbone": str(tiny_backbone)})
     first = TrainingRun.objects.get(trigger="extract")

@@ -7,17 +7,16 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
+from labeling.services.projects import create_project
 from modeling.engine.artifacts import verify_artifacts
 from modeling.models import ModelVersion, TrainingRun
 from modeling.services import training
 from sceneclf_site.api_errors import ConflictError, ServiceError
-from tests.modeling.route1 import tiny_params
+from tests.modeling.route1 import start_and_run, tiny_params
 
 
 def _train(project, backbone, **kwargs) -> TrainingRun:
-    run = training.start_training_run(project=project, params=tiny_params(backbone), **kwargs)
-    run.refresh_from_db()
-    return run
+    return start_and_run(project, params=tiny_params(backbone), **kwargs)
 
 
 @pytest.mark.django_db
@@ -54,8 +53,7 @@ def test_retrain_on_seen_items_extracts_nothing(scene_project, tiny_backbone):
 
 @pytest.mark.django_db
 def test_tfidf_route_needs_no_backbone(scene_project):
-    run = training.start_training_run(project=scene_project, route="tfidf")
-    run.refresh_from_db()
+    run = start_and_run(scene_project, route="tfidf")
     assert run.status == TrainingRun.Status.SUCCEEDED, run.error
     version = run.model_version
     assert version.route == "tfidf" and version.backbone_fingerprint == ""
@@ -126,9 +124,10 @@ def test_redelivered_task_of_a_running_run_fails_it(scene_project, tiny_backbone
 @pytest.mark.django_db
 def test_sweeper_fails_only_stale_running_runs(scene_project):
     old = timezone.now() - timedelta(hours=1)
+    other, third = (create_project(slug=slug, name=slug) for slug in ("other", "third"))
     stale = TrainingRun.objects.create(project=scene_project, status="running", heartbeat_at=old)
-    fresh = TrainingRun.objects.create(project=scene_project, status="running", heartbeat_at=timezone.now())
-    queued = TrainingRun.objects.create(project=scene_project)
+    fresh = TrainingRun.objects.create(project=other, status="running", heartbeat_at=timezone.now())
+    queued = TrainingRun.objects.create(project=third)
 
     assert training.sweep_stale_runs(stale_after=600) == 1
     for run in (stale, fresh, queued):

@@ -6,13 +6,13 @@ import pytest
 from django.db import IntegrityError, transaction
 
 from modeling.models import ModelVersion
-from modeling.services import training, versions
+from modeling.services import versions
 from sceneclf_site.api_errors import ConflictError, ServiceError
+from tests.modeling.route1 import start_and_run
 
 
 def _version(project, **kwargs) -> ModelVersion:
-    run = training.start_training_run(project=project, route="tfidf", **kwargs)
-    run.refresh_from_db()
+    run = start_and_run(project, route="tfidf", **kwargs)
     assert run.status == "succeeded", run.error
     return run.model_version
 

@@ -1,4 +1,5 @@
-"""A Celery worker killed (SIGKILL) mid-training leaves a failed run after the sweep, and no model version."""
+"""A Celery worker killed (SIGKILL) mid-training: within about a minute its run is failed from the stale
+heartbeat and the project can train again; the killed run never gains a model version."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from modeling.models import ModelVersion, TrainingRun
 from modeling.services import training
+from sceneclf_site.api_errors import ConflictError
 from tests.modeling.route1 import add_gold_items, publish_scene_taxonomy, scene_texts
 
 
@@ -24,7 +26,7 @@ def _wait_for(predicate, timeout: float, what: str):
 
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
-def test_killed_worker_leaves_failed_run_and_no_version(project, tiny_backbone, settings, monkeypatch):
+def test_killed_worker_frees_the_project_within_a_minute(project, tiny_backbone, settings, monkeypatch):
     from tests.worker import running_worker
 
     settings.ARTIFACT_ROOT = settings.DATA_DIR / "artifacts"  # the worker's own (it reads SCENECLF_DATA_DIR)
@@ -49,13 +51,39 @@ def test_killed_worker_leaves_failed_run_and_no_version(project, tiny_backbone, 
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=30)
 
+        killed_at = time.monotonic()
+
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.RUNNING  # nobody finished it: the worker died mid-run
-    assert training.sweep_stale_runs(project=project, stale_after=0) == 1
+    with pytest.raises(ConflictError):
+        training.start_training_run(project=project, route="tfidf")  # the heartbeat is still fresh
+
+    def start_again():
+        try:
+            return training.start_training_run(project=project, route="tfidf")
+        except ConflictError:
+            return None
+
+    # No beat here: the start itself fails runs whose heartbeat is older than TRAINING_STALE_AFTER_SECONDS.
+    second = _wait_for(start_again, timeout=90, what="the project to accept a new run")
+    waited = time.monotonic() - killed_at
+    assert waited <= settings.TRAINING_STALE_AFTER_SECONDS + 15, waited
+    print(f"project trains again {waited:.1f} s after the SIGKILL")
+
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.FAILED
     assert "heartbeat" in run.error
-    assert not ModelVersion.objects.filter(project=project).exists()
+    assert not ModelVersion.objects.filter(run=run).exists()
     final_dir = training.artifacts_dir_for(run)
     assert not final_dir.exists()
     assert not list(final_dir.parent.glob(f".{final_dir.name}*")) if final_dir.parent.exists() else True
+
+    with running_worker(queues="ml"):  # a fresh ML worker takes the new run from the queue
+        _wait_for(
+            lambda: TrainingRun.objects.filter(pk=second.pk, status__in=["succeeded", "failed"]).exists(),
+            timeout=120,
+            what="the new run to finish",
+        )
+    second.refresh_from_db()
+    assert second.status == TrainingRun.Status.SUCCEEDED, second.error
+    assert list(ModelVersion.objects.filter(project=project).values_list("run_id", flat=True)) == [second.pk]
