@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions
@@ -53,9 +53,26 @@ def is_broker_error(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError) or type(exc).__module__.startswith("redis.exceptions")
 
 
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+    code = "request_too_large"
+
+
+def _size_limit_error(exc: Exception) -> ServiceError | None:
+    """Django's own body/upload limits (SuspiciousOperation, an HTML 400 by default) as JSON errors."""
+    if isinstance(exc, RequestDataTooBig):
+        limit = getattr(exc, "limit", None)
+        code = "file_too_large" if limit is not None else "request_too_large"
+        return PayloadTooLarge(str(exc) or "The request body is too large.", code=code, details={"limit": limit})
+    if isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
+        return ServiceError(str(exc), code="too_many_fields")
+    return None
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if is_broker_error(exc):
         exc = BrokerUnavailable(BROKER_DOWN_MESSAGE)
+    exc = _size_limit_error(exc) or exc
     if isinstance(exc, ServiceError):
         body = {"error": {"code": exc.code, "message": exc.message, "details": exc.details}}
         return Response(body, status=exc.status_code)

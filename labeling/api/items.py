@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import permissions, serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -100,6 +100,7 @@ class ItemPagination(PageNumberPagination):
 class ItemListApi(APIView):
     permission_classes = PERMISSIONS
     project_action = "view"
+    pagination_class = ItemPagination  # also tells the schema that the list comes in pages
 
     @extend_schema(parameters=[ItemFilterSerializer], responses=ItemSerializer(many=True))
     def get(self, request: Request, slug: str) -> Response:
@@ -114,7 +115,7 @@ class ItemListApi(APIView):
             label=data["label"],
             has_gold=data["has_gold"] if "has_gold" in request.query_params else None,
         )
-        paginator = ItemPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(items, request, view=self)
         return paginator.get_paginated_response(ItemSerializer(page, many=True).data)
 
@@ -155,7 +156,10 @@ class ExportApi(APIView):
             OpenApiParameter("fmt", str, enum=list(EXPORT_FORMATS), description="jsonl (default) or csv"),
             OpenApiParameter("only_gold", bool, description="only items with a gold label"),
         ],
-        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+        responses={
+            (200, "application/x-ndjson"): OpenApiResponse(OpenApiTypes.STR, description="One JSON object a line"),
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="A header row, then one item a row"),
+        },
     )
     def get(self, request: Request, slug: str) -> StreamingHttpResponse:
         fmt = request.query_params.get("fmt", "jsonl")

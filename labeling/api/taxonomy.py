@@ -6,7 +6,13 @@ from dataclasses import asdict
 
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
@@ -97,6 +103,18 @@ class LabelSpecSerializer(serializers.Serializer):
     hotkey = serializers.CharField()
     order = serializers.IntegerField()
     is_fallback = serializers.BooleanField()
+
+
+class TaxonomyDocumentSerializer(serializers.Serializer):
+    """The exported file (taxonomy_io.build_document); YAML carries the same fields."""
+
+    format = serializers.CharField()
+    format_version = serializers.IntegerField()
+    project = serializers.CharField()
+    version = serializers.IntegerField()
+    status = serializers.CharField()
+    notes = serializers.CharField(allow_blank=True)
+    labels = LabelSpecSerializer(many=True)
 
 
 class LabelChangeSerializer(serializers.Serializer):
@@ -260,7 +278,10 @@ class ExportApi(APIView):
 
     @extend_schema(
         parameters=[OpenApiParameter("as", str, enum=list(FORMATS), description="File format (default yaml)")],
-        responses={(200, "application/yaml"): OpenApiTypes.STR, (200, "application/json"): OpenApiTypes.OBJECT},
+        responses={
+            (200, "application/yaml"): OpenApiResponse(OpenApiTypes.STR, description="The document as YAML"),
+            (200, "application/json"): TaxonomyDocumentSerializer,
+        },
         summary="Download a version as YAML or JSON",
     )
     def get(self, request: Request, slug: str, number: int) -> HttpResponse:
