@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
 
 
 class ServiceError(Exception):
@@ -61,9 +61,14 @@ class PayloadTooLarge(ServiceError):
 def _size_limit_error(exc: Exception) -> ServiceError | None:
     """Django's own body/upload limits (SuspiciousOperation, an HTML 400 by default) as JSON errors."""
     if isinstance(exc, RequestDataTooBig):
-        limit = getattr(exc, "limit", None)
-        code = "file_too_large" if limit is not None else "request_too_large"
-        return PayloadTooLarge(str(exc) or "The request body is too large.", code=code, details={"limit": limit})
+        if getattr(exc, "limit", None) is not None:  # sceneclf_site.parsers.UploadTooLarge
+            return PayloadTooLarge(str(exc), code="file_too_large", details={"limit": exc.limit})
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return PayloadTooLarge(
+            f"The request body is larger than the limit of {limit} bytes (DATA_UPLOAD_MAX_MEMORY_SIZE).",
+            code="request_too_large",
+            details={"limit": limit},
+        )
     if isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
         return ServiceError(str(exc), code="too_many_fields")
     return None
@@ -82,6 +87,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = exceptions.NotFound(str(exc) or None)
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied(str(exc) or None)
+    # Imported here: rest_framework.views loads the parser classes, and the JSON parser uses this module.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
