@@ -28,7 +28,8 @@ class ImportJobSerializer(serializers.ModelSerializer):
     class Meta:
         model = ImportJob
         fields = [
-            "id", "status", "file_name", "file_format", "source", "total_lines", "processed_lines", "progress",
+            "id", "status", "file_name", "file_format", "encoding", "fallback_aliases", "source",
+            "total_lines", "processed_lines", "progress",
             "created_count", "duplicate_count", "rejected_count", "labeled_count", "rejections", "error",
             "created_at", "finished_at",
         ]  # fmt: skip
@@ -38,6 +39,15 @@ class ImportJobSerializer(serializers.ModelSerializer):
 class ImportUploadSerializer(serializers.Serializer):
     file = serializers.FileField()
     source = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    encoding = serializers.CharField(
+        max_length=40, required=False, allow_blank=True, default="", help_text="e.g. gb18030, big5; detected if empty"
+    )
+    fallback_alias = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        required=False,
+        default=list,
+        help_text="Dataset labels meaning the fallback label (e.g. other, oos); 其他 always does. Repeat the field.",
+    )
 
 
 class ImportListCreateApi(APIView):
@@ -61,6 +71,8 @@ class ImportListCreateApi(APIView):
             file_name=upload.validated_data["file"].name,
             source=upload.validated_data["source"],
             created_by=request.user,
+            encoding=upload.validated_data["encoding"],
+            fallback_aliases=upload.validated_data["fallback_alias"],
         )
         return Response(ImportJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
