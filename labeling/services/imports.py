@@ -247,7 +247,7 @@ def _remove_upload(path: Path) -> None:
 def _import_records(job: ImportJob, records: Iterable[ParsedLine]) -> None:
     project = job.project
     taxonomy = latest_published_taxonomy(project)
-    label_map = _label_map(taxonomy, job.fallback_aliases)
+    labels = LabelResolver.for_taxonomy(taxonomy, job.fallback_aliases)
     seen_hashes: set[str] = set()
     chunk: list[ParsedLine] = []
     for index, record in enumerate(records):
@@ -255,23 +255,23 @@ def _import_records(job: ImportJob, records: Iterable[ParsedLine]) -> None:
             continue  # committed by an earlier run of this job
         chunk.append(record)
         if len(chunk) >= CHUNK_SIZE:
-            _commit_chunk(job, chunk, taxonomy, label_map, seen_hashes)
+            _commit_chunk(job, chunk, taxonomy, labels, seen_hashes)
             chunk = []
     if chunk:
-        _commit_chunk(job, chunk, taxonomy, label_map, seen_hashes)
+        _commit_chunk(job, chunk, taxonomy, labels, seen_hashes)
 
 
 def _commit_chunk(
     job: ImportJob,
     chunk: list[ParsedLine],
     taxonomy: TaxonomyVersion | None,
-    label_map: dict[str, str],
+    labels: LabelResolver,
     seen_hashes: set[str],
 ) -> None:
     for attempt in range(3):
         try:
             with transaction.atomic():
-                outcome = _store_chunk(job.project, chunk, taxonomy, label_map, seen_hashes, job.source)
+                outcome = _store_chunk(job.project, chunk, taxonomy, labels, seen_hashes, job.source)
                 _add_to_job(job, outcome, len(chunk))
         except IntegrityError:
             # A concurrent import stored some of the same texts between our lookup and insert: look again.
@@ -301,14 +301,14 @@ def _store_chunk(
     project: Project,
     chunk: list[ParsedLine],
     taxonomy: TaxonomyVersion | None,
-    label_map: dict[str, str],
+    labels: LabelResolver,
     seen_hashes: set[str],
     source: str,
 ) -> ChunkOutcome:
     outcome = ChunkOutcome()
     candidates: dict[str, _Candidate] = {}
     for parsed in chunk:
-        reason = parsed.reject_reason or _resolve_label(parsed, taxonomy, label_map)
+        reason = parsed.reject_reason or _resolve_label(parsed, taxonomy, labels)
         prepared = None
         if reason is None:
             try:
@@ -368,22 +368,30 @@ def _store_chunk(
     return outcome
 
 
-def _label_map(taxonomy: TaxonomyVersion | None, aliases: list[str]) -> dict[str, str]:
-    """Dataset label → label key. Keys match themselves; the fallback's key, its name, 其他 and the job's
-    aliases map to the fallback, so a dataset's own 其他 class becomes gold of the fallback label."""
-    if taxonomy is None:
-        return {}
-    mapping = {_label_form(key): key for key in published_label_keys(taxonomy)}
-    fallback = Label.objects.filter(taxonomy=taxonomy, is_fallback=True).values_list("key", "name").first()
-    if fallback is not None:
-        key, name = fallback
-        for word in (name, *FALLBACK_WORDS):
-            mapping.setdefault(_label_form(word), key)  # an ordinary label of that name keeps it
-        mapping.update({_label_form(alias): key for alias in aliases})  # asked for explicitly: it wins
-    return mapping
+@dataclass
+class LabelResolver:
+    """Dataset label → label key. Keys match themselves (after NFKC); the fallback's key and name, 其他 and the
+    job's aliases match the fallback in any letter case, so a dataset's own 其他 / Other class becomes gold of
+    the fallback label. A key always wins over an alias of the same spelling."""
+
+    keys: dict[str, str]
+    aliases: dict[str, str]
+
+    @classmethod
+    def for_taxonomy(cls, taxonomy: TaxonomyVersion | None, aliases: list[str]) -> LabelResolver:
+        if taxonomy is None:
+            return cls({}, {})
+        keys = {_label_form(key): key for key in published_label_keys(taxonomy)}
+        fallback = Label.objects.filter(taxonomy=taxonomy, is_fallback=True).values_list("key", "name").first()
+        words = (*fallback, *FALLBACK_WORDS, *aliases) if fallback else ()
+        return cls(keys, {_label_form(word).casefold(): fallback[0] for word in words})
+
+    def resolve(self, label: str) -> str | None:
+        form = _label_form(label)
+        return self.keys.get(form) or self.aliases.get(form.casefold())
 
 
-def _resolve_label(parsed: ParsedLine, taxonomy: TaxonomyVersion | None, label_map: dict[str, str]) -> str | None:
+def _resolve_label(parsed: ParsedLine, taxonomy: TaxonomyVersion | None, labels: LabelResolver) -> str | None:
     """Replace the line's label by its key; the reason to reject the line, if any."""
     label = parsed.label
     if not label:
@@ -393,7 +401,7 @@ def _resolve_label(parsed: ParsedLine, taxonomy: TaxonomyVersion | None, label_m
         return (
             f"The line carries the label '{shown}' but the project has no published taxonomy: publish a taxonomy first."
         )
-    key = label_map.get(_label_form(label))
+    key = labels.resolve(label)
     if key is None:
         return (
             f"Unknown label '{shown}': it is not in the published taxonomy v{taxonomy.number} "
