@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.files.uploadhandler import FileUploadHandler
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 
 from sceneclf_site.api_errors import PayloadTooLarge, ServiceError
 
@@ -197,3 +197,33 @@ class UploadTooLarge(RequestDataTooBig):
     def __init__(self, limit: int) -> None:
         super().__init__(f"The uploaded file is larger than the limit of {limit} bytes (UPLOAD_MAX_BYTES).")
         self.limit = limit
+
+
+def _check_form_fields(data: Any) -> None:
+    for name, values in data.lists():
+        for value in [name, *values]:
+            bad = first_bad_character(value) if isinstance(value, str) else None
+            if bad is not None:
+                raise ServiceError(
+                    f"Form field '{name[:64]}' contains {bad[1]} at character {bad[0]}, which is not valid text.",
+                    code="invalid_text",
+                    details={"field": name[:64], "position": bad[0]},
+                )
+
+
+class StrictFormParser(FormParser):
+    """Form bodies: `%00` decodes to a NUL character, which PostgreSQL cannot store."""
+
+    def parse(self, stream, media_type=None, parser_context=None):  # type: ignore[no-untyped-def]
+        data = super().parse(stream, media_type, parser_context)
+        _check_form_fields(data)
+        return data
+
+
+class StrictMultiPartParser(MultiPartParser):
+    """Multipart bodies: the same check on the fields (the files are checked by whoever reads them)."""
+
+    def parse(self, stream, media_type=None, parser_context=None):  # type: ignore[no-untyped-def]
+        parsed = super().parse(stream, media_type, parser_context)
+        _check_form_fields(parsed.data)
+        return parsed

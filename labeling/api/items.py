@@ -7,7 +7,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import permissions, serializers, status
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -17,6 +16,7 @@ from labeling.permissions import ProjectActionPermission
 from labeling.selectors.items import EXPORT_FORMATS, export_lines, import_job_get, import_job_list, item_list
 from labeling.services.imports import start_import
 from labeling.services.splits import assign_splits
+from sceneclf_site.parsers import StrictFormParser, StrictMultiPartParser
 
 PERMISSIONS = [permissions.IsAuthenticated, ProjectActionPermission]
 
@@ -54,7 +54,7 @@ class ImportListCreateApi(APIView):
     permission_classes = PERMISSIONS
     project_action = "manage"
     project_read_action = "view"
-    parser_classes = [MultiPartParser, FormParser]
+    parser_classes = [StrictMultiPartParser, StrictFormParser]
 
     @extend_schema(responses=ImportJobSerializer(many=True))
     def get(self, request: Request, slug: str) -> Response:

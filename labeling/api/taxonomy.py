@@ -14,7 +14,6 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import serializers, status
-from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -42,6 +41,7 @@ from labeling.services.taxonomy import (
 )
 from labeling.taxonomy_io import FORMATS, LABEL_FIELDS, dump_document, guess_format
 from sceneclf_site.api_errors import NotFoundError, ServiceError
+from sceneclf_site.parsers import StrictFormParser, StrictMultiPartParser
 
 MAX_IMPORT_BYTES = 2 * 1024 * 1024
 EXPORT_CONTENT_TYPES = {"yaml": "application/yaml; charset=utf-8", "json": "application/json; charset=utf-8"}
@@ -315,7 +315,7 @@ def read_upload(upload) -> tuple[str, str]:  # type: ignore[no-untyped-def]
 class ImportApi(APIView):
     permission_classes = PERSON
     project_action = "edit_taxonomy"
-    parser_classes = [MultiPartParser, FormParser]
+    parser_classes = [StrictMultiPartParser, StrictFormParser]
 
     @extend_schema(
         request={
