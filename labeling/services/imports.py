@@ -27,7 +27,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from labeling.models import GoldLabel, ImportJob, Item, Label, Project, TaxonomyVersion
-from labeling.pii import protect_data, protect_value
+from labeling.pii import mask_pii, protect_data, protect_value
 from labeling.selectors.items import latest_published_taxonomy, published_label_keys
 from labeling.services.items import PreparedText, item_from_prepared, prepare_text
 from sceneclf_site.api_errors import ServiceError
@@ -45,6 +45,7 @@ FALLBACK_WORDS = ("其他",)
 MAX_FALLBACK_ALIASES = 20
 # charset-normalizer names the smallest code page that fits; decode with its superset so rarer characters pass.
 ENCODING_SUPERSETS = {"gb2312": "gb18030", "gbk": "gb18030", "big5": "big5hkscs", "cp950": "big5hkscs"}
+CHINESE_ENCODINGS = ("gb18030", "big5hkscs")
 
 
 class ImportFileError(Exception):
@@ -232,6 +233,7 @@ def _run_job(job: ImportJob, path: Path) -> ImportJob:
 
 
 def _fail(job: ImportJob, message: str) -> ImportJob:
+    message = mask_pii(message)  # it may quote the file (a CSV header)
     ImportJob.objects.filter(pk=job.pk).update(
         status=ImportJob.Status.FAILED, error=message, finished_at=timezone.now()
     )
@@ -316,7 +318,8 @@ def _store_chunk(
             except ServiceError as exc:
                 reason = _text_problem(exc, project)
         if reason is not None or prepared is None:
-            outcome.rejections.append({"line": parsed.line, "reason": reason})
+            # Reasons quote the line (a label, a field name): they are stored, so they are masked like texts.
+            outcome.rejections.append({"line": parsed.line, "reason": mask_pii(reason)})
             continue
         if prepared.text_hash in seen_hashes or prepared.text_hash in outcome.hashes:
             outcome.duplicates += 1
@@ -469,14 +472,16 @@ def _utf8_problem(path: Path) -> str | None:
 
 
 def _detect_encoding(path: Path, problem: str) -> str:
-    best = charset_normalizer.from_path(path).best()
-    if best is None:
+    candidates = [codecs.lookup(match.encoding).name for match in charset_normalizer.from_path(path)]
+    if not candidates:
         raise ImportFileError(
             f"{problem}, and its encoding could not be recognised. Save it as UTF-8, or name its encoding with "
             "the import option 'encoding' (e.g. gb18030 for GBK/GB2312, big5 for Big5)."
         )
-    name = codecs.lookup(best.encoding).name
-    return ENCODING_SUPERSETS.get(name, name)
+    # Short Chinese files are ambiguous (GBK bytes also read as Korean cp949): among plausible encodings, a
+    # Chinese one wins, GB18030 first.
+    names = [ENCODING_SUPERSETS.get(name, name) for name in candidates]
+    return next((name for name in CHINESE_ENCODINGS if name in names), names[0])
 
 
 def _transcode(source: Path, target: Path, encoding: str) -> None:
