@@ -103,3 +103,45 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         }
     }
     return response
+
+
+# --- Django's own error pages, for answers Django gives before any API view runs ----------------------------
+
+API_PREFIX = "/api/"
+
+
+def _envelope(status: int, code: str, message: str) -> Any:
+    from django.http import JsonResponse
+
+    return JsonResponse({"error": {"code": code, "message": message, "details": None}}, status=status)
+
+
+def page_not_found(request: Any, exception: Exception) -> Any:
+    """handler404: a URL that matches no route (e.g. `/items/-3` where an id is expected) under /api/ answers
+    the JSON envelope like every other API error; pages keep Django's page."""
+    if request.path.startswith(API_PREFIX):
+        return _envelope(404, "not_found", "No such API endpoint or object.")
+    from django.views.defaults import page_not_found as django_page_not_found
+
+    return django_page_not_found(request, exception)
+
+
+def bad_request(request: Any, exception: Exception) -> Any:
+    """handler400: Django's SuspiciousOperation answers (body too large, too many fields) outside DRF views."""
+    if request.path.startswith(API_PREFIX):
+        error = _size_limit_error(exception)
+        if error is not None:
+            return _envelope(error.status_code, error.code, error.message)
+        return _envelope(400, "bad_request", "The request could not be read.")
+    from django.views.defaults import bad_request as django_bad_request
+
+    return django_bad_request(request, exception)
+
+
+def server_error(request: Any) -> Any:
+    """handler500: an API client gets JSON it can parse even for a bug; the log has the details."""
+    if request.path.startswith(API_PREFIX):
+        return _envelope(500, "server_error", "Internal server error.")
+    from django.views.defaults import server_error as django_server_error
+
+    return django_server_error(request)

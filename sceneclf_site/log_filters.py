@@ -8,6 +8,7 @@ whose messages name hosts and ports, not user data. What is left is PII-masked a
 from __future__ import annotations
 
 import logging
+import re
 import traceback
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -17,6 +18,11 @@ from labeling.pii import mask_pii
 WITHHELD = "(message withheld: it may quote user text)"
 # Roots of modules whose exceptions describe connections and queues, never user data.
 INFRASTRUCTURE_MODULES = {"redis", "kombu", "amqp", "celery", "billiard"}
+# Machine tokens of log lines that PII patterns would misread (a task id's hex digits, "0.013812345678s"): kept.
+_MACHINE_TOKENS = re.compile(
+    r"(\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
+    r"|(?<![\w.])\d+\.\d+(?:[eE]-?\d+)?(?![\d.]))"
+)
 # Shorter exception texts ("1", "'x'") are too common to search for in a message.
 MIN_QUOTED_CHARS = 4
 
@@ -65,6 +71,13 @@ def _arg_values(args: Any) -> list[Any]:
     return []
 
 
+def mask_log_text(text: str) -> str:
+    """mask_pii on everything but ids and decimal numbers."""
+    pieces = _MACHINE_TOKENS.split(text)
+    # split() with one group alternates: text, token, text, token, ...
+    return "".join(piece if index % 2 else mask_pii(piece) for index, piece in enumerate(pieces))
+
+
 class RedactUserText(logging.Filter):
     """Attach to every handler (settings.LOGGING, and Celery's handlers in sceneclf_site.celery)."""
 
@@ -83,7 +96,7 @@ class RedactUserText(logging.Filter):
             for quoted in {repr(exc), str(exc)}:
                 if len(quoted) >= MIN_QUOTED_CHARS:
                     message = message.replace(quoted, exception_line(exc))
-        record.msg, record.args = mask_pii(message), None
+        record.msg, record.args = mask_log_text(message), None
         if raised is not None:
-            record.exc_text = mask_pii(redacted_traceback(raised))
+            record.exc_text = mask_log_text(redacted_traceback(raised))
         return True
