@@ -101,7 +101,7 @@ def token_session(live_server, served_project, owner) -> requests.Session:
     return session
 
 
-def schema_failures(base_url: str, session: requests.Session, slug: str) -> dict[str, str]:
+def schema_failures(base_url: str, session: requests.Session, slug: str, *, min_successes: int) -> dict[str, str]:
     """Run every operation's examples; returns {operation: first failure}. One test drives all operations, so
     the served project, its model and the live server are set up once."""
     schema = schemathesis.openapi.from_dict(openapi_document(), config=CONFIG)
@@ -117,23 +117,38 @@ def schema_failures(base_url: str, session: requests.Session, slug: str) -> dict
         @EXAMPLES
         @given(case=strategy)
         def run(case: schemathesis.Case) -> None:
-            case.call_and_validate(base_url=base_url, session=session, checks=CHECKS, timeout=60)
+            # The credentials win over what schemathesis generates for the documented security schemes.
+            case.call_and_validate(
+                base_url=base_url,
+                session=session,
+                headers=dict(session.headers),
+                cookies=session.cookies.get_dict(),
+                checks=CHECKS,
+                timeout=60,
+            )
 
         try:
             run()
         except (Exception, BaseExceptionGroup) as exc:  # a check failed: go on, to report every operation
             failures[operation.label] = str(exc)[:2000]
     # The run really exercised the API: many requests, and successes among them, not only refusals.
-    assert sum(statuses.values()) > 100 and sum(n for status, n in statuses.items() if status < 300) > 10, statuses
+    successes = sum(n for status, n in statuses.items() if status < 300)
+    assert sum(statuses.values()) > 100 and successes >= min_successes, statuses
     return failures
 
 
+def report(failures: dict[str, str]) -> str:
+    return "\n\n".join(f"== {operation}\n{failure}" for operation, failure in failures.items())
+
+
 def test_api_matches_its_schema_for_an_owner(live_server, owner_session, served_project):
-    assert schema_failures(live_server.url, owner_session, served_project.slug) == {}
+    failures = schema_failures(live_server.url, owner_session, served_project.slug, min_successes=50)
+    assert not failures, report(failures)
 
 
 def test_api_matches_its_schema_for_a_project_token(live_server, token_session, served_project):
-    assert schema_failures(live_server.url, token_session, served_project.slug) == {}
+    failures = schema_failures(live_server.url, token_session, served_project.slug, min_successes=5)
+    assert not failures, report(failures)
 
 
 def test_the_schema_documents_what_the_issue_found_missing(db):

@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from django.http import HttpResponse
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
-    OpenApiResponse,
     extend_schema,
     extend_schema_field,
     inline_serializer,
@@ -279,7 +277,7 @@ class ExportApi(APIView):
     @extend_schema(
         parameters=[OpenApiParameter("as", str, enum=list(FORMATS), description="File format (default yaml)")],
         responses={
-            (200, "application/yaml"): OpenApiResponse(OpenApiTypes.STR, description="The document as YAML"),
+            (200, "application/yaml"): TaxonomyDocumentSerializer,
             (200, "application/json"): TaxonomyDocumentSerializer,
         },
         summary="Download a version as YAML or JSON",
