@@ -165,3 +165,21 @@ def test_echoed_values_in_taxonomy_errors_are_cut_short(owner_api):
     response = taxonomy_import(owner_api, "t.json", f'{{"format": "{huge}", "labels": []}}'.encode())
     assert_envelope(response, 400, "invalid_taxonomy")
     assert len(response.content) < 2000
+
+
+@pytest.mark.smoke
+def test_an_api_url_that_matches_no_route_answers_json(owner_api):
+    for path in ("/api/v1/projects/alpha/review-tasks/-3/resolve", "/api/v1/no-such-thing"):
+        assert_envelope(owner_api.post(path, {}, format="json"), 404, "not_found")
+    page = owner_api.get("/no-such-page/")
+    assert page.status_code == 404 and page["Content-Type"].startswith("text/html")
+
+
+def test_form_fields_with_nul_are_refused(owner_api):
+    response = owner_api.post(
+        "/api/v1/projects/alpha/imports",
+        {"file": SimpleUploadedFile("a.jsonl", b'{"text": "x"}\n'), "source": "crm\x00"},
+        format="multipart",
+    )
+    assert_envelope(response, 400, "invalid_text")
+    assert not ImportJob.objects.exists()
