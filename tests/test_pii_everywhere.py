@@ -127,12 +127,12 @@ def file_hits(roots: list[Path]) -> dict[str, list[str]]:
 @pytest.mark.parametrize("mode", ["mask", "hash"])
 def test_no_raw_personal_data_anywhere(
     mode,
-    published_model,
-    token_client,
-    scene_project,
+    published_model,  # noqa: F811
+    token_client,  # noqa: F811
+    scene_project,  # noqa: F811
     owner,
     console_log,
-    django_capture_on_commit_callbacks,  # noqa: F811
+    django_capture_on_commit_callbacks,
 ):
     scene_project.pii_field_mode = mode
     scene_project.save(update_fields=["pii_field_mode"])

@@ -65,9 +65,7 @@ def openapi_document() -> dict:
 def served_project(scene_project, published_model, owner, make_user):  # noqa: F811
     """The scene project with a published model, a finished import, a reviewer and a token."""
     add_member(project=scene_project, user=make_user("rita"), role=Role.REVIEWER)
-    job = start_import(
-        project=scene_project, content=_jsonl(), file_name="seed.jsonl", enqueue=False, created_by=owner
-    )
+    job = start_import(project=scene_project, content=_jsonl(), file_name="seed.jsonl", enqueue=False, created_by=owner)
     run_import(job.pk)
     return scene_project
 

@@ -4,25 +4,29 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling', '0001_initial'),
+        ("labeling", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='importjob',
-            name='encoding',
+            model_name="importjob",
+            name="encoding",
             field=models.CharField(blank=True, max_length=32),
         ),
         migrations.AddField(
-            model_name='importjob',
-            name='fallback_aliases',
+            model_name="importjob",
+            name="fallback_aliases",
             field=models.JSONField(blank=True, default=list),
         ),
         migrations.AddField(
-            model_name='project',
-            name='pii_field_mode',
-            field=models.CharField(choices=[('mask', 'Mask (user-<PHONE>)'), ('hash', 'Hash the whole value')], default='mask', max_length=8, verbose_name='PII in ids and metadata'),
+            model_name="project",
+            name="pii_field_mode",
+            field=models.CharField(
+                choices=[("mask", "Mask (user-<PHONE>)"), ("hash", "Hash the whole value")],
+                default="mask",
+                max_length=8,
+                verbose_name="PII in ids and metadata",
+            ),
         ),
     ]

@@ -99,7 +99,8 @@ def start_import(
     encoding = _checked_encoding(encoding)
     aliases = _checked_aliases(fallback_aliases)
     # A file name can carry personal data too ("13812345678的投诉.csv"): it is stored like a metadata value.
-    file_name = protect_value(Path(file_name or "upload").name, project.pii_field_mode)[:255]
+    original = Path(file_name or "upload")
+    file_name = (protect_value(original.stem, project.pii_field_mode) + original.suffix)[-255:]
     file_format = _format_from_name(file_name)
     upload_dir = Path(settings.UPLOAD_DIR) / "imports" / str(project.id)
     upload_dir.mkdir(parents=True, exist_ok=True)
