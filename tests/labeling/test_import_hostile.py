@@ -16,6 +16,12 @@ from sceneclf_site.api_errors import ServiceError
 from tests.labeling.test_import import generated_rows, import_bytes, jsonl, publish_taxonomy
 
 
+@pytest.fixture(autouse=True)
+def _own_upload_dir(settings, tmp_path):
+    # Jobs of other tests that were never run keep their files; these tests look at their own folder only.
+    settings.UPLOAD_DIR = tmp_path / "uploads"
+
+
 @pytest.fixture
 def published(project):
     return publish_taxonomy(project, ["旅行", "支付", "物流"])
