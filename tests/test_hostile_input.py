@@ -105,8 +105,8 @@ def test_a_form_body_over_the_limit_is_a_json_413_too(owner_api):
 
 
 @pytest.mark.smoke
-@override_settings(UPLOAD_MAX_BYTES=10_000)
 def test_an_upload_over_the_cap_is_refused_before_it_is_stored(owner_api, settings, tmp_path):
+    settings.UPLOAD_MAX_BYTES = 10_000
     settings.UPLOAD_DIR = tmp_path / "uploads"
     data = b'{"text": "hello"}\n' * 2000  # 36 kB
     response = owner_api.post(
