@@ -2,6 +2,30 @@
 
 from django.db import migrations, models
 
+from labeling.pii import protect_data, protect_value
+
+BATCH = 2000
+
+
+def mask_existing_fields(apps, schema_editor):  # type: ignore[no-untyped-def]
+    """Items imported before ids and metadata were masked: mask them now (the default mode, `mask`)."""
+    item_model = apps.get_model("labeling", "Item")
+    changed = []
+    for item in item_model.objects.only("id", "external_id", "metadata").iterator(chunk_size=BATCH):
+        external_id, metadata = protect_value(item.external_id), protect_data(item.metadata)
+        if (external_id, metadata) != (item.external_id, item.metadata):
+            item.external_id, item.metadata = external_id[:200], metadata
+            changed.append(item)
+        if len(changed) >= BATCH:
+            item_model.objects.bulk_update(changed, ["external_id", "metadata"])
+            changed = []
+    item_model.objects.bulk_update(changed, ["external_id", "metadata"])
+    job_model = apps.get_model("labeling", "ImportJob")
+    for job in job_model.objects.only("id", "file_name", "source").iterator(chunk_size=BATCH):
+        file_name, source = protect_value(job.file_name), protect_value(job.source)
+        if (file_name, source) != (job.file_name, job.source):
+            job_model.objects.filter(pk=job.pk).update(file_name=file_name[:255], source=source[:100])
+
 
 class Migration(migrations.Migration):
     dependencies = [
@@ -29,4 +53,5 @@ class Migration(migrations.Migration):
                 verbose_name="PII in ids and metadata",
             ),
         ),
+        migrations.RunPython(mask_existing_fields, migrations.RunPython.noop),
     ]
