@@ -6,6 +6,7 @@ Kept to a few examples per operation so the whole run takes a minute or two (it 
 
 from __future__ import annotations
 
+import io
 import json
 from collections import Counter
 
@@ -70,9 +71,7 @@ def served_project(scene_project, published_model, owner, make_user):  # noqa: F
     return scene_project
 
 
-def _jsonl():  # type: ignore[no-untyped-def]
-    import io
-
+def _jsonl() -> io.BytesIO:
     return io.BytesIO('{"text": "退款一直没到账", "id": "r-1", "channel": "app"}\n'.encode())
 
 
