@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from django.utils.crypto import salted_hmac
 from stdnum import luhn
 from stdnum.cn import ric
 
@@ -97,3 +98,43 @@ PLACEHOLDERS = (PHONE, EMAIL, ID_CARD, BANK_CARD, ORDER_ID)
 
 def contains_pii_placeholder(text: str) -> bool:
     return any(token in text for token in PLACEHOLDERS)
+
+
+# --- PII in fields other than the text ----------------------------------------------------------------------
+
+MASK = "mask"
+HASH = "hash"
+FIELD_MODES = (MASK, HASH)
+HASH_PREFIX = "<HASH:"
+
+
+def hash_value(value: str) -> str:
+    """A keyed hash (HMAC with the deployment's SECRET_KEY): equal values stay equal, so ids still join, but a
+    phone number cannot be recovered by hashing every possible number."""
+    return f"{HASH_PREFIX}{salted_hmac('sceneclf.pii-field', value).hexdigest()[:24]}>"
+
+
+def protect_value(value: str, mode: str = MASK) -> str:
+    """An id, a session id or a metadata value as it may be stored: PII found by the text patterns is masked
+    (`user-13812345678` → `user-<PHONE>`), or with mode `hash` the whole value becomes its keyed hash."""
+    masked = mask_pii(value)
+    if masked == value.translate(_FULL_WIDTH_FOLD):
+        return value  # nothing personal found: keep the value exactly as sent
+    return hash_value(value) if mode == HASH else masked
+
+
+def protect_data(value: object, mode: str = MASK) -> object:
+    """`protect_value` on every string and number of a JSON-like value (keys too: a phone number can be a key).
+    Numbers are checked as their digits, since 13812345678 is as personal as "13812345678"."""
+    if isinstance(value, str):
+        return protect_value(value, mode)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        protected = protect_value(str(value), mode)
+        return value if protected == str(value) else protected
+    if isinstance(value, dict):
+        return {protect_value(str(key), mode): protect_data(item, mode) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [protect_data(item, mode) for item in value]
+    return value

@@ -12,11 +12,20 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import yaml
+from yaml.composer import ComposerError
+from yaml.events import AliasEvent, MappingStartEvent, SequenceStartEvent
+
+from sceneclf_site.parsers import JSONTooDeep, UnstorableJSON, document_problem, loads_checked
 
 DOCUMENT_FORMAT = "sceneclf-taxonomy"
 DOCUMENT_FORMAT_VERSION = 1
 FORMATS = ("yaml", "json")
 MAX_HIERARCHY_DEPTH = 2
+# A document nests a few levels (document → labels → label → examples); far deeper is an attack, not a taxonomy.
+MAX_DOCUMENT_DEPTH = 16
+# Errors quote what the file said; a hostile file must not turn that into a huge answer.
+MAX_PROBLEMS = 50
+MAX_PROBLEM_CHARS = 300
 
 # Dataset labels such as "买家咨询补货/上货时间" or "card arrival" must work as keys; URLs carry keys with the
 # path converter, so only the characters that break a URL (\ ? # %) and outer or control whitespace are refused.
@@ -45,8 +54,43 @@ class TaxonomyDocumentError(ValueError):
     """A document that cannot become a taxonomy. `problems` lists every issue found, not just the first."""
 
     def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
+        kept = [_shorten(problem, MAX_PROBLEM_CHARS) for problem in problems[:MAX_PROBLEMS]]
+        if len(problems) > MAX_PROBLEMS:
+            kept.append(f"... and {len(problems) - MAX_PROBLEMS} more problems.")
+        super().__init__("; ".join(kept))
+        self.problems = kept
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class _BoundedSafeLoader(yaml.SafeLoader):
+    """The safe loader without aliases (one `*a` can stand for millions of nodes: "billion laughs") and with
+    a nesting limit (the composer recurses once per level). Both are refused while composing, before any
+    Python object is built."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        if self.check_event(AliasEvent):
+            event = self.peek_event()
+            raise ComposerError(None, None, "aliases (*name) are not allowed in taxonomy files", event.start_mark)
+        nests = self.check_event(SequenceStartEvent, MappingStartEvent)
+        if nests:
+            self._depth += 1
+            if self._depth > MAX_DOCUMENT_DEPTH:
+                event = self.peek_event()
+                raise ComposerError(
+                    None, None, f"the document nests deeper than {MAX_DOCUMENT_DEPTH} levels", event.start_mark
+                )
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            if nests:
+                self._depth -= 1
 
 
 @dataclass
@@ -202,10 +246,12 @@ def specs_from_document(document: Any) -> tuple[list[LabelSpec], str]:
         raise TaxonomyDocumentError(["The document must be a mapping with a 'labels' list."])
     fmt = document.get("format", DOCUMENT_FORMAT)
     if fmt != DOCUMENT_FORMAT:
-        raise TaxonomyDocumentError([f"field 'format' must be '{DOCUMENT_FORMAT}', got '{fmt}'."])
+        got = _shorten(str(fmt), 60)
+        raise TaxonomyDocumentError([f"field 'format' must be '{DOCUMENT_FORMAT}', got '{got}'."])
     version = document.get("format_version", DOCUMENT_FORMAT_VERSION)
     if version != DOCUMENT_FORMAT_VERSION:
-        raise TaxonomyDocumentError([f"field 'format_version' {version} is not supported (use 1)."])
+        got = _shorten(str(version), 60)
+        raise TaxonomyDocumentError([f"field 'format_version' {got} is not supported (use 1)."])
     raw_labels = document.get("labels")
     if not isinstance(raw_labels, list) or not raw_labels:
         raise TaxonomyDocumentError(["field 'labels' must be a non-empty list of labels."])
@@ -256,13 +302,29 @@ def parse_document(text: str, fmt: str) -> Any:
     """Text → Python data. YAML is read with the safe loader (no object construction from files)."""
     try:
         if fmt == "json":
-            return json.loads(text)
+            return loads_checked(text, max_depth=MAX_DOCUMENT_DEPTH)
         if fmt == "yaml":
-            return yaml.safe_load(text)
+            return _load_yaml(text)
     except json.JSONDecodeError as exc:
         raise TaxonomyDocumentError([f"Not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."]) from exc
+    except (JSONTooDeep, UnstorableJSON) as exc:
+        raise TaxonomyDocumentError([f"Not a usable JSON document: {exc}"]) from exc
+    except ValueError as exc:  # NaN / Infinity
+        raise TaxonomyDocumentError([f"Not valid JSON: {exc}."]) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise TaxonomyDocumentError([f"Not valid YAML{at}: {getattr(exc, 'problem', exc)}."]) from exc
     raise TaxonomyDocumentError([f"Unknown import format '{fmt}'. Use one of: {', '.join(FORMATS)}."])
+
+
+def _load_yaml(text: str) -> Any:
+    loader = _BoundedSafeLoader(text)
+    try:
+        data = loader.get_single_data()
+    finally:
+        loader.dispose()
+    problem = document_problem(data)
+    if problem is not None:
+        raise TaxonomyDocumentError([f"Not a usable YAML document: {problem[0]}"])
+    return data

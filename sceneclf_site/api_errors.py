@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
 
 
 class ServiceError(Exception):
@@ -53,9 +53,31 @@ def is_broker_error(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError) or type(exc).__module__.startswith("redis.exceptions")
 
 
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+    code = "request_too_large"
+
+
+def _size_limit_error(exc: Exception) -> ServiceError | None:
+    """Django's own body/upload limits (SuspiciousOperation, an HTML 400 by default) as JSON errors."""
+    if isinstance(exc, RequestDataTooBig):
+        if getattr(exc, "limit", None) is not None:  # sceneclf_site.parsers.UploadTooLarge
+            return PayloadTooLarge(str(exc), code="file_too_large", details={"limit": exc.limit})
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return PayloadTooLarge(
+            f"The request body is larger than the limit of {limit} bytes (DATA_UPLOAD_MAX_MEMORY_SIZE).",
+            code="request_too_large",
+            details={"limit": limit},
+        )
+    if isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
+        return ServiceError(str(exc), code="too_many_fields")
+    return None
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if is_broker_error(exc):
         exc = BrokerUnavailable(BROKER_DOWN_MESSAGE)
+    exc = _size_limit_error(exc) or exc
     if isinstance(exc, ServiceError):
         body = {"error": {"code": exc.code, "message": exc.message, "details": exc.details}}
         return Response(body, status=exc.status_code)
@@ -65,6 +87,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = exceptions.NotFound(str(exc) or None)
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied(str(exc) or None)
+    # Imported here: rest_framework.views loads the parser classes, and the JSON parser uses this module.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
@@ -78,3 +103,45 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         }
     }
     return response
+
+
+# --- Django's own error pages, for answers Django gives before any API view runs ----------------------------
+
+API_PREFIX = "/api/"
+
+
+def _envelope(status: int, code: str, message: str) -> Any:
+    from django.http import JsonResponse
+
+    return JsonResponse({"error": {"code": code, "message": message, "details": None}}, status=status)
+
+
+def page_not_found(request: Any, exception: Exception) -> Any:
+    """handler404: a URL that matches no route (e.g. `/items/-3` where an id is expected) under /api/ answers
+    the JSON envelope like every other API error; pages keep Django's page."""
+    if request.path.startswith(API_PREFIX):
+        return _envelope(404, "not_found", "No such API endpoint or object.")
+    from django.views.defaults import page_not_found as django_page_not_found
+
+    return django_page_not_found(request, exception)
+
+
+def bad_request(request: Any, exception: Exception) -> Any:
+    """handler400: Django's SuspiciousOperation answers (body too large, too many fields) outside DRF views."""
+    if request.path.startswith(API_PREFIX):
+        error = _size_limit_error(exception)
+        if error is not None:
+            return _envelope(error.status_code, error.code, error.message)
+        return _envelope(400, "bad_request", "The request could not be read.")
+    from django.views.defaults import bad_request as django_bad_request
+
+    return django_bad_request(request, exception)
+
+
+def server_error(request: Any) -> Any:
+    """handler500: an API client gets JSON it can parse even for a bug; the log has the details."""
+    if request.path.startswith(API_PREFIX):
+        return _envelope(500, "server_error", "Internal server error.")
+    from django.views.defaults import server_error as django_server_error
+
+    return django_server_error(request)

@@ -7,7 +7,7 @@ import os
 from datetime import timedelta
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sceneclf_site.settings.local")
@@ -68,6 +68,16 @@ def _beat_schedule() -> dict[str, dict[str, Any]]:
 @app.on_after_finalize.connect
 def _install_beat_schedule(sender: Celery, **kwargs: Any) -> None:
     sender.conf.beat_schedule = _beat_schedule()
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _redact_worker_logs(logger: Any, **kwargs: Any) -> None:
+    """The worker replaces Django's log handlers with its own: they get the same filter (no user text)."""
+    from sceneclf_site.log_filters import RedactUserText
+
+    for handler in logger.handlers:
+        handler.addFilter(RedactUserText())
 
 
 @app.task(name="sceneclf.ping", ignore_result=False)

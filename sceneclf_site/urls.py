@@ -27,3 +27,8 @@ urlpatterns = [
     path("", include("modeling.urls")),
     path("", include("feedback.urls")),
 ]
+
+# Under /api/ these answer the JSON error envelope; pages keep Django's pages.
+handler400 = "sceneclf_site.api_errors.bad_request"
+handler404 = "sceneclf_site.api_errors.page_not_found"
+handler500 = "sceneclf_site.api_errors.server_error"

@@ -137,6 +137,10 @@ def log_predictions(
     token: Any | None,
 ) -> list[PredictionLog]:
     """One PredictionLog per text (latency = the whole call's model time), then the review queue."""
+    from labeling.pii import protect_value
+
+    # A client may use a phone number or an e-mail as its session id: stored masked or hashed, as ids are.
+    session_id = protect_value(request.session_id, project.pii_field_mode)[:MAX_SESSION_ID]
     rows = []
     for text, prediction, request_id in zip(request.texts, predictions, request_ids, strict=True):
         masked, text_hash = mask_and_hash(text)
@@ -145,7 +149,7 @@ def log_predictions(
                 project=project,
                 model_version_id=model.version_id,
                 request_id=request_id,
-                session_id=request.session_id,
+                session_id=session_id,
                 token=token,
                 text_masked=masked,
                 text_hash=text_hash,

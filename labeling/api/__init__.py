@@ -11,6 +11,12 @@ class ProjectTokenScheme(OpenApiAuthenticationExtension):
     target_class = "labeling.authentication.ProjectTokenAuthentication"
     name = "projectToken"
 
+    def get_security_requirement(self, auto_schema):  # type: ignore[no-untyped-def]
+        # Every view runs the token authenticator, but only predict endpoints let a token through.
+        if getattr(auto_schema.view, "project_action", None) != "predict":
+            return None
+        return {self.name: []}
+
     def get_security_definition(self, auto_schema):  # type: ignore[no-untyped-def]
         return {
             "type": "apiKey",

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import permissions, serializers, status
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -17,6 +16,7 @@ from labeling.permissions import ProjectActionPermission
 from labeling.selectors.items import EXPORT_FORMATS, export_lines, import_job_get, import_job_list, item_list
 from labeling.services.imports import start_import
 from labeling.services.splits import assign_splits
+from sceneclf_site.parsers import StrictFormParser, StrictMultiPartParser
 
 PERMISSIONS = [permissions.IsAuthenticated, ProjectActionPermission]
 
@@ -28,7 +28,8 @@ class ImportJobSerializer(serializers.ModelSerializer):
     class Meta:
         model = ImportJob
         fields = [
-            "id", "status", "file_name", "file_format", "source", "total_lines", "processed_lines", "progress",
+            "id", "status", "file_name", "file_format", "encoding", "fallback_aliases", "source",
+            "total_lines", "processed_lines", "progress",
             "created_count", "duplicate_count", "rejected_count", "labeled_count", "rejections", "error",
             "created_at", "finished_at",
         ]  # fmt: skip
@@ -38,13 +39,22 @@ class ImportJobSerializer(serializers.ModelSerializer):
 class ImportUploadSerializer(serializers.Serializer):
     file = serializers.FileField()
     source = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    encoding = serializers.CharField(
+        max_length=40, required=False, allow_blank=True, default="", help_text="e.g. gb18030, big5; detected if empty"
+    )
+    fallback_alias = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        required=False,
+        default=list,
+        help_text="Dataset labels meaning the fallback label (e.g. other, oos); 其他 always does. Repeat the field.",
+    )
 
 
 class ImportListCreateApi(APIView):
     permission_classes = PERMISSIONS
     project_action = "manage"
     project_read_action = "view"
-    parser_classes = [MultiPartParser, FormParser]
+    parser_classes = [StrictMultiPartParser, StrictFormParser]
 
     @extend_schema(responses=ImportJobSerializer(many=True))
     def get(self, request: Request, slug: str) -> Response:
@@ -61,6 +71,8 @@ class ImportListCreateApi(APIView):
             file_name=upload.validated_data["file"].name,
             source=upload.validated_data["source"],
             created_by=request.user,
+            encoding=upload.validated_data["encoding"],
+            fallback_aliases=upload.validated_data["fallback_alias"],
         )
         return Response(ImportJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
@@ -100,6 +112,7 @@ class ItemPagination(PageNumberPagination):
 class ItemListApi(APIView):
     permission_classes = PERMISSIONS
     project_action = "view"
+    pagination_class = ItemPagination  # also tells the schema that the list comes in pages
 
     @extend_schema(parameters=[ItemFilterSerializer], responses=ItemSerializer(many=True))
     def get(self, request: Request, slug: str) -> Response:
@@ -114,7 +127,7 @@ class ItemListApi(APIView):
             label=data["label"],
             has_gold=data["has_gold"] if "has_gold" in request.query_params else None,
         )
-        paginator = ItemPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(items, request, view=self)
         return paginator.get_paginated_response(ItemSerializer(page, many=True).data)
 
@@ -160,7 +173,10 @@ class ExportApi(APIView):
             OpenApiParameter("fmt", str, enum=list(EXPORT_FORMATS), description="jsonl (default) or csv"),
             OpenApiParameter("only_gold", bool, description="only items with a gold label"),
         ],
-        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+        responses={
+            (200, "application/x-ndjson"): OpenApiResponse(OpenApiTypes.STR, description="One JSON object a line"),
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="A header row, then one item a row"),
+        },
     )
     def get(self, request: Request, slug: str) -> StreamingHttpResponse:
         fmt = request.query_params.get("fmt", "jsonl")

@@ -179,7 +179,7 @@ class TokenDetailApi(APIView):
     permission_classes = PERSON
     project_action = "manage"
 
-    @extend_schema(responses=ApiTokenSerializer, summary="Revoke a token (effective on its next request)")
+    @extend_schema(responses={200: ApiTokenSerializer}, summary="Revoke a token (effective on its next request)")
     def delete(self, request: Request, slug: str, token_id: int) -> Response:
         return Response(ApiTokenSerializer(revoke_api_token(project=self.project, token_id=token_id)).data)
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from django.http import HttpResponse
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import serializers, status
-from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -36,6 +39,7 @@ from labeling.services.taxonomy import (
 )
 from labeling.taxonomy_io import FORMATS, LABEL_FIELDS, dump_document, guess_format
 from sceneclf_site.api_errors import NotFoundError, ServiceError
+from sceneclf_site.parsers import StrictFormParser, StrictMultiPartParser
 
 MAX_IMPORT_BYTES = 2 * 1024 * 1024
 EXPORT_CONTENT_TYPES = {"yaml": "application/yaml; charset=utf-8", "json": "application/json; charset=utf-8"}
@@ -97,6 +101,18 @@ class LabelSpecSerializer(serializers.Serializer):
     hotkey = serializers.CharField()
     order = serializers.IntegerField()
     is_fallback = serializers.BooleanField()
+
+
+class TaxonomyDocumentSerializer(serializers.Serializer):
+    """The exported file (taxonomy_io.build_document); YAML carries the same fields."""
+
+    format = serializers.CharField()
+    format_version = serializers.IntegerField()
+    project = serializers.CharField()
+    version = serializers.IntegerField()
+    status = serializers.CharField()
+    notes = serializers.CharField(allow_blank=True)
+    labels = LabelSpecSerializer(many=True)
 
 
 class LabelChangeSerializer(serializers.Serializer):
@@ -260,7 +276,10 @@ class ExportApi(APIView):
 
     @extend_schema(
         parameters=[OpenApiParameter("as", str, enum=list(FORMATS), description="File format (default yaml)")],
-        responses={(200, "application/yaml"): OpenApiTypes.STR, (200, "application/json"): OpenApiTypes.OBJECT},
+        responses={
+            (200, "application/yaml"): TaxonomyDocumentSerializer,
+            (200, "application/json"): TaxonomyDocumentSerializer,
+        },
         summary="Download a version as YAML or JSON",
     )
     def get(self, request: Request, slug: str, number: int) -> HttpResponse:
@@ -294,7 +313,7 @@ def read_upload(upload) -> tuple[str, str]:  # type: ignore[no-untyped-def]
 class ImportApi(APIView):
     permission_classes = PERSON
     project_action = "edit_taxonomy"
-    parser_classes = [MultiPartParser, FormParser]
+    parser_classes = [StrictMultiPartParser, StrictFormParser]
 
     @extend_schema(
         request={

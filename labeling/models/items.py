@@ -78,6 +78,10 @@ class ImportJob(models.Model):
     file_path = models.CharField(max_length=500)
     file_name = models.CharField(max_length=255)
     file_format = models.CharField(max_length=8)  # jsonl | csv
+    # Asked for at upload, else detected; the stored upload is UTF-8 from then on.
+    encoding = models.CharField(max_length=32, blank=True)
+    # Dataset labels that mean the fallback (e.g. "other", "oos"), besides its own key and 其他.
+    fallback_aliases = models.JSONField(default=list, blank=True)
     source = models.CharField(max_length=100, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     total_lines = models.PositiveIntegerField(default=0)

@@ -22,6 +22,14 @@ class Project(models.Model):
     language = models.CharField(max_length=16, default="zh-hans")
     # Raw (unmasked) text is kept only when the owner opts in: PII stays out by default.
     keep_raw_text = models.BooleanField(default=False)
+    # PII in ids, metadata and session ids: masked by the text patterns, or the whole value replaced by a keyed
+    # hash (keeps equal ids equal). See labeling.pii.protect_value.
+    pii_field_mode = models.CharField(
+        "PII in ids and metadata",
+        max_length=8,
+        choices=[("mask", "Mask (user-<PHONE>)"), ("hash", "Hash the whole value")],
+        default="mask",
+    )
     max_text_chars = models.PositiveIntegerField(default=default_max_text_chars)
     # Annotation overlap: k annotators per item, and a share of items that always get k >= 2.
     overlap_k = models.PositiveSmallIntegerField(default=1)

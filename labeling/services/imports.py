@@ -13,6 +13,7 @@ import csv
 import json
 import logging
 import shutil
+import unicodedata
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,16 +21,19 @@ from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
+import charset_normalizer
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from labeling.models import GoldLabel, ImportJob, Item, ItemEvent, Project, TaxonomyVersion
+from labeling.models import GoldLabel, ImportJob, Item, ItemEvent, Label, Project, TaxonomyVersion
+from labeling.pii import mask_pii, protect_data, protect_value
 from labeling.selectors.items import latest_published_taxonomy, published_label_keys
 from labeling.services.history import record_events
 from labeling.services.items import PreparedText, item_from_prepared, prepare_text
 from labeling.services.splits import assign_missing_splits
 from sceneclf_site.api_errors import ServiceError
+from sceneclf_site.parsers import JSONTooDeep, UnstorableJSON, document_problem, loads_checked, max_json_depth
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +42,12 @@ JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 CSV_SUFFIXES = {".csv"}
 ID_KEYS = ("external_id", "id")
 SNIFF_LINES = 50
+# Labels that mean "none of the scenes" in Chinese datasets; they map to the project's fallback label.
+FALLBACK_WORDS = ("其他",)
+MAX_FALLBACK_ALIASES = 20
+# charset-normalizer names the smallest code page that fits; decode with its superset so rarer characters pass.
+ENCODING_SUPERSETS = {"gb2312": "gb18030", "gbk": "gb18030", "big5": "big5hkscs", "cp950": "big5hkscs"}
+CHINESE_ENCODINGS = ("gb18030", "big5hkscs")
 
 
 class ImportFileError(Exception):
@@ -81,34 +91,80 @@ def start_import(
     source: str = "",
     created_by: Any | None = None,
     enqueue: bool = True,
+    encoding: str = "",
+    fallback_aliases: Iterable[str] = (),
 ) -> ImportJob:
     """Store the uploaded file and create a pending job; with `enqueue`, queue `labeling.tasks.run_import`
-    once the job row is committed. `content` is a binary file object or a Django UploadedFile."""
-    file_name = Path(file_name or "upload").name[:255]
+    once the job row is committed. `content` is a binary file object or a Django UploadedFile.
+
+    `encoding` names the file's encoding (detected when empty); `fallback_aliases` are dataset labels that mean
+    the project's fallback label (e.g. "other", "oos")."""
+    encoding = _checked_encoding(encoding)
+    aliases = _checked_aliases(fallback_aliases)
+    # A file name can carry personal data too ("13812345678的投诉.csv"): it is stored like a metadata value.
+    original = Path(file_name or "upload")
+    file_name = (protect_value(original.stem, project.pii_field_mode) + original.suffix)[-255:]
     file_format = _format_from_name(file_name)
     upload_dir = Path(settings.UPLOAD_DIR) / "imports" / str(project.id)
     upload_dir.mkdir(parents=True, exist_ok=True)
     stored_path = upload_dir / f"{uuid.uuid4().hex}{Path(file_name).suffix.lower()[:10]}"
+    try:
+        _store_upload(content, stored_path)
+        if stored_path.stat().st_size == 0:
+            raise ServiceError("The file is empty.", code="empty_file")
+        job = ImportJob.objects.create(
+            project=project,
+            file_path=str(stored_path),
+            file_name=file_name,
+            file_format=file_format,
+            encoding=encoding,
+            fallback_aliases=aliases,
+            source=protect_value(source, project.pii_field_mode)[:100] if source else file_name[:100],
+            created_by=created_by if getattr(created_by, "pk", None) else None,
+        )
+    except BaseException:
+        _remove_upload(stored_path)  # no job will ever read it
+        raise
+    if enqueue:
+        transaction.on_commit(lambda: enqueue_import(job.id))
+    return job
+
+
+def _store_upload(content: IO[bytes] | Any, stored_path: Path) -> None:
     with stored_path.open("wb") as out:
         if hasattr(content, "chunks"):
             for piece in content.chunks():
                 out.write(piece)
         else:
             shutil.copyfileobj(content, out)
-    if stored_path.stat().st_size == 0:
-        stored_path.unlink()
-        raise ServiceError("The file is empty.", code="empty_file")
-    job = ImportJob.objects.create(
-        project=project,
-        file_path=str(stored_path),
-        file_name=file_name,
-        file_format=file_format,
-        source=(source or file_name)[:100],
-        created_by=created_by if getattr(created_by, "pk", None) else None,
-    )
-    if enqueue:
-        transaction.on_commit(lambda: enqueue_import(job.id))
-    return job
+
+
+def _checked_encoding(encoding: str) -> str:
+    encoding = (encoding or "").strip()
+    if not encoding:
+        return ""
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise ServiceError(
+            f"Unknown encoding '{encoding[:40]}'. Use a name such as utf-8, gb18030 (GBK) or big5.",
+            code="unknown_encoding",
+        ) from None
+    return ENCODING_SUPERSETS.get(name, name)
+
+
+def _checked_aliases(aliases: Iterable[str]) -> list[str]:
+    cleaned = [_label_form(alias) for alias in aliases if isinstance(alias, str) and alias.strip()]
+    if len(cleaned) > MAX_FALLBACK_ALIASES:
+        raise ServiceError(f"At most {MAX_FALLBACK_ALIASES} fallback aliases.", code="too_many_aliases")
+    if any(len(alias) > 64 for alias in cleaned):
+        raise ServiceError("A fallback alias is at most 64 characters.", code="invalid_alias")
+    return list(dict.fromkeys(cleaned))
+
+
+def _label_form(label: str) -> str:
+    """How dataset labels are compared: NFKC (full-width letters fold) and outer spaces dropped."""
+    return unicodedata.normalize("NFKC", label).strip()
 
 
 def enqueue_import(job_id: int) -> None:
@@ -138,14 +194,25 @@ def run_import(job_id: int) -> ImportJob:
     job = ImportJob.objects.select_related("project").get(pk=job_id)
     if job.status in (ImportJob.Status.DONE, ImportJob.Status.FAILED):
         return job
-    path = Path(job.file_path)
+    try:
+        return _run_job(job, Path(job.file_path))
+    finally:
+        # The upload holds unmasked text: once the job has ended, however it ended, the file goes. A worker
+        # killed mid-job leaves the job running and the file in place, so the job can resume.
+        ended = ImportJob.objects.filter(pk=job.pk, status__in=[ImportJob.Status.DONE, ImportJob.Status.FAILED])
+        for file_path in ended.values_list("file_path", flat=True):
+            _remove_upload(Path(file_path))
+
+
+def _run_job(job: ImportJob, path: Path) -> ImportJob:
     try:
         if not path.exists():
             raise ImportFileError("The uploaded file is no longer on the server; upload it again.")
+        path = _ensure_utf8(job, path)
         file_format = _check_file(path, job.file_format)
         total = _count_records(path, file_format)
     except ImportFileError as exc:
-        return _fail(job, str(exc), path)
+        return _fail(job, str(exc))
     ImportJob.objects.filter(pk=job.pk).update(
         status=ImportJob.Status.RUNNING, file_format=file_format, total_lines=total
     )
@@ -153,7 +220,7 @@ def run_import(job_id: int) -> ImportJob:
     try:
         _import_records(job, _parse_file(path, file_format))
     except ImportFileError as exc:
-        return _fail(job, str(exc), path)
+        return _fail(job, str(exc))
     except Exception as exc:
         # Log the kind only: messages from parsers or the database may quote user text.
         logger.error("import job %s stopped: %s", job.pk, type(exc).__name__)
@@ -164,7 +231,6 @@ def run_import(job_id: int) -> ImportJob:
         )
         raise
     ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.DONE, finished_at=timezone.now())
-    _remove_upload(path)
     job.refresh_from_db()
     logger.info(
         "import job %s done: created=%s duplicate=%s rejected=%s labeled=%s",
@@ -173,25 +239,24 @@ def run_import(job_id: int) -> ImportJob:
     return job
 
 
-def _fail(job: ImportJob, message: str, path: Path) -> ImportJob:
+def _fail(job: ImportJob, message: str) -> ImportJob:
+    message = mask_pii(message)  # it may quote the file (a CSV header)
     ImportJob.objects.filter(pk=job.pk).update(
         status=ImportJob.Status.FAILED, error=message, finished_at=timezone.now()
     )
-    _remove_upload(path)
     job.refresh_from_db()
     logger.warning("import job %s failed: %s", job.pk, message)
     return job
 
 
 def _remove_upload(path: Path) -> None:
-    # The upload holds unmasked text: once imported (or refused), it is not kept.
     path.unlink(missing_ok=True)
 
 
 def _import_records(job: ImportJob, records: Iterable[ParsedLine]) -> None:
     project = job.project
     taxonomy = latest_published_taxonomy(project)
-    label_keys = published_label_keys(taxonomy)
+    labels = LabelResolver.for_taxonomy(taxonomy, job.fallback_aliases)
     seen_hashes: set[str] = set()
     chunk: list[ParsedLine] = []
     for index, record in enumerate(records):
@@ -199,23 +264,23 @@ def _import_records(job: ImportJob, records: Iterable[ParsedLine]) -> None:
             continue  # committed by an earlier run of this job
         chunk.append(record)
         if len(chunk) >= CHUNK_SIZE:
-            _commit_chunk(job, chunk, taxonomy, label_keys, seen_hashes)
+            _commit_chunk(job, chunk, taxonomy, labels, seen_hashes)
             chunk = []
     if chunk:
-        _commit_chunk(job, chunk, taxonomy, label_keys, seen_hashes)
+        _commit_chunk(job, chunk, taxonomy, labels, seen_hashes)
 
 
 def _commit_chunk(
     job: ImportJob,
     chunk: list[ParsedLine],
     taxonomy: TaxonomyVersion | None,
-    label_keys: set[str],
+    labels: LabelResolver,
     seen_hashes: set[str],
 ) -> None:
     for attempt in range(3):
         try:
             with transaction.atomic():
-                outcome = _store_chunk(job.project, chunk, taxonomy, label_keys, seen_hashes, job.source)
+                outcome = _store_chunk(job.project, chunk, taxonomy, labels, seen_hashes, job.source)
                 _record_imported_gold(job, outcome.gold)
                 _add_to_job(job, outcome, len(chunk))
         except IntegrityError:
@@ -246,14 +311,14 @@ def _store_chunk(
     project: Project,
     chunk: list[ParsedLine],
     taxonomy: TaxonomyVersion | None,
-    label_keys: set[str],
+    labels: LabelResolver,
     seen_hashes: set[str],
     source: str,
 ) -> ChunkOutcome:
     outcome = ChunkOutcome()
     candidates: dict[str, _Candidate] = {}
     for parsed in chunk:
-        reason = parsed.reject_reason or _label_problem(parsed.label, taxonomy, label_keys)
+        reason = parsed.reject_reason or _resolve_label(parsed, taxonomy, labels)
         prepared = None
         if reason is None:
             try:
@@ -261,7 +326,8 @@ def _store_chunk(
             except ServiceError as exc:
                 reason = _text_problem(exc, project)
         if reason is not None or prepared is None:
-            outcome.rejections.append({"line": parsed.line, "reason": reason})
+            # Reasons quote the line (a label, a field name): they are stored, so they are masked like texts.
+            outcome.rejections.append({"line": parsed.line, "reason": mask_pii(reason)})
             continue
         if prepared.text_hash in seen_hashes or prepared.text_hash in outcome.hashes:
             outcome.duplicates += 1
@@ -281,13 +347,14 @@ def _store_chunk(
             project=project, text_hash__in=list(candidates)
         ).values_list("text_hash", "id", "gold__id")
     }
+    mode = project.pii_field_mode
     new_items = [
         item_from_prepared(
             project,
             candidate.prepared,
             source=source,
-            external_id=candidate.parsed.external_id,
-            metadata=candidate.parsed.metadata,
+            external_id=protect_value(candidate.parsed.external_id, mode),
+            metadata=protect_data(candidate.parsed.metadata, mode),
         )
         for text_hash, candidate in candidates.items()
         if text_hash not in existing
@@ -337,15 +404,46 @@ def _record_imported_gold(job: ImportJob, gold: list[GoldLabel]) -> None:
     assign_missing_splits(project=job.project, item_ids=[label.item_id for label in gold], actor=job.created_by)
 
 
-def _label_problem(label: str | None, taxonomy: TaxonomyVersion | None, label_keys: set[str]) -> str | None:
+@dataclass
+class LabelResolver:
+    """Dataset label → label key. Keys match themselves (after NFKC); the fallback's key and name, 其他 and the
+    job's aliases match the fallback in any letter case, so a dataset's own 其他 / Other class becomes gold of
+    the fallback label. A key always wins over an alias of the same spelling."""
+
+    keys: dict[str, str]
+    aliases: dict[str, str]
+
+    @classmethod
+    def for_taxonomy(cls, taxonomy: TaxonomyVersion | None, aliases: list[str]) -> LabelResolver:
+        if taxonomy is None:
+            return cls({}, {})
+        keys = {_label_form(key): key for key in published_label_keys(taxonomy)}
+        fallback = Label.objects.filter(taxonomy=taxonomy, is_fallback=True).values_list("key", "name").first()
+        words = (*fallback, *FALLBACK_WORDS, *aliases) if fallback else ()
+        return cls(keys, {_label_form(word).casefold(): fallback[0] for word in words})
+
+    def resolve(self, label: str) -> str | None:
+        form = _label_form(label)
+        return self.keys.get(form) or self.aliases.get(form.casefold())
+
+
+def _resolve_label(parsed: ParsedLine, taxonomy: TaxonomyVersion | None, labels: LabelResolver) -> str | None:
+    """Replace the line's label by its key; the reason to reject the line, if any."""
+    label = parsed.label
     if not label:
         return None
+    shown = label[:64]
     if taxonomy is None:
         return (
-            f"The line carries the label '{label}' but the project has no published taxonomy: publish a taxonomy first."
+            f"The line carries the label '{shown}' but the project has no published taxonomy: publish a taxonomy first."
         )
-    if label not in label_keys:
-        return f"Unknown label '{label}': it is not in the published taxonomy v{taxonomy.number}."
+    key = labels.resolve(label)
+    if key is None:
+        return (
+            f"Unknown label '{shown}': it is not in the published taxonomy v{taxonomy.number} "
+            "(a label that means the fallback can be mapped with the import option fallback_alias)."
+        )
+    parsed.label = key
     return None
 
 
@@ -364,8 +462,32 @@ def _text_problem(exc: ServiceError, project: Project) -> str:
 # --- reading files ----------------------------------------------------------------------------
 
 
-def _check_file(path: Path, declared_format: str) -> str:
-    """Refuse files that are not UTF-8, and decide between JSONL and CSV."""
+def _ensure_utf8(job: ImportJob, path: Path) -> Path:
+    """The path of the upload as UTF-8. A file in another encoding (named at upload, or detected) is converted
+    once, to a new file the job then points to, so a resumed job never converts twice."""
+    if path.stem.endswith(UTF8_MARK):
+        return path
+    encoding = job.encoding
+    if encoding in ("", "utf-8", "utf-8-sig"):
+        problem = _utf8_problem(path)
+        if problem is None:
+            if not encoding:
+                ImportJob.objects.filter(pk=job.pk).update(encoding="utf-8")
+            return path
+        if encoding:
+            raise ImportFileError(f"{problem}. Save it as UTF-8 and import it again.")
+        encoding = _detect_encoding(path, problem)
+    converted = path.with_name(f"{path.stem}{UTF8_MARK}{path.suffix}")
+    _transcode(path, converted, encoding)
+    ImportJob.objects.filter(pk=job.pk).update(file_path=str(converted), encoding=encoding)
+    _remove_upload(path)
+    return converted
+
+
+UTF8_MARK = ".utf8"
+
+
+def _utf8_problem(path: Path) -> str | None:
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = 0
     with path.open("rb") as raw:
@@ -373,16 +495,47 @@ def _check_file(path: Path, declared_format: str) -> str:
             try:
                 decoder.decode(piece)
             except UnicodeDecodeError as exc:
-                raise ImportFileError(
-                    f"The file is not UTF-8 text (invalid byte at offset {offset + exc.start}). "
-                    "Save it as UTF-8 and import it again."
-                ) from None
+                return f"The file is not UTF-8 text (invalid byte at offset {offset + exc.start})"
             offset += len(piece)
         try:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
-            raise ImportFileError("The file is not UTF-8 text (it ends in the middle of a character).") from None
+            return "The file is not UTF-8 text (it ends in the middle of a character)"
+    return None
 
+
+def _detect_encoding(path: Path, problem: str) -> str:
+    candidates = [codecs.lookup(match.encoding).name for match in charset_normalizer.from_path(path)]
+    if not candidates:
+        raise ImportFileError(
+            f"{problem}, and its encoding could not be recognised. Save it as UTF-8, or name its encoding with "
+            "the import option 'encoding' (e.g. gb18030 for GBK/GB2312, big5 for Big5)."
+        )
+    # Short Chinese files are ambiguous (GBK bytes also read as Korean cp949): among plausible encodings, a
+    # Chinese one wins, GB18030 first.
+    names = [ENCODING_SUPERSETS.get(name, name) for name in candidates]
+    return next((name for name in CHINESE_ENCODINGS if name in names), names[0])
+
+
+def _transcode(source: Path, target: Path, encoding: str) -> None:
+    decoder = codecs.getincrementaldecoder(encoding)()
+    offset = 0
+    try:
+        with source.open("rb") as raw, target.open("w", encoding="utf-8", newline="") as out:
+            while piece := raw.read(1 << 20):
+                out.write(decoder.decode(piece))
+                offset += len(piece)
+            out.write(decoder.decode(b"", final=True))
+    except UnicodeDecodeError as exc:
+        _remove_upload(target)
+        raise ImportFileError(
+            f"The file is not valid {encoding} text (invalid byte at offset {offset + exc.start}). Save it as "
+            "UTF-8, or name its encoding with the import option 'encoding' (e.g. gb18030, big5)."
+        ) from None
+
+
+def _check_file(path: Path, declared_format: str) -> str:
+    """Decide between JSONL and CSV, and refuse files that are neither."""
     head = _head_lines(path)
     file_format = declared_format or ("jsonl" if head and head[0].lstrip().startswith("{") else "csv")
     if file_format == "jsonl":
@@ -452,9 +605,18 @@ def _parse_jsonl(handle: IO[str]) -> Iterator[ParsedLine]:
             yield ParsedLine(line=number, reject_reason="Empty line.")
             continue
         try:
-            value = json.loads(line)
-        except ValueError as exc:
+            value = loads_checked(line)
+        except json.JSONDecodeError as exc:
             yield ParsedLine(line=number, reject_reason=f"Broken JSON ({exc.msg} at column {exc.colno}).")
+            continue
+        except JSONTooDeep:
+            yield ParsedLine(line=number, reject_reason=f"JSON nested deeper than {max_json_depth()} levels.")
+            continue
+        except UnstorableJSON as exc:
+            yield ParsedLine(line=number, reject_reason=f"Invalid text: {exc}")
+            continue
+        except ValueError as exc:  # NaN/Infinity, or an integer of thousands of digits
+            yield ParsedLine(line=number, reject_reason=f"Broken JSON ({exc}).")
             continue
         if not isinstance(value, dict):
             yield ParsedLine(line=number, reject_reason=f"Not a JSON object (found {type(value).__name__}).")
@@ -495,6 +657,9 @@ def _parse_csv(handle: IO[str]) -> Iterator[ParsedLine]:
 
 
 def _from_mapping(number: int, value: dict[str, Any]) -> ParsedLine:
+    problem = document_problem(value)
+    if problem is not None:
+        return ParsedLine(line=number, reject_reason=f"Invalid text: {problem[0]}")
     text = value.get("text")
     if text is None:
         return ParsedLine(line=number, reject_reason="No 'text' field.")

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from labeling.authentication import hash_token
 from labeling.models import ApiToken, Membership, Project, Role
+from labeling.pii import FIELD_MODES
 from labeling.services.taxonomy import create_initial_draft
 from sceneclf_site.api_errors import ConflictError, NotFoundError, ServiceError
 
@@ -75,6 +76,7 @@ SETTINGS_FIELDS = (
     "name",
     "description",
     "keep_raw_text",
+    "pii_field_mode",
     "overlap_k",
     "agreement_share",
     "agreement_threshold",
@@ -98,6 +100,8 @@ def _settings_problems(values: dict[str, Any]) -> dict[str, str]:
         problems["abstain_target_kind"] = f"Use one of: {', '.join(ABSTAIN_TARGET_KINDS)}."
     if not 0.0 < values["abstain_target"] <= 1.0:
         problems["abstain_target"] = "Must be above 0 and at most 1."
+    if values["pii_field_mode"] not in FIELD_MODES:
+        problems["pii_field_mode"] = f"Use one of: {', '.join(FIELD_MODES)}."
     if values["retrain_every_n_gold"] < 1:
         problems["retrain_every_n_gold"] = "Must be at least 1."
     return problems

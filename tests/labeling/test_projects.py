@@ -133,9 +133,11 @@ def test_members_and_settings_pages_change_data(owner_page, project, make_user):
         "abstain_target_kind": "precision",
         "abstain_target": "0.95",
         "retrain_every_n_gold": "25",
+        "pii_field_mode": "hash",
     }
     assert owner_page.post("/projects/alpha/settings/", form).status_code == 302
     project.refresh_from_db()
+    assert project.pii_field_mode == "hash"
     assert (project.name, project.overlap_k, project.keep_raw_text, project.abstain_target) == (
         "Alpha 2",
         2,

@@ -1,4 +1,5 @@
-"""manage.py import_items --project SLUG FILE [--source S] [--wait | --inline]"""
+"""manage.py import_items --project SLUG FILE [--source S] [--encoding E] [--fallback-alias L ...]
+[--wait | --inline]"""
 
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ class Command(BaseCommand):
         parser.add_argument("file", type=Path)
         parser.add_argument("--project", required=True, help="project slug")
         parser.add_argument("--source", default="", help="source tag stored on each item (default: file name)")
+        parser.add_argument("--encoding", default="", help="file encoding, e.g. gb18030, big5 (default: detect)")
+        parser.add_argument(
+            "--fallback-alias", action="append", default=[], help="a dataset label meaning the fallback (repeatable)"
+        )
         mode = parser.add_mutually_exclusive_group()
         mode.add_argument("--wait", action="store_true", help="queue the job, then wait for a worker to finish it")
         mode.add_argument("--inline", action="store_true", help="run the job in this process (no worker needed)")
@@ -35,7 +40,13 @@ class Command(BaseCommand):
         try:
             with transaction.atomic(), path.open("rb") as handle:
                 job = start_import(
-                    project=project, content=handle, file_name=path.name, source=options["source"], enqueue=not inline
+                    project=project,
+                    content=handle,
+                    file_name=path.name,
+                    source=options["source"],
+                    enqueue=not inline,
+                    encoding=options["encoding"],
+                    fallback_aliases=options["fallback_alias"],
                 )
         except ServiceError as exc:
             raise CommandError(exc.message) from exc
