@@ -144,6 +144,7 @@ class Prediction:
     top_confidence: float = 0.0  # its calibrated probability
     abstain_reason: str | None = None  # calibration.ABSTAIN_REASONS
     ood_score: float | None = None
+    fallback_confidence: float = 0.0  # calibrated probability of the fallback class
 
     def to_dict(self) -> dict:
         return {
@@ -226,8 +227,9 @@ class Predictor:
             label = topk[0][0] if reason is None else self.fallback_key
             confidence = round(float(row[self.label_keys.index(label)]), 6)
             score = None if scores is None else round(float(scores[i]), 6)
+            fallback = round(float(row[self.fallback_index]), 6)
             predictions.append(
-                Prediction(label, confidence, topk, reason is not None, topk[0][0], topk[0][1], reason, score)
+                Prediction(label, confidence, topk, reason is not None, topk[0][0], topk[0][1], reason, score, fallback)
             )
         return predictions
 

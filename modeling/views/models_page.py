@@ -14,6 +14,7 @@ from django.views.decorators.http import require_POST
 from labeling.permissions import can, get_project_for
 from modeling.models import Route
 from modeling.selectors import models as selectors
+from modeling.selectors.model_health import version_warnings
 from modeling.services import training, versions
 from sceneclf_site.api_errors import ServiceError
 
@@ -86,6 +87,7 @@ def _version_context(version: Any) -> dict[str, Any]:
         "m": split_metrics,
         "val_m": metrics.get("val") or {},
         "per_class": sorted((split_metrics.get("per_class") or {}).items()),
+        "warnings": version_warnings(version),
         "plots": _plots(split_metrics),
     }
 
