@@ -233,15 +233,18 @@ def choose_threshold(
     else:
         tau, met = _threshold_for_target(confidence, correct, target_kind, target)
     fallback_rule = warning = None
-    if not met:
-        tau, _ = _threshold_for_target(confidence, correct, "coverage", coverage_floor)
-        fallback_rule = "coverage_floor"
-        best = float(np.max(np.cumsum(correct[np.argsort(-confidence)]) / np.arange(1, len(correct) + 1)))
+    floor_tau, _ = _threshold_for_target(confidence, correct, "coverage", coverage_floor)
+    # A precision target met only by answering a sliver of the texts (CIC: 0.6 %) is out of reach in practice.
+    if target_kind == "precision" and (not met or tau > floor_tau):
+        reach = f"it would answer only {(confidence >= tau).mean():.1%}" if met else "no threshold reaches it"
+        tau, met, fallback_rule = floor_tau, False, "coverage_floor"
+        floor_accuracy = float(correct[confidence >= floor_tau].mean())
         warning = (
-            f"The abstention target ({target_kind} {target:g}) cannot be reached on the validation split: the best "
-            f"accuracy on answered texts at any threshold is {best:.3f}. The threshold falls back to answering "
-            f"{coverage_floor:.0%} of texts (the coverage floor); expect answered texts to be right less often "
-            "than the target. Noisy validation labels or too few labelled texts are the usual cause."
+            f"The abstention target (precision {target:g} on answered texts) cannot be reached while answering "
+            f"at least {coverage_floor:.0%} of validation texts (the coverage floor): {reach}. The threshold "
+            f"follows the floor instead: {coverage_floor:.0%} of texts are answered, {floor_accuracy:.1%} of "
+            "them correctly on validation. Noisy validation labels or too few labelled texts are the usual cause; "
+            "lower the target or the floor in the training parameters."
         )
     class_taus: dict[int, float] = {}
     if per_class:

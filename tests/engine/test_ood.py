@@ -169,3 +169,15 @@ def test_other_calibration_sources_say_which_items_they_used(source):
     assert result.choice.target_met
     with pytest.raises(ValueError, match="calibration source"):
         TrainConfig(calibration_source="test")
+
+
+def test_a_target_met_only_on_a_sliver_of_texts_counts_as_out_of_reach():
+    # CIC before: precision 0.9 "met" by answering the 0.6 % most confident texts, abstaining on the rest.
+    rng = np.random.default_rng(8)
+    probs = probabilities(rng.normal(size=(1000, 5)) * 2)
+    y = rng.integers(0, 5, 1000)
+    top = np.argsort(-probs.max(axis=1))[:10]
+    y[top] = probs[top].argmax(axis=1)  # the ten most confident texts are right, the rest at chance
+    choice = choose_threshold(probs, y, "precision", 0.9)
+    assert not choice.target_met and choice.fallback_rule == "coverage_floor"
+    assert choice.val_coverage >= 0.8 and "it would answer only" in choice.warning

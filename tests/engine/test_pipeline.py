@@ -35,7 +35,7 @@ def data():
 
 
 def train(data, **options):
-    config = TrainConfig(**{"head_kind": "linear", "abstain_target": 0.8, **options})
+    config = TrainConfig(**{"head_kind": "linear", "abstain_target": 0.8, "coverage_floor": 0.05, **options})
     return train_and_calibrate(*data["train"], *data["val"], KEYS, FALLBACK, config)
 
 
