@@ -83,6 +83,7 @@ class TrainConfig:
     calibration_folds: int = 5  # folds of the oof source
     ood_kind: str = "mahalanobis"  # none | mahalanobis | knn | auto (the one catching most val out-of-scope texts)
     ood_in_scope_loss: float = DEFAULT_OOD_IN_SCOPE_LOSS  # share of in-scope val texts the score may turn away
+    ood_with_probability: bool = False  # one score: z-sum of the distance and -log(top probability)
     head_options: dict = field(default_factory=dict)  # any other HeadConfig field, e.g. {"hidden_dim": 256}
 
     def __post_init__(self) -> None:
@@ -208,17 +209,17 @@ class Predictor:
         logits = self.head.logits(inputs)
         return probabilities(logits, self.temperature), probabilities(logits)
 
-    def ood_scores(self, inputs: HeadInputs) -> np.ndarray | None:
+    def ood_scores(self, inputs: HeadInputs, probs: np.ndarray | None = None) -> np.ndarray | None:
         if self.ood is None or inputs.features is None:
             return None
-        return self.ood.score(inputs.features)
+        return self.ood.combined(inputs.features, probs)
 
     def predict(self, inputs: HeadInputs, k: int = 3) -> list[Prediction]:
         if len(inputs) == 0:
             return []
         k = max(1, min(int(k), len(self.label_keys)))
         probs = probabilities(self.head.logits(inputs), self.temperature)
-        scores = self.ood_scores(inputs)
+        scores = self.ood_scores(inputs, probs)
         reasons = self.choice.reasons(probs, scores)
         top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         predictions = []
@@ -344,8 +345,10 @@ def train_and_calibrate(
     cal_probs = probabilities(cal_logits, temperature)
     probs, probs_raw = probabilities(logits, temperature), probabilities(logits)
     best = None
-    for ood, val_scores, delta in _ood_candidates(train, ytr, val, yva, fallback_index, config):
-        kept = np.ones(len(cal_y), dtype=bool) if ood is None else ood.score(cal_inputs.features) <= delta
+    for ood, val_scores, delta in _ood_candidates(train, ytr, val, yva, probs, fallback_index, config):
+        kept = np.ones(len(cal_y), dtype=bool)
+        if ood is not None:
+            kept = ood.combined(cal_inputs.features, cal_probs) <= delta
         choice = _threshold_on_kept(cal_probs, cal_y, kept, fallback_index, config)
         choice.ood_kind, choice.ood_threshold = (None, None) if ood is None else (ood.kind, delta)
         final, _ = apply_abstention(probs, choice, fallback_index, val_scores)
@@ -358,6 +361,7 @@ def train_and_calibrate(
         items["ood_threshold"] = {
             "split": "val",
             "kind": ood.kind,
+            "with_probability": ood.mix is not None,
             "n_in_scope": int(((yva != fallback_index) & np.isin(yva, np.unique(ytr))).sum()),
             "n_out_of_scope": int((yva == fallback_index).sum()),
             "rule": f"turns away at most {config.ood_in_scope_loss:.1%} of the in-scope validation texts",
@@ -457,7 +461,13 @@ def out_of_fold_logits(
 
 
 def _ood_candidates(
-    train: HeadInputs, ytr: np.ndarray, val: HeadInputs, yva: np.ndarray, fallback_index: int, config: TrainConfig
+    train: HeadInputs,
+    ytr: np.ndarray,
+    val: HeadInputs,
+    yva: np.ndarray,
+    val_probs: np.ndarray,
+    fallback_index: int,
+    config: TrainConfig,
 ) -> list[tuple[OodScorer | None, np.ndarray | None, float | None]]:
     """(scorer, val scores, threshold) per out-of-scope score to try; (None, None, None) without features.
 
@@ -470,7 +480,9 @@ def _ood_candidates(
     candidates = []
     for kind in OOD_KINDS if config.ood_kind == "auto" else (config.ood_kind,):
         scorer = OodScorer.fit(kind, train.features, ytr, exclude=(fallback_index,))
-        scores = scorer.score(val.features)
+        if config.ood_with_probability:
+            scorer.with_probability(val.features[in_scope], val_probs[in_scope])
+        scores = scorer.combined(val.features, val_probs)
         candidates.append((scorer, scores, choose_ood_threshold(scores, in_scope, config.ood_in_scope_loss)))
     return candidates
 
@@ -517,7 +529,7 @@ def evaluate(predictor: Predictor, inputs: HeadInputs, y_true_keys: Sequence) ->
         predictor.fallback_index,
         predictor.choice,
         probs_raw,
-        predictor.ood_scores(inputs),
+        predictor.ood_scores(inputs, probs),
     )
     metrics["temperature"] = predictor.temperature
     return metrics

@@ -56,9 +56,15 @@ def test_scores_rank_far_points_above_training_like_points(kind, tmp_path):
     near, _ = blobs(100, 2)
     far = far_points(100, 3)
     assert np.median(scorer.score(far)) > np.quantile(scorer.score(near), 0.95)
+    probs = probabilities(np.random.default_rng(4).normal(size=(100, 3)))
+    scorer.with_probability(near, probs)
     scorer.save(tmp_path / "ood")
     restored = OodScorer.load(tmp_path / "ood")
     np.testing.assert_allclose(restored.score(far), scorer.score(far), rtol=1e-6)
+    np.testing.assert_allclose(restored.combined(far, probs), scorer.combined(far, probs), rtol=1e-6)
+    # Combined: the z-sum of distance and surprise, standardised on the rows it was mixed on.
+    combined_near = scorer.combined(near, probs)
+    assert abs(combined_near.mean()) < 1e-6 and not np.allclose(combined_near, scorer.combined(near, None))
     assert OodScorer.load(tmp_path / "missing") is None
 
 
@@ -126,7 +132,10 @@ def test_temperature_is_fitted_only_on_trained_classes():
 
 def test_far_texts_abstain_as_out_of_scope_even_when_the_head_is_confident(tmp_path):
     train, ytr, val, yva = oos_only_in_val()
-    config = TrainConfig(head_kind="linear", abstain_target=0.9, ood_kind="mahalanobis", ood_in_scope_loss=0.02)
+    config = TrainConfig(
+        head_kind="linear", abstain_target=0.9, ood_kind="mahalanobis", ood_in_scope_loss=0.02,
+        ood_with_probability=False,  # the distance alone: these far points are confident by construction
+    )  # fmt: skip
     result = train_and_calibrate(train, ytr, val, yva, KEYS, FALLBACK, config)
     result.save(tmp_path / "v1")
     predictor = Predictor.load(tmp_path / "v1")
