@@ -342,7 +342,13 @@ def train_and_calibrate(
         head, train, ytr, val, yva, logits, label_keys, config, should_stop
     )
     temperature = fit_temperature(cal_logits, cal_y)
-    cal_probs = probabilities(cal_logits, temperature)
+    # Tau also sees the out-of-scope val texts of a fallback the head never trained on: answered, they are errors.
+    oos = (yva == fallback_index) & ~np.isin(yva, np.unique(ytr))
+    cal_y = np.r_[cal_y, yva[oos]]
+    cal_probs = probabilities(np.r_[cal_logits, logits[oos]], temperature)
+    if cal_inputs.features is not None:
+        cal_inputs = HeadInputs(np.r_[cal_inputs.features, val.features[oos]])
+    items["threshold"] = {"n": len(cal_y), "out_of_scope_val_items": int(oos.sum())}
     probs, probs_raw = probabilities(logits, temperature), probabilities(logits)
     best = None
     for ood, val_scores, delta in _ood_candidates(train, ytr, val, yva, probs, fallback_index, config):
@@ -397,7 +403,8 @@ def _calibration_set(
     config: TrainConfig,
     should_stop: StopFn | None,
 ) -> tuple[np.ndarray, np.ndarray, HeadInputs, dict]:
-    """(logits, labels, inputs, record) the temperature and tau are fitted on.
+    """(logits, labels, inputs, record) the temperature (and, with the untrained fallback's val items, tau)
+    are fitted on.
 
     Only items of classes the head was trained on: a class with no training example (typically 其他 when a team
     has no out-of-scope examples yet) gets near-zero probability for all its items, and fitting the temperature

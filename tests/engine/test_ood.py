@@ -127,7 +127,9 @@ def test_temperature_is_fitted_only_on_trained_classes():
     probs = result.predictor().predict_proba(val)[0]
     # With the 其他 items in the fit, the in-scope ECE was 0.54 here (0.55 measured on CLINC150).
     assert expected_calibration_error(probs[in_scope], yva[in_scope]) < 0.06
-    assert result.metrics["val"]["abstention"]["in_scope_accuracy"] > 0.85
+    # Tau saw the 其他 texts too (answered, they count as errors).
+    assert result.metrics["val"]["abstention"]["in_scope_accuracy"] > 0.7
+    assert result.calibration_items["threshold"] == {"n": 210, "out_of_scope_val_items": 60}
 
 
 def test_far_texts_abstain_as_out_of_scope_even_when_the_head_is_confident(tmp_path):
