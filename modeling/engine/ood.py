@@ -14,7 +14,8 @@ Only in-scope classes are fitted: the fallback class (其他) is, by definition,
 Combined with the calibrated probability (``with_probability``), the score is the sum of the distance and of
 -log(top probability), each standardised on in-scope validation texts: on CLINC150 this single score caught
 more out-of-scope texts at a fixed in-scope accuracy than either part alone or the two thresholds side by
-side (docs/BENCHMARKS.md).
+side (docs/BENCHMARKS.md). Texts beyond a distance guard (the farthest 0.5 % of in-scope validation texts by
+distance alone) always score as out of scope: without it, confident gibberish passed on its probability.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ TENSOR_FILE = "ood.safetensors"
 DEFAULT_K = 10
 # Rows scored per block, so a batch of many texts never builds an n x n_train matrix at once.
 BLOCK = 1024
+# In the combined score, a text further than this share of in-scope validation texts by distance alone gets
+# GUARDED: a confident text far from everything (gibberish) must not pass on the strength of its probability.
+DISTANCE_GUARD_SHARE = 0.005
+GUARDED = 1e6
 
 
 def _normalised(x: np.ndarray) -> np.ndarray:
@@ -68,7 +73,9 @@ class OodScorer:
         precision = LedoitWolf(assume_centered=True).fit(residuals).precision_.astype(np.float32)
         return cls(kind, {"means": means, "precision": precision})
 
-    def with_probability(self, features: np.ndarray, probs: np.ndarray) -> OodScorer:
+    def with_probability(
+        self, features: np.ndarray, probs: np.ndarray, guard_share: float = DISTANCE_GUARD_SHARE
+    ) -> OodScorer:
         """Standardise both parts on these (in-scope) rows; the scorer then adds -log p to the distance."""
         distance, surprise = self.score(features), _surprise(probs)
         self.mix = {
@@ -76,6 +83,7 @@ class OodScorer:
             "distance_std": float(distance.std() + 1e-12),
             "surprise_mean": float(surprise.mean()),
             "surprise_std": float(surprise.std() + 1e-12),
+            "distance_guard": float(np.quantile(distance, 1.0 - guard_share, method="higher")),
         }
         return self
 
@@ -85,9 +93,10 @@ class OodScorer:
         if self.mix is None or probs is None:
             return distance
         m = self.mix
-        return (distance - m["distance_mean"]) / m["distance_std"] + (_surprise(probs) - m["surprise_mean"]) / m[
+        z = (distance - m["distance_mean"]) / m["distance_std"] + (_surprise(probs) - m["surprise_mean"]) / m[
             "surprise_std"
         ]
+        return np.where(distance > m.get("distance_guard", np.inf), GUARDED, z)
 
     def score(self, features: np.ndarray) -> np.ndarray:
         x = _normalised(features)

@@ -83,7 +83,7 @@ class TrainConfig:
     calibration_folds: int = 5  # folds of the oof source
     ood_kind: str = "mahalanobis"  # none | mahalanobis | knn | auto (the one catching most val out-of-scope texts)
     ood_in_scope_loss: float = DEFAULT_OOD_IN_SCOPE_LOSS  # share of in-scope val texts the score may turn away
-    ood_with_probability: bool = False  # one score: z-sum of the distance and -log(top probability)
+    ood_with_probability: bool = True  # one score: z-sum of the distance and -log(top probability), guarded
     head_options: dict = field(default_factory=dict)  # any other HeadConfig field, e.g. {"hidden_dim": 256}
 
     def __post_init__(self) -> None:

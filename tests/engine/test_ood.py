@@ -192,3 +192,15 @@ def test_a_target_met_only_on_a_sliver_of_texts_counts_as_out_of_reach():
     choice = choose_threshold(probs, y, "precision", 0.9)
     assert not choice.target_met and choice.fallback_rule == "coverage_floor"
     assert choice.val_coverage >= 0.8 and "it would answer only" in choice.warning
+
+
+def test_the_distance_guard_rejects_confident_far_texts_in_the_combined_score():
+    x, y = blobs(300, 1)
+    near, _ = blobs(200, 2)
+    scorer = OodScorer.fit("mahalanobis", x, y)
+    confident = np.tile([0.98, 0.01, 0.01], (200, 1))
+    scorer.with_probability(near, confident)
+    far = far_points(20, 3)
+    # Confident far texts: the z-sum alone may stay low, the guard sends them out of scope anyway.
+    assert (scorer.combined(far, np.tile([0.999, 0.0005, 0.0005], (20, 1))) >= 1e6).all()
+    assert (scorer.combined(near, confident) >= 1e6).mean() <= 0.005 + 1e-9
