@@ -342,36 +342,13 @@ def train_and_calibrate(
         head, train, ytr, val, yva, logits, label_keys, config, should_stop
     )
     temperature = fit_temperature(cal_logits, cal_y)
-    # Tau also sees the out-of-scope val texts of a fallback the head never trained on: answered, they are errors.
-    oos = (yva == fallback_index) & ~np.isin(yva, np.unique(ytr))
-    cal_y = np.r_[cal_y, yva[oos]]
-    cal_probs = probabilities(np.r_[cal_logits, logits[oos]], temperature)
-    if cal_inputs.features is not None:
-        cal_inputs = HeadInputs(np.r_[cal_inputs.features, val.features[oos]])
-    items["threshold"] = {"n": len(cal_y), "out_of_scope_val_items": int(oos.sum())}
+    tau_probs, tau_y, tau_inputs = _with_untrained_fallback(
+        cal_logits, cal_y, cal_inputs, logits, yva, val, ytr, fallback_index, temperature, items
+    )
     probs, probs_raw = probabilities(logits, temperature), probabilities(logits)
-    best = None
-    for ood, val_scores, delta in _ood_candidates(train, ytr, val, yva, probs, fallback_index, config):
-        kept = np.ones(len(cal_y), dtype=bool)
-        if ood is not None:
-            kept = ood.combined(cal_inputs.features, cal_probs) <= delta
-        choice = _threshold_on_kept(cal_probs, cal_y, kept, fallback_index, config)
-        choice.ood_kind, choice.ood_threshold = (None, None) if ood is None else (ood.kind, delta)
-        final, _ = apply_abstention(probs, choice, fallback_index, val_scores)
-        gold_oos = yva == fallback_index
-        recall = float((final[gold_oos] == fallback_index).mean()) if gold_oos.any() else 0.0
-        if best is None or recall > best[0] + 1e-12:
-            best = (recall, ood, val_scores, choice)
-    _, ood, val_scores, choice = best
-    if ood is not None:
-        items["ood_threshold"] = {
-            "split": "val",
-            "kind": ood.kind,
-            "with_probability": ood.mix is not None,
-            "n_in_scope": int(((yva != fallback_index) & np.isin(yva, np.unique(ytr))).sum()),
-            "n_out_of_scope": int((yva == fallback_index).sum()),
-            "rule": f"turns away at most {config.ood_in_scope_loss:.1%} of the in-scope validation texts",
-        }
+    ood, val_scores, choice = _choose_abstention(
+        train, ytr, val, yva, probs, tau_probs, tau_y, tau_inputs, fallback_index, config, items
+    )
     val_metrics = evaluate_probabilities(probs, yva, label_keys, fallback_index, choice, probs_raw, val_scores)
     val_metrics["temperature"] = temperature
     summary = {
@@ -465,6 +442,67 @@ def out_of_fold_logits(
         )
         out[held_idx] = fold_head.logits(train.subset(held_idx))
     return out
+
+
+def _with_untrained_fallback(
+    cal_logits: np.ndarray,
+    cal_y: np.ndarray,
+    cal_inputs: HeadInputs,
+    val_logits: np.ndarray,
+    yva: np.ndarray,
+    val: HeadInputs,
+    ytr: np.ndarray,
+    fallback_index: int,
+    temperature: float,
+    items: dict,
+) -> tuple[np.ndarray, np.ndarray, HeadInputs]:
+    """Tau's items: the calibration items plus the val texts of a fallback the head never trained on (the
+    temperature must not see them; tau must, since answering them is an error)."""
+    oos = (yva == fallback_index) & ~np.isin(yva, np.unique(ytr))
+    items["threshold"] = {"n": len(cal_y) + int(oos.sum()), "out_of_scope_val_items": int(oos.sum())}
+    probs = probabilities(np.r_[cal_logits, val_logits[oos]], temperature)
+    features = None if cal_inputs.features is None else np.r_[cal_inputs.features, val.features[oos]]
+    return probs, np.r_[cal_y, yva[oos]], HeadInputs(features)
+
+
+def _choose_abstention(
+    train: HeadInputs,
+    ytr: np.ndarray,
+    val: HeadInputs,
+    yva: np.ndarray,
+    probs: np.ndarray,
+    tau_probs: np.ndarray,
+    tau_y: np.ndarray,
+    tau_inputs: HeadInputs,
+    fallback_index: int,
+    config: TrainConfig,
+    items: dict,
+) -> tuple[OodScorer | None, np.ndarray | None, ThresholdChoice]:
+    """The out-of-scope scorer (or None), its val scores and the abstention rule; with several scorer kinds,
+    the one catching the most gold out-of-scope val texts."""
+    gold_oos = yva == fallback_index
+    best = None
+    for ood, val_scores, delta in _ood_candidates(train, ytr, val, yva, probs, fallback_index, config):
+        kept = np.ones(len(tau_y), dtype=bool)
+        if ood is not None:
+            kept = ood.combined(tau_inputs.features, tau_probs) <= delta
+        choice = _threshold_on_kept(tau_probs, tau_y, kept, fallback_index, config)
+        choice.ood_kind, choice.ood_threshold = (None, None) if ood is None else (ood.kind, delta)
+        final, _ = apply_abstention(probs, choice, fallback_index, val_scores)
+        recall = float((final[gold_oos] == fallback_index).mean()) if gold_oos.any() else 0.0
+        if best is None or recall > best[0] + 1e-12:
+            best = (recall, ood, val_scores, choice)
+    _, ood, val_scores, choice = best
+    if ood is not None:
+        items["ood_threshold"] = {
+            "split": "val",
+            "kind": ood.kind,
+            "with_probability": ood.mix is not None,
+            "n_in_scope": int((~gold_oos & np.isin(yva, np.unique(ytr))).sum()),
+            "n_out_of_scope": int(gold_oos.sum()),
+            "rule": f"turns away at most {config.ood_in_scope_loss:.1%} of the in-scope validation texts",
+        }
+    return ood, val_scores, choice
 
 
 def _ood_candidates(
