@@ -4,10 +4,13 @@
         [--route probe|tfidf] [--backbone NAME] [--fallback-label LABEL] [--json OUT]
 
 A throw-away project is created, the three files are imported with the import service (their labels become a
-published taxonomy; the fallback label maps to the project's 其他), the items are put in the split their file
-names, a training run is executed in-process by the same service the Celery task calls, and the test metrics
-of the resulting model version are printed. The project, its artifacts and uploads are deleted afterwards;
-the feature cache is kept, so a second evaluation on the same texts extracts nothing."""
+published taxonomy; the fallback label maps to the project's 其他, and a dataset whose own label is 其他 has it
+mapped there without --fallback-label), the items are put in the split their file names, a training run is
+executed in-process by the same service the Celery task calls, and the test metrics of the resulting model
+version are printed, with the items that fitted the temperature, the threshold and the out-of-scope score
+(``calibration_items``) and the warning of an unreachable abstention target. The project, its artifacts and
+uploads are deleted afterwards; the feature cache is kept, so a second evaluation on the same texts extracts
+nothing."""
 
 from __future__ import annotations
 
