@@ -9,7 +9,8 @@ Three set-ups, each tuned on val half A and measured on val half B (``benchmarks
   they become the fallback: near out-of-scope (same domain), while ``oos`` texts are far out-of-scope.
 
 Rules (a text is rejected = sent to the fallback): ``msp`` (calibrated top probability under tau),
-``mahalanobis`` / ``knn`` (the distance score over delta), ``msp+mahalanobis`` / ``msp+knn`` (either). The
+``mahalanobis`` / ``knn`` (the distance score over delta), ``msp+mahalanobis`` / ``msp+knn`` (either),
+``z:msp+mahalanobis`` / ``z:msp+knn`` (one threshold on the z-sum of -log p and the distance). The
 thresholds of each rule are chosen on half A as the ones with the best OOS recall among those keeping in-scope
 accuracy >= ``--in-scope-accuracy``; half B reports in-scope accuracy, OOS recall and AUROC (in-scope vs OOS,
 and for ``near`` separately vs near and far OOS). Features come from the app's feature cache (Django settings).
@@ -121,6 +122,15 @@ def run_setup(name: str, train, val_a, val_b, feats, args) -> dict:
         "msp+mahalanobis": (True, "mahalanobis"),
         "msp+knn": (True, "knn"),
     }
+    in_a = y["a"] != fb
+    for kind in ("mahalanobis", "knn"):
+        # One score: the z-sum of -log(top probability) and the distance, standardised on in-scope half A.
+        z = {}
+        for part, values in (("msp", {s: -np.log(probs[s].max(1)) for s in ("a", "b")}), ("dist", dists[kind])):
+            mean, std = values["a"][in_a].mean(), values["a"][in_a].std() + 1e-12
+            z[part] = {s: (values[s] - mean) / std for s in ("a", "b")}
+        dists[f"z:{kind}"] = {s: z["msp"][s] + z["dist"][s] for s in ("a", "b")}
+        rules[f"z:msp+{kind}"] = (False, f"z:{kind}")
     for rule, (use_msp, kind) in rules.items():
         da = dists[kind]["a"] if kind else np.zeros(len(y["a"]))
         db = dists[kind]["b"] if kind else np.zeros(len(y["b"]))
