@@ -11,15 +11,28 @@ from rest_framework.views import APIView
 
 from feedback.services.predict import parse_predict_request, predict_for_project
 from labeling.permissions import ProjectActionPermission
+from modeling.engine.calibration import ABSTAIN_REASONS
 
 _PREDICTION = inline_serializer(
     "Prediction",
     {
-        "label": serializers.CharField(),
-        "confidence": serializers.FloatField(),
+        "label": serializers.CharField(help_text="The answer: the top label, or the fallback (其他) when abstained."),
+        "confidence": serializers.FloatField(
+            help_text="Calibrated probability of `label` (when abstained: of the fallback label)."
+        ),
+        "top_label": serializers.CharField(help_text="The label the model found most likely."),
+        "top_confidence": serializers.FloatField(help_text="Calibrated probability of `top_label`."),
         "topk": serializers.ListField(child=serializers.DictField()),
         "abstained": serializers.BooleanField(),
+        "abstain_reason": serializers.ChoiceField(
+            choices=list(ABSTAIN_REASONS),
+            allow_null=True,
+            help_text="Why the model abstained (null when it answered): below_threshold (top probability under "
+            "the threshold), out_of_scope (the text lies far from all training texts), label_retired (the top "
+            "label is not in the latest published taxonomy), recheck_disagreed (reserved).",
+        ),
         "model_version": serializers.CharField(),
+        "taxonomy_version": serializers.IntegerField(help_text="The taxonomy version the model was trained on."),
         "request_id": serializers.UUIDField(),
         "explain": serializers.DictField(required=False),
     },

@@ -95,16 +95,20 @@ def predict_for_project(*, project: Project, request: PredictRequest, token: Any
     ]
     if request.single:
         return results[0]
-    return {"model_version": model.version_ref, "results": results}
+    return {"model_version": model.version_ref, "taxonomy_version": model.taxonomy_version, "results": results}
 
 
 def _result(model: LoadedModel, p: ServedPrediction, request_id: uuid.UUID, explain: bool) -> dict[str, Any]:
     body: dict[str, Any] = {
         "label": p.label,
         "confidence": round(p.confidence, 6),
+        "top_label": p.top_label,
+        "top_confidence": round(p.top_confidence, 6),
         "topk": p.topk,
         "abstained": p.abstained,
+        "abstain_reason": p.abstain_reason,
         "model_version": model.version_ref,
+        "taxonomy_version": model.taxonomy_version,
         "request_id": str(request_id),
     }
     if explain:

@@ -77,9 +77,20 @@ def log_loss_of(probs: np.ndarray, y: np.ndarray) -> float:
 # ---------------------------------------------------------------------------------------------- abstention
 
 
+# Why a text was not answered with its top label (the predict response's ``abstain_reason``).
+BELOW_THRESHOLD = "below_threshold"  # the calibrated top probability is under tau
+OUT_OF_SCOPE = "out_of_scope"  # the out-of-scope score (distance to the training data) is over its threshold
+RECHECK_DISAGREED = "recheck_disagreed"  # reserved: a second model disagreed with the first
+LABEL_RETIRED = "label_retired"  # the top label no longer exists in the latest published taxonomy
+ABSTAIN_REASONS = (BELOW_THRESHOLD, OUT_OF_SCOPE, RECHECK_DISAGREED, LABEL_RETIRED)
+# When the owner's target cannot be reached on validation, tau answers at least this share of texts.
+DEFAULT_COVERAGE_FLOOR = 0.8
+
+
 @dataclass
 class ThresholdChoice:
-    """An abstention rule: answer when the top probability is >= the threshold of the predicted class."""
+    """An abstention rule: answer when the top probability is >= the threshold of the predicted class and,
+    when an out-of-scope score is in use, that score is <= ``ood_threshold``."""
 
     target_kind: str
     target: float
@@ -88,6 +99,11 @@ class ThresholdChoice:
     target_met: bool = True
     val_coverage: float = 1.0
     val_selective_accuracy: float | None = None
+    coverage_floor: float = DEFAULT_COVERAGE_FLOOR
+    fallback_rule: str | None = None  # "coverage_floor" when the target was out of reach
+    warning: str | None = None  # plain words for the model page when the rule is not what the owner asked for
+    ood_kind: str | None = None
+    ood_threshold: float | None = None
 
     def thresholds_for(self, predicted: np.ndarray) -> np.ndarray:
         taus = np.full(len(predicted), self.threshold, dtype=np.float64)
@@ -95,8 +111,24 @@ class ThresholdChoice:
             taus[predicted == cls] = tau
         return taus
 
-    def answered(self, probs: np.ndarray) -> np.ndarray:
+    def confident(self, probs: np.ndarray) -> np.ndarray:
         return probs.max(axis=1) >= self.thresholds_for(probs.argmax(axis=1))
+
+    def in_scope(self, ood_scores: np.ndarray | None, n: int) -> np.ndarray:
+        if self.ood_threshold is None or ood_scores is None:
+            return np.ones(n, dtype=bool)
+        return np.asarray(ood_scores) <= self.ood_threshold
+
+    def answered(self, probs: np.ndarray, ood_scores: np.ndarray | None = None) -> np.ndarray:
+        return self.confident(probs) & self.in_scope(ood_scores, len(probs))
+
+    def reasons(self, probs: np.ndarray, ood_scores: np.ndarray | None = None) -> list[str | None]:
+        """Per text: None when answered, else why (out of scope wins: it says more than low confidence)."""
+        confident, in_scope = self.confident(probs), self.in_scope(ood_scores, len(probs))
+        return [
+            None if c and s else (OUT_OF_SCOPE if not s else BELOW_THRESHOLD)
+            for c, s in zip(confident, in_scope, strict=True)
+        ]
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -126,10 +158,7 @@ def _threshold_for_target(confidence: np.ndarray, correct: np.ndarray, kind: str
     ok = np.flatnonzero(last_of_run & (sel_acc >= target - 1e-12))
     if ok.size:
         return float(conf_sorted[ok[-1]]), True
-    # Unreachable target: keep the cut with the best selective accuracy (ties: more coverage) and say so.
-    cuts = np.flatnonzero(last_of_run)
-    best = cuts[np.lexsort((answered[cuts], sel_acc[cuts]))[-1]]
-    return float(conf_sorted[best]), False
+    return float("nan"), False
 
 
 def _macro_f1(y: np.ndarray, final: np.ndarray, fallback_index: int) -> float:
@@ -172,6 +201,7 @@ def choose_threshold(
     per_class: bool = False,
     min_class_support: int = MIN_CLASS_SUPPORT,
     fallback_index: int | None = None,
+    coverage_floor: float = DEFAULT_COVERAGE_FLOOR,
 ) -> ThresholdChoice:
     """Pick the abstention threshold on validation probabilities.
 
@@ -180,7 +210,11 @@ def choose_threshold(
     ``macro_f1``: the tau maximising validation macro-F1 with abstentions mapped to ``fallback_index``;
     ``balanced``: the tau maximising the mean of in-scope accuracy and fallback recall.
     ``per_class`` adds a threshold per predicted class where that class has enough validation predictions.
+    A target no threshold reaches (noisy validation labels) falls back to the tau answering ``coverage_floor``
+    of the texts, and the choice says so in ``warning``: never a tau that silently abstains on everything.
     """
+    if not 0.0 < coverage_floor <= 1.0:
+        raise ValueError(f"the coverage floor must be in (0, 1], got {coverage_floor}")
     if target_kind not in TARGET_KINDS:
         raise ValueError(f"abstention target kind must be one of {', '.join(TARGET_KINDS)}, got {target_kind!r}")
     if not 0.0 < target <= 1.0:
@@ -198,6 +232,20 @@ def choose_threshold(
         per_class = False  # one tau already optimises the whole-taxonomy metric
     else:
         tau, met = _threshold_for_target(confidence, correct, target_kind, target)
+    fallback_rule = warning = None
+    floor_tau, _ = _threshold_for_target(confidence, correct, "coverage", coverage_floor)
+    # A precision target met only by answering a sliver of the texts (CIC: 0.6 %) is out of reach in practice.
+    if target_kind == "precision" and (not met or tau > floor_tau):
+        reach = f"it would answer only {(confidence >= tau).mean():.1%}" if met else "no threshold reaches it"
+        tau, met, fallback_rule = floor_tau, False, "coverage_floor"
+        floor_accuracy = float(correct[confidence >= floor_tau].mean())
+        warning = (
+            f"The abstention target (precision {target:g} on answered texts) cannot be reached while answering "
+            f"at least {coverage_floor:.0%} of validation texts (the coverage floor): {reach}. The threshold "
+            f"follows the floor instead: {coverage_floor:.0%} of texts are answered, {floor_accuracy:.1%} of "
+            "them correctly on validation. Noisy validation labels or too few labelled texts are the usual cause; "
+            "lower the target or the floor in the training parameters."
+        )
     class_taus: dict[int, float] = {}
     if per_class:
         for cls in np.unique(predicted):
@@ -207,19 +255,37 @@ def choose_threshold(
                 # A class that cannot reach the target on its own keeps the global rule, not a worse one.
                 if class_met:
                     class_taus[int(cls)] = class_tau
-    choice = ThresholdChoice(target_kind, float(target), tau, class_taus, met)
+    choice = ThresholdChoice(
+        target_kind,
+        float(target),
+        tau,
+        class_taus,
+        met,
+        coverage_floor=coverage_floor,
+        fallback_rule=fallback_rule,
+        warning=warning,
+    )
     answered = choice.answered(probs)
     choice.val_coverage = float(answered.mean())
     choice.val_selective_accuracy = float(correct[answered].mean()) if answered.any() else None
     return choice
 
 
+def choose_ood_threshold(scores: np.ndarray, in_scope: np.ndarray, max_rejected_share: float) -> float:
+    """The out-of-scope score threshold that turns away at most ``max_rejected_share`` of the in-scope
+    validation texts: every text further out than those is rejected."""
+    kept = np.asarray(scores, dtype=np.float64)[np.asarray(in_scope, dtype=bool)]
+    if not len(kept):
+        raise ValueError("choosing an out-of-scope threshold needs in-scope validation items")
+    return float(np.quantile(kept, 1.0 - max_rejected_share, method="higher"))
+
+
 def apply_abstention(
-    probs: np.ndarray, choice: ThresholdChoice | None, fallback_index: int
+    probs: np.ndarray, choice: ThresholdChoice | None, fallback_index: int, ood_scores: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(final class indices, abstained mask): abstained texts get the fallback class."""
     predicted = probs.argmax(axis=1)
     if choice is None:
         return predicted, np.zeros(len(predicted), dtype=bool)
-    abstained = ~choice.answered(probs)
+    abstained = ~choice.answered(probs, ood_scores)
     return np.where(abstained, fallback_index, predicted), abstained

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 
 from modeling.engine.calibration import (
     ThresholdChoice,
@@ -54,8 +60,20 @@ def risk_coverage(probs: np.ndarray, y_true: np.ndarray, points: int = CURVE_POI
     }
 
 
+def oos_auroc(scores: np.ndarray, y_true: np.ndarray, fallback_index: int) -> float | None:
+    """AUROC of a score (higher = more out of scope) separating gold-fallback texts from in-scope ones."""
+    gold_oos = np.asarray(y_true) == fallback_index
+    if gold_oos.all() or not gold_oos.any():
+        return None
+    return _r(roc_auc_score(gold_oos, scores))
+
+
 def abstention_metrics(
-    probs: np.ndarray, y_true: np.ndarray, choice: ThresholdChoice, fallback_index: int | None
+    probs: np.ndarray,
+    y_true: np.ndarray,
+    choice: ThresholdChoice,
+    fallback_index: int | None,
+    ood_scores: np.ndarray | None = None,
 ) -> dict:
     """Coverage and selective accuracy at the threshold; in-scope accuracy and OOS recall/precision.
 
@@ -63,9 +81,12 @@ def abstention_metrics(
     class or an abstention.
     """
     predicted = probs.argmax(axis=1)
-    answered = choice.answered(probs)
+    answered = choice.answered(probs, ood_scores)
     result = {
         "threshold": _r(choice.threshold),
+        "ood_kind": choice.ood_kind,
+        "ood_threshold": _r(choice.ood_threshold),
+        "n_out_of_scope_score": int((~choice.in_scope(ood_scores, len(probs))).sum()),
         "class_thresholds": {str(k): _r(v) for k, v in choice.class_thresholds.items()},
         "coverage": _r(answered.mean()),
         "selective_accuracy": _r((predicted[answered] == y_true[answered]).mean()) if answered.any() else None,
@@ -73,7 +94,7 @@ def abstention_metrics(
     }
     if fallback_index is None:
         return result
-    final, _ = apply_abstention(probs, choice, fallback_index)
+    final, _ = apply_abstention(probs, choice, fallback_index, ood_scores)
     gold_oos, pred_oos = y_true == fallback_index, final == fallback_index
     in_scope = ~gold_oos
     result.update(
@@ -83,6 +104,9 @@ def abstention_metrics(
         oos_recall=_r(pred_oos[gold_oos].mean()) if gold_oos.any() else None,
         oos_precision=_r(gold_oos[pred_oos].mean()) if pred_oos.any() else None,
         n_oos=int(gold_oos.sum()),
+        # AUROC in-scope vs out-of-scope: of the top probability (as 1 - p) and of the out-of-scope score.
+        oos_auroc_msp=oos_auroc(1.0 - probs.max(axis=1), y_true, fallback_index),
+        oos_auroc_score=None if ood_scores is None else oos_auroc(ood_scores, y_true, fallback_index),
     )
     return result
 
@@ -94,6 +118,7 @@ def evaluate_probabilities(
     fallback_index: int | None = None,
     choice: ThresholdChoice | None = None,
     probs_uncalibrated: np.ndarray | None = None,
+    ood_scores: np.ndarray | None = None,
 ) -> dict:
     """The full metric dict for one split: classification, calibration (before/after), risk-coverage, abstention."""
     probs, y_true = np.asarray(probs, dtype=np.float64), np.asarray(y_true, dtype=np.int64)
@@ -111,5 +136,5 @@ def evaluate_probabilities(
         )
     result["risk_coverage"] = risk_coverage(probs, y_true)
     if choice is not None:
-        result["abstention"] = abstention_metrics(probs, y_true, choice, fallback_index)
+        result["abstention"] = abstention_metrics(probs, y_true, choice, fallback_index, ood_scores)
     return result

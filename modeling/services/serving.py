@@ -18,7 +18,9 @@ import numpy as np
 from django.conf import settings
 
 from labeling.models import Project
+from labeling.selectors.training_data import latest_published_taxonomy
 from modeling.models import ModelVersion, Route
+from modeling.selectors.model_health import LabelMapping, label_mapping
 from modeling.services import features as feature_services
 from modeling.services.training import EXPLAIN_SUBDIR, SERVING_FILE
 from sceneclf_site.api_errors import ServiceError
@@ -44,6 +46,10 @@ class LoadedModel:
     explain_features: np.ndarray | None = None
     explain_examples: list[dict[str, Any]] = field(default_factory=list)
     loaded_at: float = field(default_factory=time.time)
+    taxonomy_version: int | None = None  # the taxonomy version number the model was trained on
+    # How predicted labels map onto the latest published taxonomy, and that taxonomy's id.
+    label_mapping: LabelMapping | None = None
+    mapping_taxonomy_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,9 @@ class ServedPrediction:
     topk: list[dict[str, Any]]
     abstained: bool
     neighbours: list[dict[str, Any]]
+    top_label: str = ""
+    top_confidence: float = 0.0
+    abstain_reason: str | None = None
 
 
 _loaded: dict[int, LoadedModel] = {}
@@ -75,6 +84,7 @@ def get_serving_model(project: Project) -> LoadedModel:
         )
     current = _loaded.get(project.id)
     if current is not None and current.version_id == version_id:
+        _refresh_label_mapping(current, project)
         return current
     with _lock:
         current = _loaded.get(project.id)
@@ -91,7 +101,19 @@ def get_serving_model(project: Project) -> LoadedModel:
                     f"The published model {version.ref} cannot be loaded ({type(exc).__name__}: {exc})."
                 ) from exc
             _loaded[project.id] = current
+    _refresh_label_mapping(current, project)
     return current
+
+
+def _refresh_label_mapping(model: LoadedModel, project: Project) -> None:
+    """A taxonomy published after the model's changes what its labels mean: recompute the mapping then."""
+    latest = latest_published_taxonomy(project)
+    latest_id = latest.pk if latest is not None else None
+    if model.label_mapping is not None and model.mapping_taxonomy_id == latest_id:
+        return
+    version = ModelVersion.objects.select_related("taxonomy", "project").get(pk=model.version_id)
+    model.label_mapping = label_mapping(version, latest)
+    model.mapping_taxonomy_id = latest_id
 
 
 def forget_loaded_models() -> None:
@@ -118,6 +140,7 @@ def load_version(version: ModelVersion) -> LoadedModel:
         extractor=extractor,
         explain_features=features,
         explain_examples=examples,
+        taxonomy_version=version.taxonomy.number,
     )
 
 
@@ -161,16 +184,35 @@ def predict_with(model: LoadedModel, texts: list[str], *, k: int = 3, explain: b
     if wanted and features is not None:
         for i, near in zip(wanted, nearest_examples(model, features[wanted], n=k), strict=True):
             neighbours[i] = near
-    return [
-        ServedPrediction(
-            label=p.label,
-            confidence=float(p.confidence),
-            topk=[{"label": label, "probability": round(float(prob), 6)} for label, prob in p.topk],
-            abstained=bool(p.abstained),
-            neighbours=near,
-        )
-        for p, near in zip(predictions, neighbours, strict=True)
-    ]
+    return [_served(model, p, near) for p, near in zip(predictions, neighbours, strict=True)]
+
+
+def _served(model: LoadedModel, p: Any, neighbours: list[dict[str, Any]]) -> ServedPrediction:
+    """The engine's prediction, with labels the latest taxonomy renamed or retired mapped as it says."""
+    from modeling.engine.calibration import LABEL_RETIRED
+
+    label, confidence, abstained, reason = p.label, float(p.confidence), bool(p.abstained), p.abstain_reason
+    mapping = model.label_mapping
+    if mapping is not None and mapping.fates:
+        fallback = mapping.fallback_key or model.predictor.fallback_key
+        renamed, retired = mapping.renamed(), set(mapping.retired())
+        if abstained:
+            label = renamed.get(label, fallback)
+        elif label in retired:
+            label, abstained, reason = fallback, True, LABEL_RETIRED
+            confidence = float(p.fallback_confidence)
+        else:
+            label = renamed.get(label, label)
+    return ServedPrediction(
+        label=label,
+        confidence=confidence,
+        topk=[{"label": key, "probability": round(float(prob), 6)} for key, prob in p.topk],
+        abstained=abstained,
+        neighbours=neighbours,
+        top_label=p.top_label,
+        top_confidence=float(p.top_confidence),
+        abstain_reason=reason,
+    )
 
 
 def nearest_examples(model: LoadedModel, features: np.ndarray | None, *, n: int = 3) -> list[list[dict[str, Any]]]:

@@ -15,6 +15,7 @@ from labeling.permissions import can, get_project_for
 from labeling.selectors.training_data import gold_split_counts
 from modeling.models import Route
 from modeling.selectors import models as selectors
+from modeling.selectors.model_health import version_warnings
 from modeling.services import publish_gate, training, versions
 from sceneclf_site.api_errors import ServiceError
 
@@ -89,6 +90,7 @@ def _version_context(version: Any) -> dict[str, Any]:
         "m": split_metrics,
         "val_m": metrics.get("val") or {},
         "per_class": sorted((split_metrics.get("per_class") or {}).items()),
+        "warnings": version_warnings(version),
         "plots": _plots(split_metrics),
     }
 

@@ -59,7 +59,8 @@ def test_reliability_bins_count_and_ece_by_hand():
 def test_precision_target_is_met_with_maximal_coverage():
     logits, y = calibrated_logits(2000, seed=2)
     probs = probabilities(logits)
-    choice = choose_threshold(probs, y, "precision", 0.8)
+    # A low floor: this checks the target rule itself (the coverage floor has its own tests in test_ood.py).
+    choice = choose_threshold(probs, y, "precision", 0.8, coverage_floor=0.05)
     confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == y
     answered = confidence >= choice.threshold
     assert choice.target_met
@@ -99,7 +100,7 @@ def test_per_class_thresholds_follow_each_class():
     # Class 0 predictions are right 95% of the time; class 1 predictions only when confidence > 0.8.
     right = np.where(predicted == 0, rng.uniform(size=n) < 0.95, confidence > 0.8)
     y = np.where(right, predicted, 1 - predicted)
-    choice = choose_threshold(probs, y, "precision", 0.9, per_class=True)
+    choice = choose_threshold(probs, y, "precision", 0.9, per_class=True, coverage_floor=0.05)
     assert choice.class_thresholds[0] < 0.6 < 0.7 < choice.class_thresholds[1] <= 0.81
     is_one = (predicted == 1) & (confidence >= choice.class_thresholds[1])
     assert right[is_one].mean() >= 0.9

@@ -35,7 +35,7 @@ def data():
 
 
 def train(data, **options):
-    config = TrainConfig(**{"head_kind": "linear", "abstain_target": 0.8, **options})
+    config = TrainConfig(**{"head_kind": "linear", "abstain_target": 0.8, "coverage_floor": 0.05, **options})
     return train_and_calibrate(*data["train"], *data["val"], KEYS, FALLBACK, config)
 
 
@@ -69,8 +69,19 @@ def test_predictions_abstain_to_the_fallback(data):
     abstained = [p for p in predictions if p.abstained]
     answered = [p for p in predictions if not p.abstained]
     assert abstained and answered
-    assert all(p.label == FALLBACK and p.confidence < predictor.choice.threshold for p in abstained)
-    assert all(p.label == p.topk[0][0] and len(p.topk) == 2 for p in answered)
+    tau, delta = predictor.choice.threshold, predictor.choice.ood_threshold
+    fallback_probs = predictor.predict_proba(data["test"][0])[0][:, KEYS.index(FALLBACK)]
+    for i, p in enumerate(predictions):
+        if p.abstained:  # the confidence is the probability of the label returned (the fallback)
+            assert p.confidence == pytest.approx(fallback_probs[i], abs=1e-6)
+    for p in abstained:
+        assert p.label == FALLBACK and p.top_label == p.topk[0][0] and p.top_confidence == p.topk[0][1]
+        if p.abstain_reason == "below_threshold":
+            assert p.top_confidence < tau
+        else:
+            assert p.abstain_reason == "out_of_scope" and p.ood_score > delta
+    assert all(p.label == p.topk[0][0] == p.top_label and len(p.topk) == 2 for p in answered)
+    assert all(p.abstain_reason is None and p.confidence == p.top_confidence for p in answered)
     assert all(p.topk[0][1] >= p.topk[1][1] for p in predictions)
     assert predictor.predict(HeadInputs(np.zeros((0, 10), dtype=np.float32))) == []
 

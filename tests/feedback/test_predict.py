@@ -150,3 +150,70 @@ def test_predictions_page_predicts_and_lists_the_masked_log(published_model, cli
     assert html.count("13812345678") == 1 and "&lt;PHONE&gt;" in html
     partial = client.post("/projects/alpha/predictions/", {"text": ""}, HTTP_HX_REQUEST="true")
     assert "is empty" in partial.content.decode() and "<html" not in partial.content.decode()
+
+
+def _publish_for(project, tiny_backbone, **params):
+    run = training.start_training_run(
+        project=project, params={**tiny_params(tiny_backbone), **params}, auto_publish=True
+    )
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    return run.model_version
+
+
+@pytest.mark.django_db
+def test_an_abstained_prediction_names_the_top_label_and_the_reason(scene_project, tiny_backbone, token_client):
+    scene_project.abstain_target_kind = "coverage"
+    scene_project.abstain_target = 0.05
+    scene_project.save()
+    version = _publish_for(scene_project, tiny_backbone)
+    texts = ["今天我想问一个完全无关的问题", "另一个奇怪的句子", "asdfghjkl"]
+    body = token_client.post(URL, {"texts": texts, "k": 6}, format="json").json()
+    assert body["taxonomy_version"] == version.taxonomy.number
+    abstained = [r for r in body["results"] if r["abstained"]]
+    assert abstained
+    for result in abstained:
+        probabilities = {entry["label"]: entry["probability"] for entry in result["topk"]}
+        assert result["label"] == "其他" and result["abstain_reason"] in {"below_threshold", "out_of_scope"}
+        # confidence is the probability of the label returned, not of another label.
+        assert result["confidence"] == pytest.approx(probabilities["其他"], abs=1e-6)
+        assert result["top_label"] == result["topk"][0]["label"]
+        assert result["top_confidence"] == pytest.approx(result["topk"][0]["probability"], abs=1e-6)
+        assert result["taxonomy_version"] == version.taxonomy.number
+
+
+@pytest.mark.django_db
+def test_labels_the_latest_taxonomy_renamed_or_removed_are_mapped(scene_project, tiny_backbone, token_client, client,
+                                                                   owner):  # fmt: skip
+    from labeling.services.taxonomy import create_draft, delete_label, publish_draft, update_label
+
+    scene_project.abstain_target_kind = "coverage"
+    scene_project.abstain_target = 1.0  # answer everything: every text carries its top label
+    scene_project.save()
+    version = _publish_for(scene_project, tiny_backbone, ood_kind="none")
+    texts = ["付款失败", "扣款两次", "快递没到", "包裹丢了", "机票改签", "航班延误"]
+    before = token_client.post(URL, {"texts": texts}, format="json").json()["results"]
+    predicted = [r["label"] for r in before]
+    assert not any(r["abstained"] for r in before)
+    removed = predicted[0]
+    renamed = next(label for label in predicted if label not in {removed, "其他"})
+
+    draft = create_draft(project=scene_project)
+    delete_label(draft=draft, key=removed)
+    update_label(draft=draft, key=renamed, data={"key": f"{renamed}2"})  # same name: a renamed key
+    publish_draft(draft=draft)
+
+    after = token_client.post(URL, {"texts": texts}, format="json").json()
+    assert after["taxonomy_version"] == version.taxonomy.number  # what the model was trained on
+    for old, new in zip(before, after["results"], strict=True):
+        assert new["top_label"] == old["label"]
+        if old["label"] == removed:
+            assert new["abstained"] and new["label"] == "其他" and new["abstain_reason"] == "label_retired"
+        elif old["label"] == renamed:
+            assert not new["abstained"] and new["label"] == f"{renamed}2"
+        else:
+            assert new["label"] == old["label"] and not new["abstained"]
+
+    client.force_login(owner)
+    page = client.get(f"/projects/{scene_project.slug}/models/").content.decode()
+    assert "Retrain due" in page and f"{renamed} → {renamed}2" in page and removed in page

@@ -49,3 +49,48 @@ def test_evaluate_dataset_reports_missing_file(tmp_path):
 
     with pytest.raises(CommandError, match="does not exist"):
         call_command("evaluate_dataset", "--train", "x", "--val", "y", "--test", str(tmp_path / "nope.jsonl"))
+
+
+@pytest.mark.django_db
+def test_a_dataset_with_its_own_qita_label_trains_it_as_the_fallback(tmp_path, tiny_backbone):
+    # 其他 is an ordinary label of the files (no --fallback-label): it becomes the fallback and a trained class.
+    rows = scene_texts(20)
+    files = {"train": rows[0::2], "val": rows[1::4], "test": rows[3::4]}
+    for split, split_rows in files.items():
+        _write(tmp_path / f"{split}.jsonl", split_rows)
+    out = tmp_path / "result.json"
+
+    call_command(
+        "evaluate_dataset",
+        "--train", str(tmp_path / "train.jsonl"), "--val", str(tmp_path / "val.jsonl"),
+        "--test", str(tmp_path / "test.jsonl"), "--backbone", str(tiny_backbone),
+        "--params", '{"head_options": {"max_epochs": 20}}', "--json", str(out),
+    )  # fmt: skip
+
+    result = json.loads(out.read_text())
+    assert result["calibration_items"]["untrained_classes"] == []  # 其他 had training examples
+    assert result["calibration_items"]["split"] == "val"
+    assert result["oos_recall"] is not None and result["in_scope_accuracy"] is not None
+
+
+@pytest.mark.django_db
+def test_out_of_scope_only_in_val_is_left_out_of_the_temperature(tmp_path, tiny_backbone):
+    rows = scene_texts(20)
+    in_scope = [r for r in rows if r[1] != "其他"]
+    oos = [(t, "oos") for t, lab in rows if lab == "其他"]
+    files = {"train": in_scope[0::2], "val": in_scope[1::4] + oos[0::2], "test": in_scope[3::4] + oos[1::2]}
+    for split, split_rows in files.items():
+        _write(tmp_path / f"{split}.jsonl", split_rows)
+    out = tmp_path / "result.json"
+
+    call_command(
+        "evaluate_dataset",
+        "--train", str(tmp_path / "train.jsonl"), "--val", str(tmp_path / "val.jsonl"),
+        "--test", str(tmp_path / "test.jsonl"), "--backbone", str(tiny_backbone), "--fallback-label", "oos",
+        "--params", '{"head_options": {"max_epochs": 20}}', "--json", str(out),
+    )  # fmt: skip
+
+    items = json.loads(out.read_text())["calibration_items"]
+    assert items["val_excluded_untrained_class"] == len(oos[0::2]) and items["untrained_classes"] == ["其他"]
+    assert items["n"] == len(files["val"]) - len(oos[0::2])
+    assert items["ood_threshold"]["n_out_of_scope"] == len(oos[0::2])

@@ -4,10 +4,13 @@
         [--route probe|tfidf] [--backbone NAME] [--fallback-label LABEL] [--json OUT]
 
 A throw-away project is created, the three files are imported with the import service (their labels become a
-published taxonomy; the fallback label maps to the project's 其他), the items are put in the split their file
-names, a training run is executed in-process by the same service the Celery task calls, and the test metrics
-of the resulting model version are printed. The project, its artifacts and uploads are deleted afterwards;
-the feature cache is kept, so a second evaluation on the same texts extracts nothing."""
+published taxonomy; the fallback label maps to the project's 其他, and a dataset whose own label is 其他 has it
+mapped there without --fallback-label), the items are put in the split their file names, a training run is
+executed in-process by the same service the Celery task calls, and the test metrics of the resulting model
+version are printed, with the items that fitted the temperature, the threshold and the out-of-scope score
+(``calibration_items``) and the warning of an unreachable abstention target. The project, its artifacts and
+uploads are deleted afterwards; the feature cache is kept, so a second evaluation on the same texts extracts
+nothing."""
 
 from __future__ import annotations
 
@@ -137,10 +140,19 @@ def evaluate_files(
 
     started = time.perf_counter()
     labels = {split: _read_labels(path) for split, path in files.items()}
-    names = sorted({label for split_labels in labels.values() for label in split_labels} - {fallback_label})
+    seen = {label for split_labels in labels.values() for label in split_labels}
+    if fallback_label is None and FALLBACK_KEY in seen:
+        # Chinese data often carries 其他 as an ordinary label with many examples: it is the fallback, trained
+        # as a class, and uncertain texts are sent to it as well.
+        fallback_label = FALLBACK_KEY
+        log(f"the dataset's label {FALLBACK_KEY!r} is used as the fallback label")
+    names = sorted(seen - {fallback_label})
     keys = label_keys_for(names)
     if FALLBACK_KEY in keys.values():
-        raise CommandError(f"the dataset uses the fallback key {FALLBACK_KEY!r} as an ordinary label")
+        raise CommandError(
+            f"the dataset uses the fallback key {FALLBACK_KEY!r} as an ordinary label next to the fallback label "
+            f"{fallback_label!r}; merge the two or drop --fallback-label"
+        )
     kind, target = abstain
     if kind is None and fallback_label:
         # The files carry real out-of-scope texts, and an answered one counts as an error: hold answered texts
@@ -185,6 +197,7 @@ def _summary(run: Any, route: str, fallback_label: str | None, import_seconds: f
     test = version.metrics.get("test") or {}
     calibration = test.get("calibration") or {}
     abstention = test.get("abstention") or {}
+    calibration_record = version.metrics.get("calibration_items") or {}
     timings = run.timings or {}
     result: dict[str, Any] = {
         "route": route,
@@ -201,6 +214,11 @@ def _summary(run: Any, route: str, fallback_label: str | None, import_seconds: f
         "threshold": version.threshold,
         "coverage": abstention.get("coverage"),
         "selective_accuracy": abstention.get("selective_accuracy"),
+        "target_met_on_val": version.metrics.get("target_met_on_val"),
+        "warning": version.metrics.get("abstention_warning"),
+        "ood_kind": abstention.get("ood_kind"),
+        "ood_threshold": abstention.get("ood_threshold"),
+        "calibration_items": calibration_record,
         "extract_texts_per_s": timings.get("extract_texts_per_s"),
         "n_extracted": timings.get("n_extracted"),
         "fit_seconds": timings.get("fit_seconds"),
@@ -212,6 +230,8 @@ def _summary(run: Any, route: str, fallback_label: str | None, import_seconds: f
             in_scope_accuracy=abstention.get("in_scope_accuracy"),
             oos_recall=abstention.get("oos_recall"),
             oos_precision=abstention.get("oos_precision"),
+            oos_auroc_msp=abstention.get("oos_auroc_msp"),
+            oos_auroc_score=abstention.get("oos_auroc_score"),
         )
     return result
 
