@@ -153,10 +153,7 @@ def test_predictions_page_predicts_and_lists_the_masked_log(published_model, cli
 
 
 def _publish_for(project, tiny_backbone, **params):
-    run = training.start_training_run(
-        project=project, params={**tiny_params(tiny_backbone), **params}, auto_publish=True
-    )
-    run.refresh_from_db()
+    run = start_and_run(project, params={**tiny_params(tiny_backbone), **params}, auto_publish=True)
     assert run.status == "succeeded", run.error
     return run.model_version
 
