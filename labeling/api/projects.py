@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from labeling.models import ApiToken, Membership, Project, Role
-from labeling.permissions import ProjectActionPermission
+from labeling.permissions import CanCreateProjects, ProjectActionPermission
 from labeling.selectors.projects import members_of, projects_for_user, roles_of, tokens_of
 from labeling.services.projects import (
     SETTINGS_FIELDS,
@@ -62,7 +62,7 @@ class ProjectUpdateSerializer(serializers.ModelSerializer):
 
 
 class ProjectListCreateApi(APIView):
-    permission_classes = PERSON
+    permission_classes = [*PERSON, CanCreateProjects]
 
     @extend_schema(responses=ProjectSerializer(many=True), summary="Projects you are a member of")
     def get(self, request: Request) -> Response:
