@@ -60,7 +60,7 @@ def test_idempotency_key_header_or_field(published, items, annotator):
     assert by_field.status_code == 200 and by_field.json()["id"] == first.json()["id"]
     assert Annotation.objects.get(pk=first.json()["id"]).client_key == "k-1"
     following = client.get(f"{base}/workspace/next").json()["item"]["id"]
-    reused = client.post(f"{base}/annotations", {"item_id": following, "label": "支付", "time_ms": 5, "client_key": "k-1"})
+    reused = client.post(f"{base}/annotations", {**body, "item_id": following, "client_key": "k-1"})
     assert reused.status_code == 409 and reused.json()["error"]["code"] == "client_key_reused"
     assert Annotation.objects.filter(annotator=annotator).count() == 1
 
