@@ -13,7 +13,7 @@ HONCHO=$!
 trap 'kill -TERM "$HONCHO" 2>/dev/null || true' INT TERM
 
 # Wait until the web server answers HTTP (loading Django and torch takes a while on a cold start).
-if ! .venv/bin/python - "$URL/api/v1/health" "$HONCHO" <<'PY'
+if ! .venv/bin/python - "$URL/accounts/login/" "$HONCHO" <<'PY'
 import os, sys, time, urllib.error, urllib.request
 url, pid = sys.argv[1], int(sys.argv[2])
 deadline = time.monotonic() + float(os.environ.get("WEB_START_TIMEOUT", "180"))
