@@ -15,3 +15,13 @@ graceful_timeout = 30
 preload_app = True
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+# One control socket per data dir (gunicorn's default is one per user: a second instance would take it over).
+control_socket = str(base.DATA_DIR / "gunicorn.ctl")
+
+
+def pre_fork(server, worker):  # type: ignore[no-untyped-def]
+    """Import every view (and what they import) once in the master, so no worker pays for it on its first
+    request."""
+    from django.urls import get_resolver
+
+    get_resolver().check()  # resolves url_patterns, importing every view module

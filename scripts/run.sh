@@ -23,7 +23,7 @@ while time.monotonic() < deadline:
     except OSError:
         sys.exit(1)  # honcho ended: a process failed to start
     try:
-        urllib.request.urlopen(url, timeout=2).close()
+        urllib.request.urlopen(url, timeout=30).close()
         sys.exit(0)
     except urllib.error.HTTPError:
         sys.exit(0)  # it answered (e.g. 503 while the broker is down)
