@@ -192,12 +192,24 @@ class Tally:
             return self.created < self.target and time.monotonic() < self.deadline
 
 
+def call(tab: Session, method: str, path: str, payload: dict | None = None, headers: dict | None = None):
+    """(status, body); status "timeout" or "conn_error" when no answer came (counted as errors)."""
+    try:
+        return tab.json(method, path, payload, headers)
+    except TimeoutError:
+        tab.conn.close()
+        return "timeout", b""
+    except (OSError, http.client.HTTPException):
+        tab.conn.close()
+        return "conn_error", b""
+
+
 def annotate(port: int, cookies: dict[str, str], tally: Tally) -> None:
     tab = Session(port, cookies)
     base = "/api/v1/projects/load/"
     while tally.more():
         started = time.perf_counter()
-        status, data = tab.json("GET", base + "workspace/next")
+        status, data = call(tab, "GET", base + "workspace/next")
         elapsed = (time.perf_counter() - started) * 1000
         with tally.lock:
             tally.statuses[f"next {status}"] += 1
@@ -209,7 +221,7 @@ def annotate(port: int, cookies: dict[str, str], tally: Tally) -> None:
             return
         body = {"item_id": item["id"], "label": LABELS[item["id"] % len(LABELS)], "time_ms": 1200}
         started = time.perf_counter()
-        status, data = tab.json("POST", base + "annotations", body)
+        status, data = call(tab, "POST", base + "annotations", body)
         elapsed = (time.perf_counter() - started) * 1000
         with tally.lock:
             tally.statuses[f"post {status}"] += 1
@@ -262,7 +274,7 @@ def predict_load(port: int, secret: str, clients: int, total: int, deadline: flo
                     return
                 remaining[0] -= 1
             started = time.perf_counter()
-            status, _ = tab.json("POST", "/api/v1/projects/demo/predict", {"text": texts[n % len(texts)]}, headers)
+            status, _ = call(tab, "POST", "/api/v1/projects/demo/predict", {"text": texts[n % len(texts)]}, headers)
             elapsed = (time.perf_counter() - started) * 1000
             n += 1
             with lock:
@@ -280,7 +292,7 @@ def predict_load(port: int, secret: str, clients: int, total: int, deadline: flo
         "clients": clients,
         "requests": sum(statuses.values()),
         "statuses": dict(statuses),
-        "errors": sum(n for code, n in statuses.items() if code != 200),
+        "errors": sum(n for code, n in statuses.items() if code != 200),  # 4xx, 5xx, timeouts
         "p50_ms": round(percentile(latencies, 50), 1),
         "p99_ms": round(percentile(latencies, 99), 1),
         "req_per_s": round(sum(statuses.values()) / wall, 1),
@@ -406,6 +418,7 @@ def main() -> None:
         "item_labelled_twice_by_one_person": verify["twice"],
         "statuses": dict(sorted(tally.statuses.items())),
         "server_errors": sum(n for key, n in tally.statuses.items() if key.split()[1].startswith("5")),
+        "no_answer": sum(n for key, n in tally.statuses.items() if not key.split()[1].isdigit()),
         "next_p50_ms": round(percentile(tally.next_ms, 50), 1),
         "next_p95_ms": round(percentile(tally.next_ms, 95), 1),
         "post_p50_ms": round(percentile(tally.post_ms, 50), 1),

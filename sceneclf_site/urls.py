@@ -1,4 +1,4 @@
-from csp.decorators import csp_update
+from csp.decorators import csp_replace
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
@@ -9,7 +9,7 @@ from sceneclf_site.health import health
 
 # Swagger UI and ReDoc (served from this server) style themselves with inline <style> and run ReDoc's search in
 # a blob: worker; their scripts stay external files (the split Swagger view serves its init script as a file).
-_docs_csp = csp_update({"style-src-elem": ["'unsafe-inline'"], "worker-src": ["'self'", "blob:"]})
+_docs_csp = csp_replace({"style-src-elem": ["'self'", "'unsafe-inline'"], "worker-src": ["'self'", "blob:"]})
 
 api_v1 = [
     path("health", health, name="health"),
