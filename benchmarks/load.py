@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -43,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 PASSWORD = "load-test-pw-1"
 LABELS = ["旅行", "支付", "物流", "售后", "账户"]
+RETRIES = 60
 
 SETUP = textwrap.dedent(
     """
@@ -222,6 +224,13 @@ def annotate(port: int, cookies: dict[str, str], tally: Tally) -> None:
         body = {"item_id": item["id"], "label": LABELS[item["id"] % len(LABELS)], "time_ms": 1200}
         started = time.perf_counter()
         status, data = call(tab, "POST", base + "annotations", body)
+        for _ in range(RETRIES):  # no answer (e.g. the server restarting): send the same submission again
+            if status not in ("timeout", "conn_error"):
+                break
+            with tally.lock:
+                tally.statuses[f"post {status}, retried"] += 1
+            time.sleep(0.5)
+            status, data = call(tab, "POST", base + "annotations", body)
         elapsed = (time.perf_counter() - started) * 1000
         with tally.lock:
             tally.statuses[f"post {status}"] += 1
@@ -321,7 +330,7 @@ def start_server(env: dict[str, str], port: int) -> subprocess.Popen:
     server = subprocess.Popen(
         [PY, "-m", "gunicorn", "sceneclf_site.wsgi:application", "--config", "python:sceneclf_site.gunicorn_conf",
          "--access-logfile", "/dev/null"],
-        cwd=ROOT, env={**env, "PORT": str(port)},
+        cwd=ROOT, env={**env, "PORT": str(port)}, start_new_session=True,  # its own group: killed as one
     )  # fmt: skip
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -341,17 +350,26 @@ def run_py(env: dict[str, str], code: str, *args: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def annotation_phase(port: int, users: list[str], args: argparse.Namespace) -> dict:
+def annotation_phase(port: int, users: list[str], args: argparse.Namespace, server: dict, env: dict) -> dict:
     cookies = {user: login(port, user) for user in users}
     tally = Tally(target=args.submissions, deadline=time.monotonic() + args.seconds)
     threads = [threading.Thread(target=annotate, args=(port, cookies[u], tally)) for u in users for _ in range(2)]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
+    restarted_at = None
+    if args.restart_at:
+        while tally.more() and tally.created < args.restart_at:
+            time.sleep(0.05)
+        if tally.more():  # stop the web server under load (in-flight requests are cut), then start it again
+            restarted_at = tally.created
+            os.killpg(server["proc"].pid, signal.SIGKILL)  # master and workers at once
+            server["proc"].wait(timeout=60)
+            server["proc"] = start_server(env, port)
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - started
-    return {"tally": tally, "wall_s": wall}
+    return {"tally": tally, "wall_s": wall, "restarted_at": restarted_at}
 
 
 def main() -> None:
@@ -362,6 +380,7 @@ def main() -> None:
     parser.add_argument("--predict-requests", type=int, default=600)
     parser.add_argument("--predict-clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=300, help="time bound of each phase")
+    parser.add_argument("--restart-at", type=int, default=0, help="kill and restart the web server after N submissions")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     if args.submissions > 5000 or args.predict_requests > 5000:
@@ -370,7 +389,7 @@ def main() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="sceneclf-bench-load-"))
     (data_dir / "staticfiles").mkdir()
     env = make_env(data_dir, args.database_url)
-    server = None
+    server: dict = {"proc": None}
     try:
         if args.database_url:
             subprocess.run([PY, "manage.py", "flush", "--noinput", "-v0"], cwd=ROOT, env=env, check=False)
@@ -383,10 +402,10 @@ def main() -> None:
         web = run_py(env, "import json; from sceneclf_site.settings import base as b; "
                      "print(json.dumps([b.WEB_WORKERS, b.WEB_THREADS]))")  # fmt: skip
         port = free_port()
-        server = start_server(env, port)
+        server["proc"] = start_server(env, port)
         clients = 2 * args.annotators
         login_rps = ceiling(port, clients, 5)
-        phase = annotation_phase(port, setup["users"], args)
+        phase = annotation_phase(port, setup["users"], args, server, env)
         verify = run_py(env, VERIFY)
         predict = None
         if secret:
@@ -397,9 +416,9 @@ def main() -> None:
             predict["share_of_login_page_rate"] = round(predict["req_per_s"] / predict_ceiling, 3)
             predict["login_page_req_per_s"] = round(predict_ceiling, 1)
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=60)
+        if server["proc"] is not None:
+            server["proc"].terminate()
+            server["proc"].wait(timeout=60)
         shutil.rmtree(data_dir, ignore_errors=True)
 
     tally, wall = phase["tally"], phase["wall_s"]
@@ -418,11 +437,12 @@ def main() -> None:
         "item_labelled_twice_by_one_person": verify["twice"],
         "statuses": dict(sorted(tally.statuses.items())),
         "server_errors": sum(n for key, n in tally.statuses.items() if key.split()[1].startswith("5")),
-        "no_answer": sum(n for key, n in tally.statuses.items() if not key.split()[1].isdigit()),
+        "unanswered_tries": sum(n for key, n in tally.statuses.items() if not key.split()[1].isdigit()),
         "next_p50_ms": round(percentile(tally.next_ms, 50), 1),
         "next_p95_ms": round(percentile(tally.next_ms, 95), 1),
         "post_p50_ms": round(percentile(tally.post_ms, 50), 1),
         "post_p95_ms": round(percentile(tally.post_ms, 95), 1),
+        "restarted_web_after": phase["restarted_at"],
         "wall_s": round(wall, 1),
         "submissions_per_s": round(tally.created / wall, 1),
         "requests_per_s": round(requests_per_s, 1),

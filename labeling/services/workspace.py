@@ -73,7 +73,6 @@ def clean_client_key(client_key: Any) -> str:
     return key
 
 
-@transaction.atomic
 def submit_annotation(
     *, project: Project, annotator: Any, item_id: int, label_key: str, time_ms: Any, client_key: str = ""
 ) -> Submission:
@@ -81,37 +80,44 @@ def submit_annotation(
 
     Retries are safe: a submission with a client key already used by this annotator, or for an item they already
     labelled with the same label, returns the stored annotation instead of failing (the client may have lost
-    the first answer). A different label for an already labelled item is a conflict (undo changes a label)."""
+    the first answer). A different label for an already labelled item is a conflict (undo changes a label).
+    Checks that only read run before the write transaction, so the write lock (one writer at a time on
+    SQLite) is held only for the writes and the checks they depend on."""
     taxonomy = require_published(project)
     label_key = validate_label(taxonomy, label_key)
     client_key = clean_client_key(client_key)
-    if client_key:
-        replayed = _replay_by_key(annotator, client_key, item_id, label_key)
+    item = _item_in_project(project, item_id)
+    k = target_k(project, item.text_hash)
+    accept_majority = workspace_settings(project).accept_majority
+    with transaction.atomic():
+        replayed = _earlier_submission(item, annotator, label_key, client_key)
         if replayed is not None:
             return Submission(replayed, created=False)
-    item = _item_in_project(project, item_id)
+        assignment = _own_assignment(item, annotator)
+        annotation = _create_annotation(item, annotator, label_key, taxonomy, clamp_time_ms(time_ms), client_key)
+        assignment.status = Assignment.Status.DONE
+        assignment.save(update_fields=["status"])
+        derive_gold_from_annotations(item=item, target_k=k, accept_majority=accept_majority)
+        transaction.on_commit(lambda: schedule_agreement_if_due(project.pk))
+    return Submission(annotation, created=True)
+
+
+def _earlier_submission(item: Item, annotator: Any, label_key: str, client_key: str) -> Annotation | None:
+    """The stored annotation this submission repeats, if any; a conflicting repeat raises."""
+    if client_key:
+        replayed = _replay_by_key(annotator, client_key, item.pk, label_key)
+        if replayed is not None:
+            return replayed
     # Lock this annotator's slot first (PostgreSQL; SQLite serialises writers), so two copies of one submission
     # cannot both pass the checks below.
     list(Assignment.objects.select_for_update().filter(item=item, annotator=annotator))
     earlier = Annotation.objects.filter(item=item, annotator=annotator).first()
-    if earlier is not None:
-        if earlier.label_key != label_key:
-            raise ConflictError(
-                "You already labelled this item with another label; undo it to change the label.",
-                code="duplicate_annotation",
-            )
-        return Submission(earlier, created=False)
-    assignment = _own_assignment(item, annotator)
-    annotation = _create_annotation(item, annotator, label_key, taxonomy, clamp_time_ms(time_ms), client_key)
-    assignment.status = Assignment.Status.DONE
-    assignment.save(update_fields=["status"])
-    derive_gold_from_annotations(
-        item=item,
-        target_k=target_k(project, item.text_hash),
-        accept_majority=workspace_settings(project).accept_majority,
-    )
-    transaction.on_commit(lambda: schedule_agreement_if_due(project.pk))
-    return Submission(annotation, created=True)
+    if earlier is not None and earlier.label_key != label_key:
+        raise ConflictError(
+            "You already labelled this item with another label; undo it to change the label.",
+            code="duplicate_annotation",
+        )
+    return earlier
 
 
 def _replay_by_key(annotator: Any, client_key: str, item_id: int, label_key: str) -> Annotation | None:

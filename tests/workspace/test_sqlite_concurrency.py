@@ -1,5 +1,6 @@
 """Twenty annotators submitting at once on the embedded SQLite default (a real file, real threads, each with its
-own connection, through the HTTP API): no 500, every acknowledged submission stored once."""
+own connection, through the HTTP API) while the owner changes workspace settings: no 500, every acknowledged
+submission stored once."""
 
 from __future__ import annotations
 
@@ -47,21 +48,38 @@ def _annotate(user, barrier, statuses, acknowledged, errors):
         connections.close_all()
 
 
+def _change_settings(user, barrier, statuses, errors):
+    client = APIClient()
+    client.force_authenticate(user)
+    try:
+        barrier.wait()
+        for minutes in range(30, 30 + ROUNDS * 2):
+            patched = client.patch("/api/v1/projects/race/workspace/settings", {"assignment_ttl_minutes": minutes})
+            statuses.append(patched.status_code)
+    except Exception as exc:
+        errors.append(exc)
+    finally:
+        connections.close_all()
+
+
 def test_twenty_annotators_at_once_get_no_server_error():
     assert connection.settings_dict["NAME"] != ":memory:"
     users = [get_user_model().objects.create_user(f"ann{i}", password="x") for i in range(ANNOTATORS)]
-    project = create_project(slug="race", name="Race", overlap_k=2, retrain_every_n_gold=10**6)
+    owner = get_user_model().objects.create_user("race_owner", password="x")
+    project = create_project(slug="race", name="Race", owner=owner, overlap_k=2, retrain_every_n_gold=10**6)
     for user in users:
         add_member(project=project, user=user, role=Role.ANNOTATOR)
     publish_scenes(project)
     make_items(project, numbered_texts(ANNOTATORS * ROUNDS))
-    barrier = threading.Barrier(ANNOTATORS)
+    barrier = threading.Barrier(ANNOTATORS + 1)
     statuses: list[int] = []
     acknowledged: list[int] = []
+    settings_statuses: list[int] = []
     errors: list[Exception] = []
     threads = [
         threading.Thread(target=_annotate, args=(user, barrier, statuses, acknowledged, errors)) for user in users
     ]
+    threads.append(threading.Thread(target=_change_settings, args=(owner, barrier, settings_statuses, errors)))
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -70,5 +88,6 @@ def test_twenty_annotators_at_once_get_no_server_error():
     counts = Counter(statuses)
     assert not [code for code in counts if code >= 500], counts
     assert counts[201] == ANNOTATORS * ROUNDS, counts
+    assert settings_statuses == [200] * (ROUNDS * 2)
     stored = Annotation.objects.filter(item__project=project)
     assert stored.count() == len(set(acknowledged)) == ANNOTATORS * ROUNDS
