@@ -11,6 +11,7 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_http_methods, require_POST
 
+from labeling.authentication import creator_vouches
 from labeling.models import Project, Role
 from labeling.permissions import can_create_projects, get_project_for
 from labeling.selectors.projects import (
@@ -125,7 +126,10 @@ def tokens(request: HttpRequest, slug: str) -> HttpResponse:
         else:
             form = TokenCreateForm()
     # The secret is rendered in this response only (never stored, never redirected through a session).
-    context = project_context(request, project, tokens=tokens_of(project), form=form, issued=issued)
+    listed = list(tokens_of(project))
+    for token in listed:
+        token.usable = token.is_active and creator_vouches(token)  # type: ignore[attr-defined]
+    context = project_context(request, project, tokens=listed, form=form, issued=issued)
     return render(request, "labeling/projects/tokens.html", context)
 
 

@@ -186,6 +186,10 @@ def test_token_belongs_to_the_owner_who_created_it(project, owner, make_user):
     assert client.get("/api/v1/projects/alpha/whoami").status_code == 200
     remove_member(project=project, user=second_owner, role=Role.OWNER)
     assert client.get("/api/v1/projects/alpha/whoami").status_code == 401
+    owner_api = APIClient()
+    owner_api.force_authenticate(owner)
+    listed = owner_api.get("/api/v1/projects/alpha/tokens").json()
+    assert [(t["name"], t["is_active"], t["usable"]) for t in listed] == [("client", True, False)]
     add_member(project=project, user=second_owner, role=Role.OWNER)
     assert client.get("/api/v1/projects/alpha/whoami").status_code == 200
     second_owner.is_active = False
