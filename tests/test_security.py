@@ -221,3 +221,11 @@ def test_throttle_counters_live_in_a_cache_shared_by_workers(redis_url, backend)
     env = {**os.environ, "REDIS_URL": redis_url}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip().endswith(backend), out.stderr
+
+
+def test_csrf_failure_page_in_both_languages(owner):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(owner)
+    response = client.post("/projects/", {"slug": "x", "name": "x"})
+    body = response.content.decode()
+    assert response.status_code == 403 and "页面已过期" in body and "page expired" in body
