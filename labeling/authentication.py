@@ -1,6 +1,10 @@
 """Project API tokens for predict clients: `Authorization: Token <secret>`.
 
-The secret is shown once at creation; only its sha256 is stored, so a database leak reveals none."""
+The secret is shown once at creation; only its sha256 is stored, so a database leak reveals none.
+A token belongs to its project and is vouched for by the owner who created it: it works only while that
+person is an active account and still an owner of the project (or a superuser). Removing the owner ends
+their tokens at once; adding them back as owner restores them. Tokens created without a person (from code or
+a management command) work until revoked. Wrong tokens are throttled per client address."""
 
 from __future__ import annotations
 
@@ -10,11 +14,24 @@ from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
-from labeling.models import ApiToken
+from labeling.models import ApiToken, Membership, Role
+from sceneclf_site.throttling import FailedTokenThrottle
 
 
 def hash_token(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def creator_vouches(token: ApiToken) -> bool:
+    """Whether the person who created the token may still hand it out (see the module docstring)."""
+    creator = token.created_by
+    if creator is None:
+        return True
+    if not creator.is_active:
+        return False
+    if creator.is_superuser:
+        return True
+    return Membership.objects.filter(project_id=token.project_id, user=creator, role=Role.OWNER).exists()
 
 
 class TokenUser(AnonymousUser):
@@ -42,14 +59,25 @@ class ProjectTokenAuthentication(authentication.BaseAuthentication):
         scheme, _, secret = header.partition(" ")
         if scheme.lower() not in {"token", "bearer"}:
             return None
-        secret = secret.strip()
-        if not secret:
-            raise exceptions.AuthenticationFailed("Empty API token.")
-        token = ApiToken.objects.select_related("project").filter(token_hash=hash_token(secret)).first()
-        if token is None or not token.is_active:
+        failures = FailedTokenThrottle()
+        wait = failures.wait_if_blocked(request)
+        if wait is not None:
+            raise exceptions.Throttled(wait=wait, detail="Too many failed API token attempts from this address.")
+        token = self._valid_token(secret.strip())
+        if token is None:
+            failures.record_failure()
             raise exceptions.AuthenticationFailed("Invalid or revoked API token.")
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
         return TokenUser(token), token
+
+    @staticmethod
+    def _valid_token(secret: str) -> ApiToken | None:
+        if not secret:
+            return None
+        token = ApiToken.objects.select_related("project", "created_by").filter(token_hash=hash_token(secret)).first()
+        if token is None or not token.is_active or not creator_vouches(token):
+            return None
+        return token
 
     def authenticate_header(self, request) -> str:  # type: ignore[no-untyped-def]
         return self.keyword

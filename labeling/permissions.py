@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404
 from rest_framework import permissions
@@ -34,6 +35,16 @@ def user_roles(user: Any, project: Project) -> set[str]:
     return set(project.memberships.filter(user=user).values_list("role", flat=True))
 
 
+def can_create_projects(user: Any) -> bool:
+    """Site setting PROJECT_CREATORS: "staff" (staff, superusers, members of PROJECT_CREATORS_GROUP) or
+    "everyone" (any signed-in person). Token clients never create projects."""
+    if not getattr(user, "is_authenticated", False) or getattr(user, "api_token", None) is not None:
+        return False
+    if settings.PROJECT_CREATORS == "everyone" or user.is_staff or user.is_superuser:
+        return True
+    return user.groups.filter(name=settings.PROJECT_CREATORS_GROUP).exists()
+
+
 def can(user: Any, project: Project, action: str) -> bool:
     roles = user_roles(user, project)
     if "token" in roles:
@@ -52,6 +63,15 @@ def get_project_for(user: Any, slug: str, action: str) -> Project:
     if not can(user, project, action):
         raise PermissionDenied(f"Your role in this project does not allow '{action}'.")
     return project
+
+
+class CanCreateProjects(permissions.BasePermission):
+    """DRF permission for creating a project (reads pass)."""
+
+    message = "You may not create projects; ask an administrator to add you to the project creators."
+
+    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
+        return request.method in permissions.SAFE_METHODS or can_create_projects(request.user)
 
 
 class ProjectActionPermission(permissions.BasePermission):

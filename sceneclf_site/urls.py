@@ -1,10 +1,15 @@
+from csp.decorators import csp_replace
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
 from sceneclf_site.health import health
+
+# Swagger UI and ReDoc (served from this server) style themselves with inline <style> and run ReDoc's search in
+# a blob: worker; their scripts stay external files (the split Swagger view serves its init script as a file).
+_docs_csp = csp_replace({"style-src-elem": ["'self'", "'unsafe-inline'"], "worker-src": ["'self'", "blob:"]})
 
 api_v1 = [
     path("health", health, name="health"),
@@ -12,8 +17,8 @@ api_v1 = [
     path("", include("modeling.api.urls")),
     path("", include("feedback.api.urls")),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
-    path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
-    path("redoc", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
+    path("docs", _docs_csp(SpectacularSwaggerSplitView.as_view(url_name="schema")), name="api-docs"),
+    path("redoc", _docs_csp(SpectacularRedocView.as_view(url_name="schema")), name="api-redoc"),
 ]
 
 urlpatterns = [

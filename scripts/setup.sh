@@ -6,6 +6,7 @@ source scripts/env.sh
 PY=.venv/bin/python
 mkdir -p var
 $PY manage.py migrate --noinput
+$PY manage.py createcachetable  # throttle counters when no Redis is configured (no-op otherwise)
 $PY manage.py collectstatic --noinput >/dev/null
 $PY manage.py backbones install "${DEFAULT_BACKBONE:-multilingual-e5-small}"
 $PY manage.py bootstrap_demo

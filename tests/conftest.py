@@ -38,3 +38,12 @@ def project(owner, annotator, reviewer):
     add_member(project=project, user=annotator, role=Role.ANNOTATOR)
     add_member(project=project, user=reviewer, role=Role.REVIEWER)
     return project
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """Throttle counters start from zero in every test."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield

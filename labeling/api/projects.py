@@ -8,8 +8,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from labeling.authentication import creator_vouches
 from labeling.models import ApiToken, Membership, Project, Role
-from labeling.permissions import ProjectActionPermission
+from labeling.permissions import CanCreateProjects, ProjectActionPermission
 from labeling.selectors.projects import members_of, projects_for_user, roles_of, tokens_of
 from labeling.services.projects import (
     SETTINGS_FIELDS,
@@ -62,7 +63,7 @@ class ProjectUpdateSerializer(serializers.ModelSerializer):
 
 
 class ProjectListCreateApi(APIView):
-    permission_classes = PERSON
+    permission_classes = [*PERSON, CanCreateProjects]
 
     @extend_schema(responses=ProjectSerializer(many=True), summary="Projects you are a member of")
     def get(self, request: Request) -> Response:
@@ -140,11 +141,19 @@ class MemberDetailApi(APIView):
 class ApiTokenSerializer(serializers.ModelSerializer):
     created_by = serializers.CharField(source="created_by.username", read_only=True, allow_null=True, default=None)
     is_active = serializers.BooleanField(read_only=True)
+    usable = serializers.SerializerMethodField(
+        help_text="Not revoked, and its creator is still an active owner (else the token answers 401)."
+    )
 
     class Meta:
         model = ApiToken
-        fields = ["id", "name", "prefix", "created_by", "created_at", "last_used_at", "revoked_at", "is_active"]
+        fields = [
+            "id", "name", "prefix", "created_by", "created_at", "last_used_at", "revoked_at", "is_active", "usable",
+        ]  # fmt: skip
         read_only_fields = fields
+
+    def get_usable(self, token: ApiToken) -> bool:
+        return token.is_active and creator_vouches(token)
 
 
 class TokenCreateSerializer(serializers.Serializer):

@@ -93,6 +93,14 @@ class AnnotationInSerializer(serializers.Serializer):
     item_id = serializers.IntegerField()
     label = serializers.CharField(max_length=64)
     time_ms = serializers.IntegerField(min_value=0, help_text="Display-to-submit time; capped at 10 minutes.")
+    client_key = serializers.CharField(
+        max_length=64,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Idempotency key (or send the `Idempotency-Key` header): a retry with the same key returns "
+        "the stored annotation with 200.",
+    )
 
 
 class AnnotationOutSerializer(serializers.Serializer):
@@ -108,17 +116,25 @@ class AnnotationCreateApi(APIView):
     permission_classes = MEMBER
     project_action = "annotate"
 
-    @extend_schema(request=AnnotationInSerializer, responses={201: AnnotationOutSerializer})
+    @extend_schema(
+        request=AnnotationInSerializer,
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
+        responses={201: AnnotationOutSerializer, 200: AnnotationOutSerializer},
+        description="201 when stored; 200 with the stored annotation when this is a retry of a stored "
+        "submission (same idempotency key, or the same item and label).",
+    )
     def post(self, request: Request, slug: str) -> Response:
         data = _valid(AnnotationInSerializer, request.data)
-        annotation = submit_annotation(
+        submission = submit_annotation(
             project=self.project,  # type: ignore[attr-defined]
             annotator=request.user,
             item_id=data["item_id"],
             label_key=data["label"],
             time_ms=data["time_ms"],
+            client_key=request.headers.get("Idempotency-Key") or data["client_key"],
         )
-        return Response(AnnotationOutSerializer(annotation).data, status=status.HTTP_201_CREATED)
+        code = status.HTTP_201_CREATED if submission.created else status.HTTP_200_OK
+        return Response(AnnotationOutSerializer(submission.annotation).data, status=code)
 
 
 class SkipInSerializer(serializers.Serializer):

@@ -55,11 +55,21 @@ class Annotation(models.Model):
     label_key = models.CharField(max_length=64)
     taxonomy = models.ForeignKey(TaxonomyVersion, on_delete=models.RESTRICT, related_name="annotations")
     time_ms = models.PositiveIntegerField(help_text="Display-to-submit time measured by the client, capped.")
+    client_key = models.CharField(
+        max_length=64, blank=True, default="", help_text="Idempotency key sent by the client; a retry reuses it."
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         ordering = ["created_at", "id"]
-        constraints = [models.UniqueConstraint(fields=["item", "annotator"], name="uniq_annotation_item_annotator")]
+        constraints = [
+            models.UniqueConstraint(fields=["item", "annotator"], name="uniq_annotation_item_annotator"),
+            models.UniqueConstraint(
+                fields=["annotator", "client_key"],
+                condition=~models.Q(client_key=""),
+                name="uniq_annotation_client_key",
+            ),
+        ]
 
 
 class Skip(models.Model):

@@ -4,9 +4,10 @@ modeling hands data to labeling (`set_suggestions`, `set_priorities`) without la
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from labeling.models import (
@@ -29,6 +30,7 @@ from sceneclf_site.api_errors import ConflictError, NotFoundError, ServiceError
 
 MAX_TIME_MS = 10 * 60 * 1000  # more than ten minutes on one short text means the annotator walked away
 MAX_SKIP_REASON = 200
+MAX_CLIENT_KEY = 64
 
 
 def next_assignment(*, project: Project, annotator: Any) -> Assignment | None:
@@ -60,36 +62,103 @@ def clamp_time_ms(time_ms: Any) -> int:
     return min(max(value, 0), MAX_TIME_MS)
 
 
-@transaction.atomic
-def submit_annotation(*, project: Project, annotator: Any, item_id: int, label_key: str, time_ms: Any) -> Annotation:
-    """Record the annotator's label on their assigned item; when the item has its k annotations, derive gold."""
+@dataclass(frozen=True)
+class Submission:
+    annotation: Annotation
+    created: bool  # False: a retry of a submission already stored; the stored annotation is returned
+
+
+def clean_client_key(client_key: Any) -> str:
+    key = str(client_key or "").strip()
+    if len(key) > MAX_CLIENT_KEY:
+        raise ServiceError(f"Keep the idempotency key under {MAX_CLIENT_KEY} characters.", code="client_key")
+    return key
+
+
+def submit_annotation(
+    *, project: Project, annotator: Any, item_id: int, label_key: str, time_ms: Any, client_key: str = ""
+) -> Submission:
+    """Record the annotator's label on their assigned item; when the item has its k annotations, derive gold.
+
+    Retries are safe: a submission with a client key already used by this annotator, or for an item they already
+    labelled with the same label, returns the stored annotation instead of failing (the client may have lost
+    the first answer). A different label for an already labelled item is a conflict (undo changes a label).
+    Checks that only read run before the write transaction, so the write lock (one writer at a time on
+    SQLite) is held only for the writes and the checks they depend on."""
     taxonomy = require_published(project)
     label_key = validate_label(taxonomy, label_key)
+    client_key = clean_client_key(client_key)
     item = _item_in_project(project, item_id)
-    assignment = _own_assignment(item, annotator)
-    if Annotation.objects.filter(item=item, annotator=annotator).exists():
-        raise ConflictError("You already labelled this item.", code="duplicate_annotation")
-    annotation = Annotation.objects.create(
-        item=item, annotator=annotator, label_key=label_key, taxonomy=taxonomy, time_ms=clamp_time_ms(time_ms)
-    )
-    assignment.status = Assignment.Status.DONE
-    assignment.save(update_fields=["status"])
+    k = target_k(project, item.text_hash)
+    accept_majority = workspace_settings(project).accept_majority
+    with transaction.atomic():
+        replayed = _earlier_submission(item, annotator, label_key, client_key)
+        if replayed is not None:
+            return Submission(replayed, created=False)
+        assignment = _own_assignment(item, annotator)
+        annotation = _create_annotation(item, annotator, label_key, taxonomy, clamp_time_ms(time_ms), client_key)
+        assignment.status = Assignment.Status.DONE
+        assignment.save(update_fields=["status"])
+        _record_annotated(item, annotator, annotation, taxonomy)
+        derive_gold_from_annotations(item=item, target_k=k, accept_majority=accept_majority)
+        transaction.on_commit(lambda: schedule_agreement_if_due(project.pk))
+    return Submission(annotation, created=True)
+
+
+def _record_annotated(item: Item, annotator: Any, annotation: Annotation, taxonomy: Any) -> None:
     gold = GoldLabel.objects.filter(item=item).first()
     record_event(
         item=item,
         kind=ItemEvent.Kind.ANNOTATED,
         actor=annotator,
         label_before=gold.label_key if gold else "",
-        label_after=label_key,
+        label_after=annotation.label_key,
         detail={"taxonomy_version": taxonomy.number, "time_ms": annotation.time_ms},
     )
-    derive_gold_from_annotations(
-        item=item,
-        target_k=target_k(project, item.text_hash),
-        accept_majority=workspace_settings(project).accept_majority,
-    )
-    transaction.on_commit(lambda: schedule_agreement_if_due(project.pk))
-    return annotation
+
+
+def _earlier_submission(item: Item, annotator: Any, label_key: str, client_key: str) -> Annotation | None:
+    """The stored annotation this submission repeats, if any; a conflicting repeat raises."""
+    if client_key:
+        replayed = _replay_by_key(annotator, client_key, item.pk, label_key)
+        if replayed is not None:
+            return replayed
+    # Lock this annotator's slot first (PostgreSQL; SQLite serialises writers), so two copies of one submission
+    # cannot both pass the checks below.
+    list(Assignment.objects.select_for_update().filter(item=item, annotator=annotator))
+    earlier = Annotation.objects.filter(item=item, annotator=annotator).first()
+    if earlier is not None and earlier.label_key != label_key:
+        raise ConflictError(
+            "You already labelled this item with another label; undo it to change the label.",
+            code="duplicate_annotation",
+        )
+    return earlier
+
+
+def _replay_by_key(annotator: Any, client_key: str, item_id: int, label_key: str) -> Annotation | None:
+    earlier = Annotation.objects.filter(annotator=annotator, client_key=client_key).first()
+    if earlier is not None and (earlier.item_id != item_id or earlier.label_key != label_key):
+        raise ConflictError(
+            "This idempotency key was already used for another submission; send a new key.", code="client_key_reused"
+        )
+    return earlier
+
+
+def _create_annotation(
+    item: Item, annotator: Any, label_key: str, taxonomy: Any, time_ms: int, client_key: str
+) -> Annotation:
+    try:
+        with transaction.atomic():
+            return Annotation.objects.create(
+                item=item,
+                annotator=annotator,
+                label_key=label_key,
+                taxonomy=taxonomy,
+                time_ms=time_ms,
+                client_key=client_key,
+            )
+    except IntegrityError as exc:  # the same key sent at the same moment for another item
+        raise ConflictError("This idempotency key is in use by another submission.", code="client_key_reused") from exc
 
 
 @transaction.atomic
@@ -158,6 +227,7 @@ def _undo_skip(project: Project, annotator: Any, skip: Skip) -> Item:
     return item
 
 
+@transaction.atomic
 def update_workspace_settings(*, project: Project, **fields: Any) -> WorkspaceSettings:
     allowed = {"assignment_ttl_minutes", "accept_majority", "agreement_batch_size"}
     unknown = set(fields) - allowed

@@ -5,13 +5,15 @@ from __future__ import annotations
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_http_methods, require_POST
 
+from labeling.authentication import creator_vouches
 from labeling.models import Project, Role
-from labeling.permissions import get_project_for
+from labeling.permissions import can_create_projects, get_project_for
 from labeling.selectors.projects import (
     members_of,
     project_permissions,
@@ -47,6 +49,9 @@ class ProjectCreateForm(forms.Form):
 @login_required
 @require_http_methods(["GET", "POST"])
 def project_list(request: HttpRequest) -> HttpResponse:
+    may_create = can_create_projects(request.user)
+    if request.method == "POST" and not may_create:
+        raise PermissionDenied("You may not create projects.")
     form = ProjectCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -57,7 +62,8 @@ def project_list(request: HttpRequest) -> HttpResponse:
             messages.success(request, _("Project created. Add labels to its taxonomy draft next."))
             return redirect("labeling:project_detail", slug=project.slug)
     projects = [(project, roles_of(request.user, project)) for project in projects_for_user(request.user)]
-    return render(request, "labeling/projects/list.html", {"projects": projects, "form": form})
+    context = {"projects": projects, "form": form, "may_create": may_create}
+    return render(request, "labeling/projects/list.html", context)
 
 
 @login_required
@@ -120,7 +126,10 @@ def tokens(request: HttpRequest, slug: str) -> HttpResponse:
         else:
             form = TokenCreateForm()
     # The secret is rendered in this response only (never stored, never redirected through a session).
-    context = project_context(request, project, tokens=tokens_of(project), form=form, issued=issued)
+    listed = list(tokens_of(project))
+    for token in listed:
+        token.usable = token.is_active and creator_vouches(token)  # type: ignore[attr-defined]
+    context = project_context(request, project, tokens=listed, form=form, issued=issued)
     return render(request, "labeling/projects/tokens.html", context)
 
 

@@ -91,7 +91,7 @@ def workspace_submit(request: HttpRequest, slug: str) -> HttpResponse:
             item_id=_item_id(request),
             label_key=request.POST.get("label", ""),
             time_ms=request.POST.get("time_ms"),
-        )
+        ).annotation
     except ServiceError as exc:
         return _panel(request, project, error=exc.message)
     return _panel(request, project, notice=_("Saved as %(label)s.") % {"label": annotation.label_key})

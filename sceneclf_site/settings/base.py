@@ -4,6 +4,7 @@ environment; docs/OPERATIONS.md lists each variable."""
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -62,6 +63,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI and ReDoc served from this server: no CDN
     "django_htmx",
+    "axes",
+    "csp",
     "labeling",
     "modeling",
     "feedback",
@@ -79,6 +82,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "sceneclf_site.middleware.BrokerUnavailableMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks
 ]
 
 ROOT_URLCONF = "sceneclf_site.urls"
@@ -108,11 +113,35 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    # WAL lets the web process read while a worker writes; the timeout rides out short locks.
+    # WAL lets readers run beside the one writer. IMMEDIATE takes the write lock when a transaction starts,
+    # so a writer waits (up to the busy timeout) instead of failing with "database is locked" when it
+    # upgrades a read lock that another writer overtook.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+        {
+            "timeout": env_int("SQLITE_BUSY_TIMEOUT_SECONDS", 30),
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses locked-out logins before a password is checked
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Login lockout (django-axes): after AXES_FAILURE_LIMIT wrong passwords for one username from one IP the
+# login answers 429 until the cool-off ends or an admin runs `manage.py axes_reset_username <name>`.
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_LOCKOUT_TEMPLATE = "429_lockout.html"
+
+# Who may create projects: "staff" (staff, superusers and members of PROJECT_CREATORS_GROUP) or "everyone"
+# (any signed-in user).
+PROJECT_CREATORS = env_str("PROJECT_CREATORS", "staff")
+PROJECT_CREATORS_GROUP = env_str("PROJECT_CREATORS_GROUP", "project creators")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -160,6 +189,22 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "sceneclf_site.api_errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": [
+        "sceneclf_site.throttling.TokenRateThrottle",
+        "sceneclf_site.throttling.TokenIpRateThrottle",
+        "sceneclf_site.throttling.PredictRateThrottle",
+        "sceneclf_site.throttling.PredictIpRateThrottle",
+    ],
+    # Requests per period for each scope; sceneclf_site/throttling.py says what each scope counts.
+    "DEFAULT_THROTTLE_RATES": {
+        "token": env_str("THROTTLE_TOKEN", "600/min"),
+        "token_ip": env_str("THROTTLE_TOKEN_IP", "1200/min"),
+        "predict": env_str("THROTTLE_PREDICT", "300/min"),
+        "predict_ip": env_str("THROTTLE_PREDICT_IP", "600/min"),
+        "token_failure": env_str("THROTTLE_TOKEN_FAILURE", "10/min"),
+    },
+    # The client address DRF throttles by: 0 trusts no X-Forwarded-For (direct clients), N trusts N proxies.
+    "NUM_PROXIES": env_int("TRUSTED_PROXY_COUNT", 0) or None,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "sceneclf API",
@@ -182,10 +227,45 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
+# --- Cache: throttle counters shared by every web worker ------------------------------------------
+# Redis when REDIS_URL is set; else a table in the database (created by `manage.py createcachetable`).
+REDIS_URL = env_str("REDIS_URL", "")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "sceneclf"}
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "sceneclf_cache"}
+    )
+}
+
+# --- Web server (gunicorn, gthread workers; sceneclf_site/gunicorn_conf.py reads these) -------------------
+WEB_WORKERS = env_int("WEB_WORKERS", 2)
+WEB_THREADS = env_int("WEB_THREADS", 4)
+WEB_TIMEOUT_SECONDS = env_int("WEB_TIMEOUT_SECONDS", 120)
+
+# --- Content-Security-Policy (django-csp): nothing inline, nothing from other hosts ----------------------
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        # Style elements: our files, plus the one rule matplotlib writes into every inline SVG plot (its hash).
+        "style-src-elem": ["'self'", "'sha256-2Iqu4MW0P4n79bqVmTDfLWhO8TS7MxwRJn7HVNDr7EQ='"],
+        # Style attributes (the SVG plots are drawn with them) cannot run script; scripts stay strict.
+        "style-src-attr": ["'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+
 # --- Celery -----------------------------------------------------------------------------------
 # REDIS_URL selects a real Redis broker and result store. Without it, the embedded fallback is
 # kombu's SQLAlchemy transport on a SQLite file: pure Python, no root, nothing to install.
-REDIS_URL = env_str("REDIS_URL", "")
 _EMBEDDED_BROKER_DB = DATA_DIR / "celery-broker.sqlite3"
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or f"sqla+sqlite:///{_EMBEDDED_BROKER_DB}")
 CELERY_RESULT_BACKEND = env_str(

@@ -29,3 +29,11 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/15")
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = REDIS_URL
+
+# Throttle counters in this process only, emptied before each test (tests/conftest.py). Rates are raised so
+# that no other test trips them; tests/test_security.py restores the real defaults to prove they answer 429.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "sceneclf-test"}}
+REST_FRAMEWORK = {
+    **REST_FRAMEWORK,  # noqa: F405
+    "DEFAULT_THROTTLE_RATES": {scope: "100000/min" for scope in REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]},  # noqa: F405
+}

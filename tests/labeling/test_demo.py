@@ -6,6 +6,7 @@ import pytest
 import yaml
 from django.contrib.auth import authenticate, get_user_model
 from django.core.management import call_command
+from django.test import RequestFactory
 
 import labeling
 from labeling.models import GoldLabel, Item, Membership, Project, TaxonomyVersion
@@ -59,7 +60,8 @@ def test_bootstrap_demo_creates_everything_once(capsys):
         "demo_reviewer": "reviewer",
     }
     for username in [*roles, "admin"]:
-        assert authenticate(username=username, password="sceneclf-demo") is not None
+        # A request, as a login view passes it: django-axes checks lockouts per request.
+        assert authenticate(RequestFactory().post("/accounts/login/"), username=username, password="sceneclf-demo")
     assert get_user_model().objects.get(username="admin").is_superuser
 
     items = Item.objects.filter(project=project)

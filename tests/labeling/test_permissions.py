@@ -173,3 +173,32 @@ def test_token_use_records_last_used(project):
     assert _token_client(issued.secret).get("/api/v1/projects/alpha/whoami").status_code == 200
     issued.token.refresh_from_db()
     assert issued.token.last_used_at is not None
+
+
+def test_token_belongs_to_the_owner_who_created_it(project, owner, make_user):
+    """A token works while its creator is an active owner of the project; removing them ends it at once."""
+    from labeling.models import Role
+    from labeling.services.projects import add_member, remove_member
+
+    second_owner = make_user("second_owner")
+    add_member(project=project, user=second_owner, role=Role.OWNER)
+    client = _token_client(create_api_token(project=project, name="client", created_by=second_owner).secret)
+    assert client.get("/api/v1/projects/alpha/whoami").status_code == 200
+    remove_member(project=project, user=second_owner, role=Role.OWNER)
+    assert client.get("/api/v1/projects/alpha/whoami").status_code == 401
+    owner_api = APIClient()
+    owner_api.force_authenticate(owner)
+    listed = owner_api.get("/api/v1/projects/alpha/tokens").json()
+    assert [(t["name"], t["is_active"], t["usable"]) for t in listed] == [("client", True, False)]
+    add_member(project=project, user=second_owner, role=Role.OWNER)
+    assert client.get("/api/v1/projects/alpha/whoami").status_code == 200
+    second_owner.is_active = False
+    second_owner.save()
+    assert client.get("/api/v1/projects/alpha/whoami").status_code == 401
+    second_owner.delete()
+    assert not ApiToken.objects.filter(name="client", project=project).exists()
+
+
+def test_token_created_without_a_person_works_until_revoked(project):
+    client = _token_client(create_api_token(project=project, name="service").secret)
+    assert client.get("/api/v1/projects/alpha/whoami").status_code == 200

@@ -12,12 +12,45 @@ from labeling.services.projects import create_project, remove_member, update_pro
 from sceneclf_site.api_errors import ConflictError, ServiceError
 
 
-def test_any_user_creates_a_project_and_becomes_its_owner(make_user, page_client):
+def _project_creator(make_user, username: str = "newcomer"):
+    from django.contrib.auth.models import Group
+
+    user = make_user(username)
+    user.groups.add(Group.objects.get_or_create(name="project creators")[0])
+    return user
+
+
+def _api(user):
     from rest_framework.test import APIClient
 
-    user = make_user("newcomer")
     client = APIClient()
     client.force_authenticate(user)
+    return client
+
+
+def test_annotator_without_the_right_cannot_create_a_project(annotator, page_client):
+    response = _api(annotator).post("/api/v1/projects", {"slug": "gamma", "name": "Gamma"}, format="json")
+    assert response.status_code == 403 and response.json()["error"]["code"] == "permission_denied"
+    page = page_client(annotator)
+    assert page.post("/projects/", {"slug": "delta", "name": "Delta"}).status_code == 403
+    assert b"Create project" not in page.get("/projects/").content
+    assert not Project.objects.filter(slug__in=["gamma", "delta"]).exists()
+
+
+def test_staff_and_everyone_setting_may_create(make_user, settings):
+    staff = make_user("staffer")
+    staff.is_staff = True
+    staff.save()
+    assert _api(staff).post("/api/v1/projects", {"slug": "s1", "name": "S"}, format="json").status_code == 201
+    plain = make_user("plain")
+    assert _api(plain).post("/api/v1/projects", {"slug": "s2", "name": "S"}, format="json").status_code == 403
+    settings.PROJECT_CREATORS = "everyone"
+    assert _api(plain).post("/api/v1/projects", {"slug": "s2", "name": "S"}, format="json").status_code == 201
+
+
+def test_project_creator_creates_a_project_and_becomes_its_owner(make_user, page_client):
+    user = _project_creator(make_user)
+    client = _api(user)
     response = client.post("/api/v1/projects", {"slug": "gamma", "name": "Gamma"}, format="json")
     assert response.status_code == 201 and response.json()["roles"] == ["owner"]
     project = Project.objects.get(slug="gamma")

@@ -27,14 +27,42 @@ def test_next_annotate_skip_undo(published, items, annotator):
     assert [label["hotkey"] for label in body["labels"]][:2] == ["1", "2"]
     response = client.post(f"{base}/annotations", {"item_id": body["item"]["id"], "label": "支付", "time_ms": 900})
     assert response.status_code == 201 and response.json()["label"] == "支付"
-    bad = client.post(f"{base}/annotations", {"item_id": body["item"]["id"], "label": "支付", "time_ms": 900})
-    assert bad.status_code == 409 and bad.json()["error"]["code"] == "not_assigned"
+    other = client.post(f"{base}/annotations", {"item_id": body["item"]["id"], "label": "物流", "time_ms": 900})
+    assert other.status_code == 409 and other.json()["error"]["code"] == "duplicate_annotation"
     following = client.get(f"{base}/workspace/next").json()["item"]["id"]
     assert client.post(f"{base}/workspace/skip", {"item_id": following, "reason": ""}).status_code == 400
     assert client.post(f"{base}/workspace/skip", {"item_id": following, "reason": "spam"}).status_code == 201
     assert client.post(f"{base}/workspace/undo").json() == {"item_id": following}
     unknown = client.post(f"{base}/annotations", {"item_id": following, "label": "nope", "time_ms": 1})
     assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "unknown_label"
+
+
+def test_a_retried_submission_returns_the_stored_annotation(published, items, annotator):
+    """The write committed while its client saw an error: the retry is a success, not a 409, and stores nothing."""
+    client = api(annotator)
+    base = f"/api/v1/projects/{published.slug}"
+    item_id = client.get(f"{base}/workspace/next").json()["item"]["id"]
+    first = client.post(f"{base}/annotations", {"item_id": item_id, "label": "支付", "time_ms": 900})
+    retry = client.post(f"{base}/annotations", {"item_id": item_id, "label": "支付", "time_ms": 950})
+    assert (first.status_code, retry.status_code) == (201, 200)
+    assert retry.json() == first.json()
+    assert Annotation.objects.filter(item_id=item_id).count() == 1
+
+
+def test_idempotency_key_header_or_field(published, items, annotator):
+    client = api(annotator)
+    base = f"/api/v1/projects/{published.slug}"
+    item_id = client.get(f"{base}/workspace/next").json()["item"]["id"]
+    body = {"item_id": item_id, "label": "支付", "time_ms": 5}
+    first = client.post(f"{base}/annotations", body, HTTP_IDEMPOTENCY_KEY="k-1")
+    assert first.status_code == 201
+    by_field = client.post(f"{base}/annotations", {**body, "client_key": "k-1"})
+    assert by_field.status_code == 200 and by_field.json()["id"] == first.json()["id"]
+    assert Annotation.objects.get(pk=first.json()["id"]).client_key == "k-1"
+    following = client.get(f"{base}/workspace/next").json()["item"]["id"]
+    reused = client.post(f"{base}/annotations", {**body, "item_id": following, "client_key": "k-1"})
+    assert reused.status_code == 409 and reused.json()["error"]["code"] == "client_key_reused"
+    assert Annotation.objects.filter(annotator=annotator).count() == 1
 
 
 def test_roles_and_tokens(published, items, annotator, reviewer, owner):

@@ -1,0 +1,27 @@
+"""gunicorn settings for `make run` and production: gthread workers, sizes from Django settings (WEB_WORKERS,
+WEB_THREADS, WEB_TIMEOUT_SECONDS; docs/OPERATIONS.md)."""
+
+import os
+
+from sceneclf_site.settings import base
+
+bind = f"{os.environ.get('WEB_BIND', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+worker_class = "gthread"
+workers = base.WEB_WORKERS
+threads = base.WEB_THREADS
+timeout = base.WEB_TIMEOUT_SECONDS
+graceful_timeout = 30
+# Load Django (and torch) once before forking: workers start answering at once and share the pages in memory.
+preload_app = True
+accesslog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+# One control socket per data dir (gunicorn's default is one per user: a second instance would take it over).
+control_socket = str(base.DATA_DIR / "gunicorn.ctl")
+
+
+def pre_fork(server, worker):  # type: ignore[no-untyped-def]
+    """Import every view (and what they import) once in the master, so no worker pays for it on its first
+    request."""
+    from django.urls import get_resolver
+
+    get_resolver().check()  # resolves url_patterns, importing every view module
