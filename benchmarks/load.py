@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
+
+from netutil import free_port, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -110,17 +111,6 @@ VERIFY = textwrap.dedent(
     print(json.dumps({"stored": rows.count(), "ids": sorted(rows.values_list("id", flat=True)), "twice": twice}))
     """
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))] if ordered else 0.0
 
 
 def cpu_model() -> str:

@@ -14,7 +14,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,6 +21,8 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+
+from netutil import free_port, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -49,18 +50,6 @@ SETUP = textwrap.dedent(
     print(json.dumps({"secret": token.secret, "version": run.model_version.ref}))
     """
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def demo_texts() -> list[str]:
