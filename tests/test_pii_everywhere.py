@@ -143,7 +143,7 @@ def test_no_raw_personal_data_anywhere(
     assert [job.status for job in jobs] == ["done", "done"], [job.error for job in jobs]
     assert [(job.created_count, job.rejected_count) for job in jobs] == [(1, 2), (1, 0)]
     assert jobs[1].encoding == "gb18030" and Item.objects.filter(text="快递丢了").exists()
-    item = Item.objects.get(text__startswith=FEEDBACK_TEXT)
+    item = Item.objects.exclude(external_id="").get(text__startswith=FEEDBACK_TEXT)  # the imported one
     assert item.metadata["contact"] and item.external_id  # kept, in protected form
     if mode == "mask":
         assert item.external_id == "user-<PHONE>" and "<EMAIL>" in item.metadata["contact"]

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modeling.services import training
-from tests.modeling.route1 import tiny_params
+from tests.modeling.route1 import start_and_run, tiny_params
 
 
 @pytest.mark.django_db
@@ -20,8 +19,7 @@ def test_an_unreachable_precision_target_is_said_on_the_model_page(scene_project
     scene_project.abstain_target = 0.95
     scene_project.save()
     params = {**tiny_params(tiny_backbone), "coverage_floor": 0.9, "ood_kind": "none"}
-    run = training.start_training_run(project=scene_project, params=params)
-    run.refresh_from_db()
+    run = start_and_run(scene_project, params=params)
     assert run.status == "succeeded", run.error
     version = run.model_version
     assert version.metrics["target_met_on_val"] is False
