@@ -19,9 +19,9 @@ ECE_BINS = 15
 # maximises validation macro-F1 when abstentions count as the fallback class; balanced: the tau maximising the mean
 # of in-scope accuracy and fallback recall (for data whose fallback class is real out-of-scope text, such as
 # CLINC150's "oos": a precision target answers too much there, and macro-F1 gives "oos" one vote in 151);
-# in_scope_accuracy: the most fallback recall keeping in-scope accuracy (abstaining on an in-scope text is wrong)
+# in_scope_acc: the most fallback recall keeping in-scope accuracy (abstaining on an in-scope text is wrong)
 # >= target, with one threshold on the out-of-scope score (choose_in_scope_accuracy_rule).
-TARGET_KINDS = ("precision", "coverage", "macro_f1", "balanced", "in_scope_accuracy")
+TARGET_KINDS = ("precision", "coverage", "macro_f1", "balanced", "in_scope_acc")
 # Below this many validation predictions for a class, its own threshold is too noisy: use the global one.
 MIN_CLASS_SUPPORT = 8
 # Temperatures outside [e^-4, e^4] mean the logits are degenerate, not that the model needs that much scaling.
@@ -210,7 +210,7 @@ def choose_threshold(
     ``precision``: the smallest tau whose selective accuracy (accuracy on answered texts) is >= target, i.e.
     the largest coverage meeting it. ``coverage``: the largest tau still answering >= target of the texts.
     ``macro_f1``: the tau maximising validation macro-F1 with abstentions mapped to ``fallback_index``;
-    ``balanced``: the tau maximising the mean of in-scope accuracy and fallback recall; ``in_scope_accuracy``:
+    ``balanced``: the tau maximising the mean of in-scope accuracy and fallback recall; ``in_scope_acc``:
     see ``choose_in_scope_accuracy_rule`` (here on the top probability alone).
     ``per_class`` adds a threshold per predicted class where that class has enough validation predictions.
     A target no threshold reaches (noisy validation labels) falls back to the tau answering ``coverage_floor``
@@ -225,9 +225,9 @@ def choose_threshold(
     probs, y = np.asarray(probs, dtype=np.float64), np.asarray(y)
     if len(y) == 0:
         raise ValueError("choosing a threshold needs validation examples")
-    if target_kind == "in_scope_accuracy":
+    if target_kind == "in_scope_acc":
         if fallback_index is None:
-            raise ValueError("the in_scope_accuracy abstention target needs the fallback class")
+            raise ValueError("the in_scope_acc abstention target needs the fallback class")
         return choose_in_scope_accuracy_rule(probs, y, fallback_index, target, coverage_floor=coverage_floor)
     confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
     correct = predicted == y
@@ -298,7 +298,7 @@ def choose_in_scope_accuracy_rule(
     probs, y = np.asarray(probs, dtype=np.float64), np.asarray(y)
     in_scope = y != fallback_index
     if not in_scope.any():
-        raise ValueError("the in_scope_accuracy abstention target needs in-scope validation texts")
+        raise ValueError("the in_scope_acc abstention target needs in-scope validation texts")
     confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
     reject_score = -confidence if ood_scores is None else np.asarray(ood_scores, dtype=np.float64)
     # Answered when reject_score <= c: in-scope accuracy at c counts the correct in-scope texts scoring <= c.
@@ -319,7 +319,7 @@ def choose_in_scope_accuracy_rule(
         )
     threshold, ood_threshold = (0.0, cut) if ood_scores is not None else (-cut, None)
     choice = ThresholdChoice(
-        "in_scope_accuracy",
+        "in_scope_acc",
         float(target),
         threshold,
         target_met=met,

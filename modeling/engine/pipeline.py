@@ -76,7 +76,7 @@ class TrainConfig:
     hybrid_mode: str = "ensemble"  # ensemble (logit mix tuned on val) | concat (one LR on both)
     loss: str = "weighted"  # weighted (1/log(1.02+share)) | focal (gamma 2) | none
     seed: int = 0
-    abstain_target_kind: str = "precision"  # precision | coverage | macro_f1 | balanced | in_scope_accuracy
+    abstain_target_kind: str = "precision"  # precision | coverage | macro_f1 | balanced | in_scope_acc
     abstain_target: float = 0.9
     per_class_thresholds: bool = False
     min_val_size: int = DEFAULT_MIN_VAL_SIZE
@@ -486,7 +486,7 @@ def _choose_abstention(
     best = None
     for ood, val_scores, delta in _ood_candidates(train, ytr, val, yva, probs, fallback_index, config):
         tau_scores = None if ood is None else ood.combined(tau_inputs.features, tau_probs)
-        if config.abstain_target_kind == "in_scope_accuracy" and tau_scores is not None:
+        if config.abstain_target_kind == "in_scope_acc" and tau_scores is not None:
             # One threshold on the combined score, chosen for the target itself (not after a fixed loss share).
             choice = choose_in_scope_accuracy_rule(
                 tau_probs, tau_y, fallback_index, config.abstain_target, tau_scores, config.coverage_floor
@@ -516,11 +516,11 @@ def _choose_abstention(
 def _guard_share(config: TrainConfig) -> float:
     # Every in-scope text the guard turns away is charged to an in-scope accuracy target; on CLINC150 val half A
     # the 0.5 % guard cost 4 of 56 out-of-scope texts caught at in-scope accuracy 0.95, 0.1 % none.
-    return IN_SCOPE_TARGET_GUARD_SHARE if config.abstain_target_kind == "in_scope_accuracy" else DISTANCE_GUARD_SHARE
+    return IN_SCOPE_TARGET_GUARD_SHARE if config.abstain_target_kind == "in_scope_acc" else DISTANCE_GUARD_SHARE
 
 
 def _ood_rule(config: TrainConfig) -> str:
-    if config.abstain_target_kind == "in_scope_accuracy":
+    if config.abstain_target_kind == "in_scope_acc":
         return f"the most out-of-scope val texts caught with in-scope val accuracy >= {config.abstain_target:g}"
     return f"turns away at most {config.ood_in_scope_loss:.1%} of the in-scope validation texts"
 

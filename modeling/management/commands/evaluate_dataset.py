@@ -47,9 +47,9 @@ class Command(BaseCommand):
         parser.add_argument("--params", default="{}", help="extra training params as JSON, e.g. '{\"hybrid\": false}'")
         parser.add_argument(
             "--abstain-kind",
-            choices=["precision", "coverage", "macro_f1", "balanced", "in_scope_accuracy"],
+            choices=["precision", "coverage", "macro_f1", "balanced", "in_scope_acc"],
             default=None,
-            help="abstention target kind (default: precision 0.9; with --fallback-label: in_scope_accuracy 0.95 "
+            help="abstention target kind (default: precision 0.9; with --fallback-label: in_scope_acc 0.95 "
             "when train holds that label, else precision 0.97)",
         )
         parser.add_argument("--abstain-target", type=float, default=None)
@@ -135,7 +135,7 @@ def _default_abstention(
     if kind is not None or not fallback_label:
         return kind, target
     if fallback_trained:
-        return "in_scope_accuracy", target or FALLBACK_DATA_IN_SCOPE_ACCURACY_TARGET
+        return "in_scope_acc", target or FALLBACK_DATA_IN_SCOPE_ACCURACY_TARGET
     return "precision", target or FALLBACK_DATA_PRECISION_TARGET
 
 
