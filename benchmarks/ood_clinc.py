@@ -10,7 +10,8 @@ Three set-ups, each tuned on val half A and measured on val half B (``benchmarks
 
 Rules (a text is rejected = sent to the fallback): ``msp`` (calibrated top probability under tau),
 ``mahalanobis`` / ``knn`` (the distance score over delta), ``msp+mahalanobis`` / ``msp+knn`` (either),
-``z:msp+mahalanobis`` / ``z:msp+knn`` (one threshold on the z-sum of -log p and the distance). The
+``z:msp+mahalanobis`` / ``z:msp+knn`` (one threshold on the z-sum of -log p and the distance), and where the
+fallback is trained (``with_oos``) ``z:msp+mahalanobis+p(fallback)`` / ``...knn...`` (plus log p(fallback)). The
 thresholds of each rule are chosen on half A as the ones with the best OOS recall among those keeping in-scope
 accuracy >= ``--in-scope-accuracy``; half B reports in-scope accuracy, OOS recall and AUROC (in-scope vs OOS,
 and for ``near`` separately vs near and far OOS). Features come from the app's feature cache (Django settings).
@@ -131,6 +132,12 @@ def run_setup(name: str, train, val_a, val_b, feats, args) -> dict:
             z[part] = {s: (values[s] - mean) / std for s in ("a", "b")}
         dists[f"z:{kind}"] = {s: z["msp"][s] + z["dist"][s] for s in ("a", "b")}
         rules[f"z:msp+{kind}"] = (False, f"z:{kind}")
+        if fb in trained:
+            # The head's own log-probability of the trained fallback as a third standardised term.
+            belief = {s: np.log(np.clip(probs[s][:, fb], 1e-12, None)) for s in ("a", "b")}
+            mean, std = belief["a"][in_a].mean(), belief["a"][in_a].std() + 1e-12
+            dists[f"z3:{kind}"] = {s: dists[f"z:{kind}"][s] + (belief[s] - mean) / std for s in ("a", "b")}
+            rules[f"z:msp+{kind}+p(fallback)"] = (False, f"z3:{kind}")
     for rule, (use_msp, kind) in rules.items():
         da = dists[kind]["a"] if kind else np.zeros(len(y["a"]))
         db = dists[kind]["b"] if kind else np.zeros(len(y["b"]))

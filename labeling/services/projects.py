@@ -71,7 +71,7 @@ def remove_membership(*, project: Project, membership_id: int) -> None:
     remove_member(project=project, user=membership.user, role=membership.role)
 
 
-ABSTAIN_TARGET_KINDS = ("precision", "coverage", "macro_f1", "balanced")
+ABSTAIN_TARGET_KINDS = ("precision", "coverage", "macro_f1", "balanced", "in_scope_acc")
 SETTINGS_FIELDS = (
     "name",
     "description",

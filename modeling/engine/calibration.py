@@ -18,8 +18,10 @@ ECE_BINS = 15
 # precision: accuracy on answered texts >= target; coverage: share answered >= target; macro_f1: the tau that
 # maximises validation macro-F1 when abstentions count as the fallback class; balanced: the tau maximising the mean
 # of in-scope accuracy and fallback recall (for data whose fallback class is real out-of-scope text, such as
-# CLINC150's "oos": a precision target answers too much there, and macro-F1 gives "oos" one vote in 151).
-TARGET_KINDS = ("precision", "coverage", "macro_f1", "balanced")
+# CLINC150's "oos": a precision target answers too much there, and macro-F1 gives "oos" one vote in 151);
+# in_scope_acc: the most fallback recall keeping in-scope accuracy (abstaining on an in-scope text is wrong)
+# >= target, with one threshold on the out-of-scope score (choose_in_scope_accuracy_rule).
+TARGET_KINDS = ("precision", "coverage", "macro_f1", "balanced", "in_scope_acc")
 # Below this many validation predictions for a class, its own threshold is too noisy: use the global one.
 MIN_CLASS_SUPPORT = 8
 # Temperatures outside [e^-4, e^4] mean the logits are degenerate, not that the model needs that much scaling.
@@ -208,7 +210,8 @@ def choose_threshold(
     ``precision``: the smallest tau whose selective accuracy (accuracy on answered texts) is >= target, i.e.
     the largest coverage meeting it. ``coverage``: the largest tau still answering >= target of the texts.
     ``macro_f1``: the tau maximising validation macro-F1 with abstentions mapped to ``fallback_index``;
-    ``balanced``: the tau maximising the mean of in-scope accuracy and fallback recall.
+    ``balanced``: the tau maximising the mean of in-scope accuracy and fallback recall; ``in_scope_acc``:
+    see ``choose_in_scope_accuracy_rule`` (here on the top probability alone).
     ``per_class`` adds a threshold per predicted class where that class has enough validation predictions.
     A target no threshold reaches (noisy validation labels) falls back to the tau answering ``coverage_floor``
     of the texts, and the choice says so in ``warning``: never a tau that silently abstains on everything.
@@ -222,6 +225,10 @@ def choose_threshold(
     probs, y = np.asarray(probs, dtype=np.float64), np.asarray(y)
     if len(y) == 0:
         raise ValueError("choosing a threshold needs validation examples")
+    if target_kind == "in_scope_acc":
+        if fallback_index is None:
+            raise ValueError("the in_scope_acc abstention target needs the fallback class")
+        return choose_in_scope_accuracy_rule(probs, y, fallback_index, target, coverage_floor=coverage_floor)
     confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
     correct = predicted == y
     if target_kind in {"macro_f1", "balanced"}:
@@ -268,6 +275,61 @@ def choose_threshold(
     answered = choice.answered(probs)
     choice.val_coverage = float(answered.mean())
     choice.val_selective_accuracy = float(correct[answered].mean()) if answered.any() else None
+    return choice
+
+
+def choose_in_scope_accuracy_rule(
+    probs: np.ndarray,
+    y: np.ndarray,
+    fallback_index: int,
+    target: float,
+    ood_scores: np.ndarray | None = None,
+    coverage_floor: float = DEFAULT_COVERAGE_FLOOR,
+) -> ThresholdChoice:
+    """The rule sending the most texts to the fallback while in-scope accuracy on validation stays >= target.
+
+    One threshold on a rejection score: the out-of-scope score when given (tau stays 0: the calibrated top
+    probability is already part of the combined score), else 1 - top probability (tau). Rejecting more can
+    only lower in-scope accuracy and raise fallback recall, so the rule is the lowest threshold meeting the
+    target. When even answering every text misses it (the argmax alone is below the target), every text is
+    answered and the choice says so in ``warning``."""
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"abstention target must be in (0, 1], got {target}")
+    probs, y = np.asarray(probs, dtype=np.float64), np.asarray(y)
+    in_scope = y != fallback_index
+    if not in_scope.any():
+        raise ValueError("the in_scope_acc abstention target needs in-scope validation texts")
+    confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
+    reject_score = -confidence if ood_scores is None else np.asarray(ood_scores, dtype=np.float64)
+    # Answered when reject_score <= c: in-scope accuracy at c counts the correct in-scope texts scoring <= c.
+    order = np.argsort(reject_score[in_scope], kind="stable")
+    sorted_scores = reject_score[in_scope][order]
+    correct_sorted = (predicted[in_scope] == y[in_scope])[order]
+    accuracy = np.cumsum(correct_sorted) / in_scope.sum()
+    last_of_run = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
+    ok = np.flatnonzero(last_of_run & (accuracy >= target - 1e-12))
+    met = bool(ok.size)
+    cut = float(sorted_scores[ok[0]] if met else sorted_scores[-1])
+    warning = None
+    if not met:
+        warning = (
+            f"The abstention target (in-scope accuracy {target:g}) cannot be reached on validation even when every "
+            f"text is answered: the classifier alone gets {accuracy[-1]:.1%} of in-scope texts right. Every text "
+            "is answered; lower the target or label more texts."
+        )
+    threshold, ood_threshold = (0.0, cut) if ood_scores is not None else (-cut, None)
+    choice = ThresholdChoice(
+        "in_scope_acc",
+        float(target),
+        threshold,
+        target_met=met,
+        coverage_floor=coverage_floor,
+        warning=warning,
+        ood_threshold=ood_threshold,
+    )
+    answered = choice.answered(probs, ood_scores)
+    choice.val_coverage = float(answered.mean())
+    choice.val_selective_accuracy = float((predicted == y)[answered].mean()) if answered.any() else None
     return choice
 
 

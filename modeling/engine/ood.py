@@ -74,9 +74,14 @@ class OodScorer:
         return cls(kind, {"means": means, "precision": precision})
 
     def with_probability(
-        self, features: np.ndarray, probs: np.ndarray, guard_share: float = DISTANCE_GUARD_SHARE
+        self,
+        features: np.ndarray,
+        probs: np.ndarray,
+        guard_share: float = DISTANCE_GUARD_SHARE,
+        fallback_index: int | None = None,
     ) -> OodScorer:
-        """Standardise both parts on these (in-scope) rows; the scorer then adds -log p to the distance."""
+        """Standardise the parts on these (in-scope) rows; the scorer then adds -log p to the distance, and
+        log p(fallback) too when ``fallback_index`` is given (only for a fallback the head was trained on)."""
         distance, surprise = self.score(features), _surprise(probs)
         self.mix = {
             "distance_mean": float(distance.mean()),
@@ -85,6 +90,13 @@ class OodScorer:
             "surprise_std": float(surprise.std() + 1e-12),
             "distance_guard": float(np.quantile(distance, 1.0 - guard_share, method="higher")),
         }
+        if fallback_index is not None:
+            belief = _fallback_belief(probs, fallback_index)
+            self.mix.update(
+                fallback_index=int(fallback_index),
+                fallback_mean=float(belief.mean()),
+                fallback_std=float(belief.std() + 1e-12),
+            )
         return self
 
     def combined(self, features: np.ndarray, probs: np.ndarray | None) -> np.ndarray:
@@ -96,6 +108,8 @@ class OodScorer:
         z = (distance - m["distance_mean"]) / m["distance_std"] + (_surprise(probs) - m["surprise_mean"]) / m[
             "surprise_std"
         ]
+        if "fallback_index" in m:
+            z = z + (_fallback_belief(probs, int(m["fallback_index"])) - m["fallback_mean"]) / m["fallback_std"]
         return np.where(distance > m.get("distance_guard", np.inf), GUARDED, z)
 
     def score(self, features: np.ndarray) -> np.ndarray:
@@ -137,3 +151,7 @@ class OodScorer:
 
 def _surprise(probs: np.ndarray) -> np.ndarray:
     return -np.log(np.clip(np.asarray(probs, dtype=np.float64).max(axis=1), 1e-12, None))
+
+
+def _fallback_belief(probs: np.ndarray, fallback_index: int) -> np.ndarray:
+    return np.log(np.clip(np.asarray(probs, dtype=np.float64)[:, fallback_index], 1e-12, None))

@@ -9,6 +9,7 @@ import torch
 from modeling.engine.calibration import (
     ThresholdChoice,
     apply_abstention,
+    choose_in_scope_accuracy_rule,
     choose_threshold,
     expected_calibration_error,
     fit_temperature,
@@ -166,3 +167,54 @@ def test_balanced_threshold_weighs_out_of_scope_recall_like_in_scope_accuracy():
     oos_recall = np.mean(~answered[y == fallback])
     assert in_scope_acc + oos_recall > 1.2  # both sides are served
     assert oos_recall > 0.4
+
+
+def out_of_scope_val(seed: int = 0, n: int = 400, n_oos: int = 60, n_classes: int = 4):
+    """Val probabilities, labels (the last class is the fallback) and an out-of-scope score higher on average
+    for the fallback's texts."""
+    rng = np.random.default_rng(seed)
+    fallback = n_classes - 1
+    y = np.r_[rng.integers(0, fallback, n), np.full(n_oos, fallback)]
+    logits = rng.normal(0, 1, (len(y), n_classes))
+    logits[np.arange(n), y[:n]] += 2.5  # in-scope texts lean to their class
+    scores = rng.normal(0, 1, len(y)) + 1.5 * (y == fallback)
+    return probabilities(logits), y, fallback, scores
+
+
+def _outcome(probs, y, fallback, rejected):
+    final = np.where(rejected, fallback, probs.argmax(axis=1))
+    in_scope = y != fallback
+    return (final[in_scope] == y[in_scope]).mean(), (final[~in_scope] == fallback).mean()
+
+
+def test_in_scope_accuracy_rule_catches_the_most_fallback_texts_the_target_allows():
+    probs, y, fallback, scores = out_of_scope_val()
+    target = 0.8
+    choice = choose_in_scope_accuracy_rule(probs, y, fallback, target, scores)
+    assert choice.target_kind == "in_scope_acc" and choice.target_met and choice.threshold == 0.0
+    accuracy, recall = _outcome(probs, y, fallback, scores > choice.ood_threshold)
+    assert accuracy >= target
+    # No threshold on the score keeping the target catches more fallback texts (checked cut by cut).
+    feasible = [_outcome(probs, y, fallback, scores > cut) for cut in np.unique(scores)]
+    assert recall == max(r for a, r in feasible if a >= target)
+    _, abstained = apply_abstention(probs, choice, fallback, scores)
+    assert np.isclose(choice.val_coverage, 1 - abstained.mean())
+
+
+def test_in_scope_accuracy_rule_without_a_score_thresholds_the_top_probability():
+    probs, y, fallback, _ = out_of_scope_val(seed=1)
+    choice = choose_threshold(probs, y, "in_scope_acc", 0.75, fallback_index=fallback)
+    assert choice.ood_threshold is None and choice.threshold > 0.0
+    accuracy, _ = _outcome(probs, y, fallback, probs.max(axis=1) < choice.threshold)
+    assert accuracy >= 0.75
+    with pytest.raises(ValueError, match="fallback class"):
+        choose_threshold(probs, y, "in_scope_acc", 0.75)
+
+
+def test_an_unreachable_in_scope_accuracy_answers_everything_and_says_so():
+    probs, y, fallback, scores = out_of_scope_val(seed=2)
+    argmax_accuracy, _ = _outcome(probs, y, fallback, np.zeros(len(y), dtype=bool))
+    choice = choose_in_scope_accuracy_rule(probs, y, fallback, min(1.0, argmax_accuracy + 0.05), scores)
+    assert not choice.target_met and "cannot be reached" in choice.warning
+    in_scope = y != fallback
+    assert choice.in_scope(scores, len(y))[in_scope].all()  # no in-scope text is turned away

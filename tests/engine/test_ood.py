@@ -204,3 +204,47 @@ def test_the_distance_guard_rejects_confident_far_texts_in_the_combined_score():
     # Confident far texts: the z-sum alone may stay low, the guard sends them out of scope anyway.
     assert (scorer.combined(far, np.tile([0.999, 0.0005, 0.0005], (20, 1))) >= 1e6).all()
     assert (scorer.combined(near, confident) >= 1e6).mean() <= 0.005 + 1e-9
+
+
+def oos_in_train():
+    """其他 has training examples, as CLINC150's oos: a region of its own, and far points in val too."""
+    fallback = KEYS.index(FALLBACK)
+    xtr, ytr = blobs(360, 1, classes=(0, 1, 2, fallback), spread=1.5)
+    xva, yva = blobs(200, 2, classes=(0, 1, 2, fallback), spread=1.5)
+    return HeadInputs(np.r_[xtr]), ytr, HeadInputs(np.r_[xva, far_points(20, 6)]), np.r_[yva, np.full(20, fallback)]
+
+
+def test_a_trained_fallback_adds_its_own_probability_to_the_score(tmp_path):
+    x, y = blobs(300, 1)
+    near, _ = blobs(200, 2)
+    probs = np.tile([0.9, 0.05, 0.03, 0.02], (200, 1))
+    scorer = OodScorer.fit("mahalanobis", x, y).with_probability(near, probs, fallback_index=3)
+    sure_of_fallback = np.tile([0.5, 0.05, 0.05, 0.4], (200, 1))
+    sure_of_class = np.tile([0.5, 0.49, 0.005, 0.005], (200, 1))  # same top probability, same distances
+    assert (scorer.combined(near, sure_of_fallback) > scorer.combined(near, sure_of_class)).all()
+    scorer.save(tmp_path)
+    loaded = OodScorer.load(tmp_path)
+    assert np.allclose(loaded.combined(near, sure_of_fallback), scorer.combined(near, sure_of_fallback))
+
+
+def test_in_scope_accuracy_target_chooses_the_score_threshold_on_val():
+    train, ytr, val, yva = oos_in_train()
+    config = TrainConfig(head_kind="linear", abstain_target_kind="in_scope_acc", abstain_target=0.85)
+    result = train_and_calibrate(train, ytr, val, yva, KEYS, FALLBACK, config)
+    choice, scorer = result.choice, result.ood
+    assert choice.target_kind == "in_scope_acc" and choice.ood_kind == "mahalanobis"
+    assert choice.threshold == 0.0 and choice.ood_threshold is not None
+    assert scorer.mix["fallback_index"] == KEYS.index(FALLBACK)  # 其他 was trained: its probability counts
+    abstention = result.metrics["val"]["abstention"]
+    assert choice.target_met, choice.warning
+    assert abstention["in_scope_accuracy"] >= 0.85
+    argmax_recall = (result.predictor().predict_proba(val)[0].argmax(axis=1)[yva == 3] == 3).mean()
+    assert abstention["oos_recall"] > argmax_recall + 0.1  # the score catches what the head calls in scope
+    assert "in-scope val accuracy >= 0.85" in result.calibration_items["ood_threshold"]["rule"]
+
+
+def test_an_untrained_fallback_keeps_its_probability_out_of_the_score():
+    train, ytr, val, yva = oos_only_in_val()
+    config = TrainConfig(head_kind="linear", abstain_target_kind="in_scope_acc", abstain_target=0.9)
+    result = train_and_calibrate(train, ytr, val, yva, KEYS, FALLBACK, config)
+    assert "fallback_index" not in result.ood.mix

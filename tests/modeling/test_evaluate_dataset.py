@@ -69,6 +69,9 @@ def test_a_dataset_with_its_own_qita_label_trains_it_as_the_fallback(tmp_path, t
 
     result = json.loads(out.read_text())
     assert result["calibration_items"]["untrained_classes"] == []  # 其他 had training examples
+    # With out-of-scope examples in train, the default rule catches the most at in-scope accuracy >= 0.95.
+    assert "in-scope val accuracy >= 0.95" in result["calibration_items"]["ood_threshold"]["rule"]
+    assert set(result["val_and_test"]) == {"in_scope_accuracy", "oos_recall"}
     assert result["calibration_items"]["split"] == "val"
     assert result["oos_recall"] is not None and result["in_scope_accuracy"] is not None
 
@@ -94,3 +97,13 @@ def test_out_of_scope_only_in_val_is_left_out_of_the_temperature(tmp_path, tiny_
     assert items["val_excluded_untrained_class"] == len(oos[0::2]) and items["untrained_classes"] == ["其他"]
     assert items["n"] == len(files["val"]) - len(oos[0::2])
     assert items["ood_threshold"]["n_out_of_scope"] == len(oos[0::2])
+    assert "turns away at most" in items["ood_threshold"]["rule"]  # untrained fallback: precision 0.97 as before
+
+
+def test_pooled_figures_weigh_each_split_by_its_texts():
+    from modeling.management.commands.evaluate_dataset import _pooled
+
+    val = {"in_scope_accuracy": 1.0, "oos_recall": 0.5, "n_oos": 10}
+    test = {"in_scope_accuracy": 0.8, "oos_recall": 1.0, "n_oos": 30}
+    assert _pooled(val, 110, test, 130) == {"in_scope_accuracy": 0.9, "oos_recall": 0.875}
+    assert _pooled({}, 110, test, 130) == {"in_scope_accuracy": None, "oos_recall": None}

@@ -30,6 +30,8 @@ SPLITS = ("train", "val", "test")
 
 
 FALLBACK_DATA_PRECISION_TARGET = 0.97
+# With out-of-scope examples in train: the most out-of-scope texts caught at this in-scope accuracy on val.
+FALLBACK_DATA_IN_SCOPE_ACCURACY_TARGET = 0.95
 
 
 class Command(BaseCommand):
@@ -45,9 +47,10 @@ class Command(BaseCommand):
         parser.add_argument("--params", default="{}", help="extra training params as JSON, e.g. '{\"hybrid\": false}'")
         parser.add_argument(
             "--abstain-kind",
-            choices=["precision", "coverage", "macro_f1", "balanced"],
+            choices=["precision", "coverage", "macro_f1", "balanced", "in_scope_acc"],
             default=None,
-            help="abstention target kind (default: precision 0.9; precision 0.97 with --fallback-label)",
+            help="abstention target kind (default: precision 0.9; with --fallback-label: in_scope_acc 0.95 "
+            "when train holds that label, else precision 0.97)",
         )
         parser.add_argument("--abstain-target", type=float, default=None)
         parser.add_argument("--json", type=Path, default=None, help="write the result to this file")
@@ -122,6 +125,20 @@ def _mapped_copy(path: Path, out: Path, keys: dict[str, str], fallback_label: st
             dst.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
+def _default_abstention(
+    abstain: tuple[str | None, float | None], fallback_label: str | None, fallback_trained: bool
+) -> tuple[str | None, float | None]:
+    """The files carry real out-of-scope texts and an answered one counts as an error. With out-of-scope
+    examples in train, catch as many as in-scope accuracy >= 0.95 allows; without, hold answered texts to a
+    stricter precision than the app's default so out-of-scope texts fall below tau."""
+    kind, target = abstain
+    if kind is not None or not fallback_label:
+        return kind, target
+    if fallback_trained:
+        return "in_scope_acc", target or FALLBACK_DATA_IN_SCOPE_ACCURACY_TARGET
+    return "precision", target or FALLBACK_DATA_PRECISION_TARGET
+
+
 def evaluate_files(
     files: dict[str, Path],
     *,
@@ -153,11 +170,7 @@ def evaluate_files(
             f"the dataset uses the fallback key {FALLBACK_KEY!r} as an ordinary label next to the fallback label "
             f"{fallback_label!r}; merge the two or drop --fallback-label"
         )
-    kind, target = abstain
-    if kind is None and fallback_label:
-        # The files carry real out-of-scope texts, and an answered one counts as an error: hold answered texts
-        # to a stricter precision than the app's default so out-of-scope texts fall below tau.
-        kind, target = "precision", target or FALLBACK_DATA_PRECISION_TARGET
+    kind, target = _default_abstention(abstain, fallback_label, fallback_label in set(labels["train"]))
     extra = {k: v for k, v in {"abstain_target_kind": kind, "abstain_target": target}.items() if v is not None}
     project = create_project(
         slug=f"eval-{uuid.uuid4().hex[:10]}", name="evaluate_dataset (temporary)", max_text_chars=10_000, **extra
@@ -233,7 +246,26 @@ def _summary(run: Any, route: str, fallback_label: str | None, import_seconds: f
             oos_auroc_msp=abstention.get("oos_auroc_msp"),
             oos_auroc_score=abstention.get("oos_auroc_score"),
         )
+        val = (version.metrics.get("val") or {}).get("abstention") or {}
+        result["val_in_scope_accuracy"], result["val_oos_recall"] = val.get("in_scope_accuracy"), val.get("oos_recall")
+        result["val_and_test"] = _pooled(val, result["n_val"], abstention, result["n_test"])
     return result
+
+
+def _pooled(val: dict, n_val: int, test: dict, n_test: int) -> dict[str, float | None]:
+    """In-scope accuracy and OOS recall over val and test together (val tuned the rule: optimistic there, but
+    twice the out-of-scope texts of test alone)."""
+    parts = [(val, n_val), (test, n_test)]
+    if any(part.get("in_scope_accuracy") is None or part.get("n_oos") is None for part, _ in parts):
+        return {"in_scope_accuracy": None, "oos_recall": None}
+    n_in = sum(n - part["n_oos"] for part, n in parts)
+    n_oos = sum(part["n_oos"] for part, _ in parts)
+    correct = sum(part["in_scope_accuracy"] * (n - part["n_oos"]) for part, n in parts)
+    caught = sum((part.get("oos_recall") or 0.0) * part["n_oos"] for part, _ in parts)
+    return {
+        "in_scope_accuracy": round(correct / n_in, 4) if n_in else None,
+        "oos_recall": round(caught / n_oos, 4) if n_oos else None,
+    }
 
 
 def _delete_project(project: Any) -> None:
