@@ -209,6 +209,15 @@ class LabelForm(forms.Form):
         return data
 
 
+def _label_form_problems(form: forms.Form, exc: ServiceError) -> list[str]:
+    """Errors the service names a field for go on that field; the rest are listed above the form."""
+    fields = exc.details.get("fields", {}) if isinstance(exc.details, dict) else {}
+    for name, errors in fields.items():
+        for error in errors:
+            form.add_error(name if name in form.fields else None, error)
+    return [] if fields else _problems(exc)
+
+
 def _render_label_form(request, project, draft, form, label=None, problems=()):  # type: ignore[no-untyped-def]
     context = project_context(request, project, draft=draft, form=form, label=label, problems=list(problems))
     return render(request, "labeling/taxonomy/label_form.html", context)
@@ -224,7 +233,7 @@ def label_create(request: HttpRequest, slug: str) -> HttpResponse:
         try:
             label = add_label(draft=draft, data=form.service_data())
         except ServiceError as exc:
-            return _render_label_form(request, project, draft, form, problems=_problems(exc))
+            return _render_label_form(request, project, draft, form, problems=_label_form_problems(form, exc))
         messages.success(request, _("Label “%(key)s” added.") % {"key": label.key})
         return redirect("labeling:taxonomy_version", slug=slug, number=draft.number)
     return _render_label_form(request, project, draft, form)
@@ -244,7 +253,8 @@ def label_edit(request: HttpRequest, slug: str, key: str) -> HttpResponse:
         try:
             label = update_label(draft=draft, key=key, data=form.service_data())
         except ServiceError as exc:
-            return _render_label_form(request, project, draft, form, label=label, problems=_problems(exc))
+            problems = _label_form_problems(form, exc)
+            return _render_label_form(request, project, draft, form, label=label, problems=problems)
         messages.success(request, _("Label “%(key)s” saved.") % {"key": label.key})
         return redirect("labeling:taxonomy_version", slug=slug, number=draft.number)
     return _render_label_form(request, project, draft, form, label=label)
