@@ -43,6 +43,9 @@
       if (suggested && button.getAttribute("data-key") === suggested) start = i;
     });
     setFocus(start, false);
+    // htmx gives focus back to the element with the same id after a swap: the new item starts in key mode.
+    if (document.activeElement && document.activeElement.id === "ws-pick") document.activeElement.blur();
+    picker();
   }
 
   function submitLabel(key) {
@@ -154,6 +157,10 @@
     "submit",
     function (event) {
       var form = event.target;
+      if (form.id === "ws-label-form") {
+        event.preventDefault(); // labels go through submitLabel only (implicit submission has no label)
+        return;
+      }
       if (form.id !== "ws-skip-form") return;
       event.preventDefault();
       event.stopPropagation();
