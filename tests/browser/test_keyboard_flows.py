@@ -81,11 +81,12 @@ def test_workspace_filter_picks_a_label_and_examples_open_by_key(new_page, live_
 
 def test_review_task_by_keys(new_page, live_server, project, reviewer):
     publish_scenes(project)
-    first, second = make_items(project, ["付款后订单消失了", "快递被别人签收了"], source="predict")
-    corrected = create_review_task(project=project, item=first, kind=ReviewTask.Kind.ABSTAINED, suggested_label="其他")
-    confirmed = create_review_task(
-        project=project, item=second, kind=ReviewTask.Kind.LOW_CONFIDENCE, suggested_label="物流"
-    )
+    texts = ["付款后订单消失了", "快递被别人签收了", "今天天气不错"]
+    first, second, third = make_items(project, texts, source="predict")
+    abstained, low = ReviewTask.Kind.ABSTAINED, ReviewTask.Kind.LOW_CONFIDENCE
+    corrected = create_review_task(project=project, item=first, kind=abstained, suggested_label="其他")
+    confirmed = create_review_task(project=project, item=second, kind=low, suggested_label="物流")
+    out_of_scope = create_review_task(project=project, item=third, kind=low, suggested_label="旅行")
     page = new_page(reviewer)
     page.goto(f"{live_server.url}/projects/{project.slug}/review/{corrected.pk}/")
     page.keyboard.press("?")
@@ -95,11 +96,15 @@ def test_review_task_by_keys(new_page, live_server, project, reviewer):
     page.keyboard.press("2")  # 支付
     page.wait_for_url(f"**/review/{confirmed.pk}/")
     page.keyboard.press("Enter")  # confirm the suggestion (物流)
+    page.wait_for_url(f"**/review/{out_of_scope.pk}/")
+    page.keyboard.press("0")  # the fallback: out of scope
     page.wait_for_url(f"**/projects/{project.slug}/review/")
-    corrected.refresh_from_db()
-    confirmed.refresh_from_db()
-    assert (corrected.resolution, corrected.resolved_label) == ("corrected", "支付")
-    assert (confirmed.resolution, confirmed.resolved_label) == ("confirmed", "物流")
+    resolved = {task.pk: (task.resolution, task.resolved_label) for task in ReviewTask.objects.all()}
+    assert resolved == {
+        corrected.pk: ("corrected", "支付"),
+        confirmed.pk: ("confirmed", "物流"),
+        out_of_scope.pk: ("out_of_scope", "其他"),
+    }
 
 
 def test_adjudication_by_keys_keeps_the_comment(new_page, live_server, project, annotator, reviewer):
