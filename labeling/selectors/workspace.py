@@ -22,8 +22,8 @@ from labeling.models import (
     WorkspaceSettings,
 )
 
-# skip, undo, help, the label filter, the label's examples: the workspace and review pages use these keys.
-RESERVED_KEYS = {"s", "u", "?", "/", "e"}
+# Keys the workspace and review pages use for themselves, with what they do there.
+RESERVED_KEYS = {"s": "skip", "u": "undo", "?": "help", "/": "the label filter", "e": "the label's examples"}
 AUTO_HOTKEYS = "123456789abcdfghijklmnopqrtvwxyz"
 FALLBACK_HOTKEY = "0"
 

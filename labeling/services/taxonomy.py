@@ -143,15 +143,12 @@ def _checked_spec(data: Mapping[str, Any], position: int) -> LabelSpec:
     return spec
 
 
-RESERVED_HOTKEY_USE = {"s": "skip", "u": "undo", "?": "help", "/": "the label filter", "e": "the label's examples"}
-
-
 def _check_hotkeys(specs: Iterable[LabelSpec]) -> None:
     """The workspace keeps some keys for itself; a label given one would silently get another key there."""
     problems = {
         spec.key: (
             f"label '{spec.key}': field 'hotkey' '{spec.hotkey}' is reserved in the workspace for "
-            f"{RESERVED_HOTKEY_USE.get(spec.hotkey.lower(), 'its own use')}; choose another key."
+            f"{RESERVED_KEYS[spec.hotkey.lower()]}; choose another key."
         )
         for spec in specs
         if spec.hotkey and spec.hotkey.lower() in RESERVED_KEYS
