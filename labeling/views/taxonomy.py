@@ -179,7 +179,13 @@ class LabelForm(forms.Form):
     edge_cases = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 3}), label=_("Edge cases (one per line)")
     )
-    hotkey = forms.CharField(max_length=1, required=False, strip=False, label=_("Hotkey (one character)"))
+    hotkey = forms.CharField(
+        max_length=1,
+        required=False,
+        strip=False,
+        label=_("Hotkey (one character)"),
+        help_text=_("Not s, u, e, / or ?: the labelling pages use them for skip, undo, examples, filter and help."),
+    )
     order = forms.IntegerField(min_value=0, required=False, label=_("Order"))
     is_fallback = forms.BooleanField(required=False, label=_("Fallback label (其他 / other)"))
 
