@@ -143,6 +143,8 @@ class WorkspaceLabel:
     examples: list[str]
     counter_examples: list[str]
     edge_cases: list[str]
+    # The taxonomy's own hotkey when it is a reserved key and `hotkey` replaces it (versions from before the rule).
+    replaced_hotkey: str = ""
 
     @property
     def search_text(self) -> str:
@@ -175,6 +177,7 @@ def workspace_labels(taxonomy: TaxonomyVersion) -> list[WorkspaceLabel]:
                 examples=list(label.examples or []),
                 counter_examples=list(label.counter_examples or []),
                 edge_cases=list(label.edge_cases or []),
+                replaced_hotkey=label.hotkey if label.hotkey and not own[label.pk] else "",
             )
         )
     return result

@@ -12,9 +12,10 @@ from rest_framework.test import APIClient
 from labeling.models import GoldLabel, ItemEvent, Label
 from labeling.selectors.workspace import annotator_progress, workspace_labels
 from labeling.services.review import bulk_recheck_gold
-from labeling.services.taxonomy import add_label, get_or_create_draft, import_taxonomy, update_label
+from labeling.services.taxonomy import add_label, get_or_create_draft, import_taxonomy, publish_draft, update_label
 from labeling.services.workspace import next_assignment
 from sceneclf_site.api_errors import NotFoundError, ServiceError
+from tests.workspace.factories import make_items
 
 pytestmark = pytest.mark.django_db
 
@@ -164,3 +165,15 @@ def test_label_button_alone_corrects_a_review_task(client, published, items, rev
     assert response.status_code == 302
     task.refresh_from_db()
     assert (task.resolution, task.resolved_label) == ("corrected", "旅行")
+
+
+def test_workspace_says_when_an_older_reserved_key_is_replaced(client, project, annotator):
+    draft = get_or_create_draft(project=project)
+    add_label(draft=draft, data={"key": "售后", "name": "售后", "hotkey": "t"})
+    Label.objects.filter(taxonomy=draft, key="售后").update(hotkey="s")  # saved before the rule existed
+    publish_draft(draft=draft)
+    make_items(project, ["买的耳机坏了想退货"])
+    client.force_login(annotator)
+    html = client.get(reverse("labeling:workspace", args=[project.slug])).content.decode()
+    assert "its key s is reserved here, press 1 instead" in html
+    assert 'data-key="售后" data-hotkey="1"' in html
