@@ -22,8 +22,10 @@ from labeling.models import (
     WorkspaceSettings,
 )
 
-RESERVED_KEYS = {"s", "u", "?"}  # skip, undo, help
-AUTO_HOTKEYS = "123456789abcdefghijklmnopqrtvwxyz"
+# Keys the workspace and review pages use for themselves, with what they do there.
+RESERVED_KEYS = {"s": "skip", "u": "undo", "?": "help", "/": "the label filter", "e": "the label's examples"}
+AUTO_HOTKEYS = "123456789abcdfghijklmnopqrtvwxyz"
+FALLBACK_HOTKEY = "0"
 
 
 def workspace_settings(project: Project) -> WorkspaceSettings:
@@ -115,8 +117,19 @@ def annotator_progress(project: Project, annotator: Any) -> Progress:
     return Progress(
         total=mine.count(),
         today=mine.filter(created_at__gte=start_of_day).count(),
-        remaining=len(eligible_item_ids(project, annotator)),
+        # The item on screen is held by the annotator's assignment, so it is not eligible any more: still to do.
+        remaining=len(eligible_item_ids(project, annotator)) + _held_items(project, annotator),
     )
+
+
+def _held_items(project: Project, annotator: Any) -> int:
+    return Assignment.objects.filter(
+        item__project=project,
+        item__gold__isnull=True,
+        annotator=annotator,
+        status=Assignment.Status.ACTIVE,
+        expires_at__gt=timezone.now(),
+    ).count()
 
 
 @dataclass(frozen=True)
@@ -127,16 +140,32 @@ class WorkspaceLabel:
     definition: str
     decision_rules: str
     is_fallback: bool
+    examples: list[str]
+    counter_examples: list[str]
+    edge_cases: list[str]
+    # The taxonomy's own hotkey when it is a reserved key and `hotkey` replaces it (versions from before the rule).
+    replaced_hotkey: str = ""
+
+    @property
+    def search_text(self) -> str:
+        """What the label filter matches against: key, name and definition, lower-cased (no pinyin)."""
+        return " ".join([self.key, self.name, self.definition]).lower()
 
 
 def workspace_labels(taxonomy: TaxonomyVersion) -> list[WorkspaceLabel]:
-    """The labels with their hotkeys: the taxonomy's own where set (and not reserved), then 1-9 and letters."""
+    """The labels with their hotkeys: the taxonomy's own where set (and not reserved), 0 for a fallback without
+    one, then 1-9 and letters. Reserved keys are refused when the taxonomy is edited; older versions may still
+    hold one, and it is replaced here."""
     labels = list(Label.objects.filter(taxonomy=taxonomy).order_by("order", "key"))
-    used = {label.hotkey.lower() for label in labels if label.hotkey and label.hotkey.lower() not in RESERVED_KEYS}
-    free = iter(key for key in AUTO_HOTKEYS if key not in used)
+    own = {label.pk: _own_hotkey(label) for label in labels}
+    if FALLBACK_HOTKEY not in own.values():
+        for label in labels:
+            if label.is_fallback and not own[label.pk]:
+                own[label.pk] = FALLBACK_HOTKEY
+    free = iter(key for key in AUTO_HOTKEYS if key not in set(own.values()))
     result = []
     for label in labels:
-        hotkey = label.hotkey.lower() if label.hotkey and label.hotkey.lower() not in RESERVED_KEYS else ""
+        hotkey = own[label.pk]
         result.append(
             WorkspaceLabel(
                 key=label.key,
@@ -145,9 +174,18 @@ def workspace_labels(taxonomy: TaxonomyVersion) -> list[WorkspaceLabel]:
                 definition=label.definition,
                 decision_rules=label.decision_rules,
                 is_fallback=label.is_fallback,
+                examples=list(label.examples or []),
+                counter_examples=list(label.counter_examples or []),
+                edge_cases=list(label.edge_cases or []),
+                replaced_hotkey=label.hotkey if label.hotkey and not own[label.pk] else "",
             )
         )
     return result
+
+
+def _own_hotkey(label: Label) -> str:
+    hotkey = (label.hotkey or "").lower()
+    return hotkey if hotkey and hotkey not in RESERVED_KEYS else ""
 
 
 def recent_annotations(project: Project, annotator: Any, limit: int = 5) -> list[Annotation]:

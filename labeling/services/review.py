@@ -200,3 +200,43 @@ def recheck_gold(*, project: Project, item_id: int, label_key: str, decided_by: 
         event=ItemEvent.Kind.RECHECKED,
         detail={"recheck_reason": gold.recheck_reason},
     )
+
+
+MAX_BULK_RECHECK = 500
+
+
+@transaction.atomic
+def bulk_recheck_gold(*, project: Project, item_ids: list[int], label_key: str, decided_by: Any) -> list[GoldLabel]:
+    """Settle several re-checks with one label: all of them or none. Each item's history gets its own
+    `rechecked` event, with its own re-check reason, exactly like a single re-check."""
+    wanted = sorted({int(item_id) for item_id in item_ids})
+    if not wanted:
+        raise ServiceError("Select at least one item to re-check.", code="no_items")
+    if len(wanted) > MAX_BULK_RECHECK:
+        raise ServiceError(f"Re-check at most {MAX_BULK_RECHECK} items at once.", code="too_many_items")
+    taxonomy = require_published(project)
+    label_key = validate_label(taxonomy, label_key)
+    golds = list(
+        GoldLabel.objects.select_for_update()
+        .filter(item__project=project, item_id__in=wanted, needs_recheck=True)
+        .select_related("item")
+        .order_by("item_id")
+    )
+    missing = sorted(set(wanted) - {gold.item_id for gold in golds})
+    if missing:
+        raise NotFoundError(
+            f"Items {', '.join(map(str, missing))} have no gold label waiting for a re-check; nothing was changed.",
+            details={"item_ids": missing},
+        )
+    return [
+        set_gold(
+            item=gold.item,
+            label_key=label_key,
+            taxonomy=taxonomy,
+            method=GoldLabel.Method.REVIEW,
+            decided_by=decided_by,
+            event=ItemEvent.Kind.RECHECKED,
+            detail={"recheck_reason": gold.recheck_reason, "bulk": len(golds)},
+        )
+        for gold in golds
+    ]

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from labeling.models import GoldLabel, Label, Project, TaxonomyVersion
 from labeling.selectors.taxonomy import current_draft, latest_published, version_specs
+from labeling.selectors.workspace import RESERVED_KEYS
 from labeling.taxonomy_io import (
     LABEL_FIELDS,
     LabelSpec,
@@ -142,6 +143,24 @@ def _checked_spec(data: Mapping[str, Any], position: int) -> LabelSpec:
     return spec
 
 
+def _check_hotkeys(specs: Iterable[LabelSpec]) -> None:
+    """The workspace keeps some keys for itself; a label given one would silently get another key there."""
+    problems = {
+        spec.key: (
+            f"label '{spec.key}': field 'hotkey' '{spec.hotkey}' is reserved in the workspace for "
+            f"{RESERVED_KEYS[spec.hotkey.lower()]}; choose another key."
+        )
+        for spec in specs
+        if spec.hotkey and spec.hotkey.lower() in RESERVED_KEYS
+    }
+    if problems:
+        raise ServiceError(
+            "; ".join(problems.values()),
+            code="reserved_hotkey",
+            details={"problems": list(problems.values()), "fields": {"hotkey": list(problems.values())}},
+        )
+
+
 def _check_set(specs: list[LabelSpec]) -> None:
     problems = check_label_set(specs)
     if problems:
@@ -157,6 +176,7 @@ def add_label(*, draft: TaxonomyVersion, data: Mapping[str, Any]) -> Label:
     if data.get("order") is None:
         data["order"] = max((spec.order for spec in specs if not spec.is_fallback), default=-1) + 1
     spec = _checked_spec(data, len(specs))
+    _check_hotkeys([spec])
     if spec.is_fallback:
         raise _invalid(["field 'is_fallback': the draft already has its fallback; mark an existing label instead."])
     _check_set([*specs, spec])
@@ -176,6 +196,8 @@ def update_label(*, draft: TaxonomyVersion, key: str, data: Mapping[str, Any]) -
     position = next(i for i, spec in enumerate(specs) if spec.key == key)
     merged = {**specs[position].to_mapping(), **dict(data)}
     spec = _checked_spec(merged, position)
+    if "hotkey" in data:  # an older label may hold a reserved key; edits of its other fields stay possible
+        _check_hotkeys([spec])
     if specs[position].is_fallback and not spec.is_fallback:
         raise _invalid([f"label '{key}': field 'is_fallback' cannot be cleared; mark another label as fallback."])
     previous_fallback = None
@@ -338,6 +360,7 @@ def import_taxonomy(*, project: Project, text: str, fmt: str, replace_draft: boo
         specs, notes = specs_from_document(parse_document(text, fmt))
     except TaxonomyDocumentError as exc:
         raise _invalid(exc.problems) from exc
+    _check_hotkeys(specs)
     _lock_project(project)
     draft = current_draft(project)
     if draft is not None and not replace_draft:

@@ -16,7 +16,7 @@ from labeling.selectors.review import adjudication_queue, open_review_tasks, rec
 from labeling.selectors.workspace import workspace_labels
 from labeling.services.adjudication import adjudicate
 from labeling.services.gold import latest_published
-from labeling.services.review import recheck_gold, resolve_review_task
+from labeling.services.review import bulk_recheck_gold, resolve_review_task
 from labeling.views.projects import project_context
 from sceneclf_site.api_errors import ServiceError
 
@@ -92,7 +92,8 @@ def review_task_page(request: HttpRequest, slug: str, task_id: int) -> HttpRespo
                 project=project,
                 task_id=task.pk,
                 resolved_by=request.user,
-                action=request.POST.get("action", ""),
+                # A label button sends only the label: a correction to it.
+                action=request.POST.get("action") or ("correct" if request.POST.get("label") else ""),
                 label_key=request.POST.get("label", ""),
                 comment=request.POST.get("comment", ""),
                 override=request.POST.get("override") == "on",
@@ -135,11 +136,20 @@ def _outcome_message(request: HttpRequest, outcome: str, label: str) -> None:
 
 @login_required
 @require_POST
-def recheck_item(request: HttpRequest, slug: str, item_id: int) -> HttpResponse:
+def recheck_bulk(request: HttpRequest, slug: str) -> HttpResponse:
     project = get_project_for(request.user, slug, "review")
     try:
-        recheck_gold(project=project, item_id=item_id, label_key=request.POST.get("label", ""), decided_by=request.user)
-        messages.success(request, _("Re-checked."))
+        item_ids = [int(value) for value in request.POST.getlist("item_id")]
+        golds = bulk_recheck_gold(
+            project=project, item_ids=item_ids, label_key=request.POST.get("label", ""), decided_by=request.user
+        )
+    except ValueError:
+        messages.error(request, _("The form lost its items; reload the page."))
     except ServiceError as exc:
         messages.error(request, exc.message)
+    else:
+        messages.success(
+            request,
+            _("%(n)s items re-checked as %(label)s.") % {"n": len(golds), "label": golds[0].label_key},
+        )
     return redirect("labeling:review", project.slug)

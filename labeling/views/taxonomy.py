@@ -179,7 +179,13 @@ class LabelForm(forms.Form):
     edge_cases = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 3}), label=_("Edge cases (one per line)")
     )
-    hotkey = forms.CharField(max_length=1, required=False, strip=False, label=_("Hotkey (one character)"))
+    hotkey = forms.CharField(
+        max_length=1,
+        required=False,
+        strip=False,
+        label=_("Hotkey (one character)"),
+        help_text=_("Not s, u, e, / or ?: the labelling pages use them for skip, undo, examples, filter and help."),
+    )
     order = forms.IntegerField(min_value=0, required=False, label=_("Order"))
     is_fallback = forms.BooleanField(required=False, label=_("Fallback label (其他 / other)"))
 
@@ -209,6 +215,15 @@ class LabelForm(forms.Form):
         return data
 
 
+def _label_form_problems(form: forms.Form, exc: ServiceError) -> list[str]:
+    """Errors the service names a field for go on that field; the rest are listed above the form."""
+    fields = exc.details.get("fields", {}) if isinstance(exc.details, dict) else {}
+    for name, errors in fields.items():
+        for error in errors:
+            form.add_error(name if name in form.fields else None, error)
+    return [] if fields else _problems(exc)
+
+
 def _render_label_form(request, project, draft, form, label=None, problems=()):  # type: ignore[no-untyped-def]
     context = project_context(request, project, draft=draft, form=form, label=label, problems=list(problems))
     return render(request, "labeling/taxonomy/label_form.html", context)
@@ -224,7 +239,7 @@ def label_create(request: HttpRequest, slug: str) -> HttpResponse:
         try:
             label = add_label(draft=draft, data=form.service_data())
         except ServiceError as exc:
-            return _render_label_form(request, project, draft, form, problems=_problems(exc))
+            return _render_label_form(request, project, draft, form, problems=_label_form_problems(form, exc))
         messages.success(request, _("Label “%(key)s” added.") % {"key": label.key})
         return redirect("labeling:taxonomy_version", slug=slug, number=draft.number)
     return _render_label_form(request, project, draft, form)
@@ -244,7 +259,8 @@ def label_edit(request: HttpRequest, slug: str, key: str) -> HttpResponse:
         try:
             label = update_label(draft=draft, key=key, data=form.service_data())
         except ServiceError as exc:
-            return _render_label_form(request, project, draft, form, label=label, problems=_problems(exc))
+            problems = _label_form_problems(form, exc)
+            return _render_label_form(request, project, draft, form, label=label, problems=problems)
         messages.success(request, _("Label “%(key)s” saved.") % {"key": label.key})
         return redirect("labeling:taxonomy_version", slug=slug, number=draft.number)
     return _render_label_form(request, project, draft, form, label=label)

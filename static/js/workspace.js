@@ -1,5 +1,5 @@
-// Annotator workspace: hotkeys, focus and timing. The server renders every panel; this file only turns
-// keys into form submits (htmx swaps the next panel in) and measures display-to-submit time.
+// Annotator workspace: focus and timing. The server renders every panel; this file turns keys (through the shared
+// SceneKeys layer) into form submits (htmx swaps the next panel in) and measures display-to-submit time.
 (function () {
   "use strict";
 
@@ -43,6 +43,9 @@
       if (suggested && button.getAttribute("data-key") === suggested) start = i;
     });
     setFocus(start, false);
+    // htmx gives focus back to the element with the same id after a swap: the new item starts in key mode.
+    if (document.activeElement && document.activeElement.id === "ws-pick") document.activeElement.blur();
+    picker();
   }
 
   function submitLabel(key) {
@@ -84,64 +87,57 @@
     }
   }
 
-  function toggleHelp() {
-    if (!help) return;
-    if (help.open) help.close();
-    else help.showModal();
+  function picker() {
+    var input = document.getElementById("ws-pick");
+    if (!input) return null;
+    if (!input.sceneclfPicker) input.sceneclfPicker = new SceneKeys.Picker(input, submitLabel);
+    return input.sceneclfPicker;
   }
 
-  function labelForHotkey(key) {
-    return labels().filter(function (button) {
-      return button.getAttribute("data-hotkey") === key;
-    })[0];
+  // `e` opens or folds the examples of the label whose definition is shown.
+  function toggleExamples() {
+    var shown = panel.querySelector(".ws-def:not([hidden]) details.ws-examples");
+    if (shown) shown.open = !shown.open;
   }
 
-  document.addEventListener("keydown", function (event) {
-    if (event.ctrlKey || event.metaKey || event.altKey) return;
-    var target = event.target;
-    var typing = target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA" || target.tagName === "SELECT");
-    if (typing) {
-      if (event.key === "Escape") closeSkip();
-      return; // Enter in the skip reason submits its own form
-    }
-    if (help && help.open) {
-      if (event.key === "?" || event.key === "Escape") {
-        event.preventDefault();
-        help.close();
-      }
-      return;
-    }
-    var key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
-    if (key === "?") {
-      event.preventDefault();
-      toggleHelp();
-    } else if (key === "s") {
-      event.preventDefault();
-      openSkip();
-    } else if (key === "u") {
-      event.preventDefault();
-      undo();
-    } else if (key === "Enter") {
-      var buttons = labels();
-      if (!buttons.length) return;
-      event.preventDefault();
-      var focused = buttons.indexOf(document.activeElement);
-      submitLabel(buttons[focused >= 0 ? focused : focusIndex].getAttribute("data-key"));
-    } else if (key === "ArrowRight" || key === "ArrowDown") {
-      event.preventDefault();
-      setFocus(focusIndex + 1, true);
-    } else if (key === "ArrowLeft" || key === "ArrowUp") {
-      event.preventDefault();
-      setFocus(focusIndex - 1, true);
-    } else if (key === "Escape") {
-      closeSkip();
-    } else {
-      var button = labelForHotkey(key);
-      if (button) {
-        event.preventDefault();
-        submitLabel(button.getAttribute("data-key"));
-      }
-    }
+  function confirmFocused() {
+    var buttons = labels();
+    if (!buttons.length) return false;
+    var focused = buttons.indexOf(document.activeElement);
+    submitLabel(buttons[focused >= 0 ? focused : focusIndex].getAttribute("data-key"));
+  }
+
+  SceneKeys.bind({
+    help: help,
+    picker: picker,
+    hotkeys: function () {
+      return SceneKeys.hotkeysIn(panel.querySelector(".ws-label-grid"));
+    },
+    onLabel: submitLabel,
+    keys: {
+      s: openSkip,
+      u: undo,
+      e: toggleExamples,
+      Enter: confirmFocused,
+      ArrowRight: function () {
+        setFocus(focusIndex + 1, true);
+      },
+      ArrowDown: function () {
+        setFocus(focusIndex + 1, true);
+      },
+      ArrowLeft: function () {
+        setFocus(focusIndex - 1, true);
+      },
+      ArrowUp: function () {
+        setFocus(focusIndex - 1, true);
+      },
+      Escape: closeSkip,
+    },
+  });
+
+  // Escape in the skip reason closes the skip form (the shared handler leaves inputs alone).
+  panel.addEventListener("keydown", function (event) {
+    if (event.key === "Escape" && event.target.id === "ws-skip-reason") closeSkip();
   });
 
   panel.addEventListener("click", function (event) {
@@ -161,6 +157,10 @@
     "submit",
     function (event) {
       var form = event.target;
+      if (form.id === "ws-label-form") {
+        event.preventDefault(); // labels go through submitLabel only (implicit submission has no label)
+        return;
+      }
       if (form.id !== "ws-skip-form") return;
       event.preventDefault();
       event.stopPropagation();
@@ -174,10 +174,6 @@
   panel.addEventListener("focusin", function (event) {
     var button = event.target.closest && event.target.closest(".ws-label");
     if (button) setFocus(labels().indexOf(button), false);
-  });
-
-  document.querySelectorAll("[data-ws-help]").forEach(function (node) {
-    node.addEventListener("click", toggleHelp);
   });
 
   document.body.addEventListener("htmx:afterSwap", function (event) {
