@@ -30,7 +30,7 @@ class ItemEventOutSerializer(serializers.ModelSerializer):
         help_text="annotated | annotation_undone | gold_derived | gold_removed | imported | reviewed | "
         "review_conflict | overridden | adjudicated | rechecked | split_assigned"
     )
-    actor = serializers.CharField(source="actor.username", default=None)
+    actor = serializers.CharField(source="actor.username", default=None, allow_null=True)
 
     class Meta:
         model = ItemEvent
