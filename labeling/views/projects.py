@@ -112,20 +112,32 @@ class TokenCreateForm(forms.Form):
     name = forms.CharField(max_length=100, label=_("Token name (e.g. the client that uses it)"))
 
 
+ISSUED_TOKEN_KEY = "issued_api_token"
+
+
+def _pop_issued_token(request: HttpRequest, project: Project) -> dict | None:
+    shown = request.session.pop(ISSUED_TOKEN_KEY, None)
+    if not shown:
+        return None
+    token = tokens_of(project).filter(pk=shown["token_id"]).first()
+    return {"token": token, "secret": shown["secret"]} if token is not None else None
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def tokens(request: HttpRequest, slug: str) -> HttpResponse:
     project = get_project_for(request.user, slug, "manage")
     form = TokenCreateForm(request.POST or None)
-    issued = None
     if request.method == "POST" and form.is_valid():
         try:
             issued = create_api_token(project=project, name=form.cleaned_data["name"], created_by=request.user)
         except ServiceError as exc:
             form.add_error(None, exc.message)
         else:
-            form = TokenCreateForm()
-    # The secret is rendered in this response only (never stored, never redirected through a session).
+            # Redirect so a reload cannot post the form again; the secret waits in the session for one page view.
+            request.session[ISSUED_TOKEN_KEY] = {"token_id": issued.token.pk, "secret": issued.secret}
+            return redirect("labeling:tokens", slug=slug)
+    issued = _pop_issued_token(request, project)
     listed = list(tokens_of(project))
     for token in listed:
         token.usable = token.is_active and creator_vouches(token)  # type: ignore[attr-defined]
