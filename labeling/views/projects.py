@@ -75,7 +75,7 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
 
 class MemberAddForm(forms.Form):
     username = forms.CharField(max_length=150, label=_("Username"))
-    role = forms.ChoiceField(choices=Role.choices, label=_("Role"))
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.ANNOTATOR, label=_("Role"))
 
 
 @login_required

@@ -213,3 +213,13 @@ def test_whoami_with_a_session(owner_api, project):
         "auth": "session",
         "token_prefix": None,
     }
+
+
+def test_add_member_form_defaults_to_annotator_and_shows_an_error_once(owner_page, project):
+    page = owner_page.get("/projects/alpha/members/").content.decode()
+    assert '<option value="annotator" selected>' in page
+    response = owner_page.post("/projects/alpha/members/", {"username": "nobody-here", "role": "annotator"})
+    page = response.content.decode()
+    assert response.status_code == 200
+    error = page.split('<ul class="errorlist nonfield">')[1].split("</ul>")[0]
+    assert error and page.count(error) == 1
