@@ -79,7 +79,7 @@ def _busy_or_down(app: Any, queue: str, exc: Exception) -> dict[str, Any]:
     return {"status": "down", "detail": f"no worker answered on queue '{queue}' ({type(exc).__name__})"}
 
 
-@extend_schema(summary="Service health", responses={200: dict, 503: dict})
+@extend_schema(summary="Service health", tags=["health"], responses={200: dict, 503: dict})
 @api_view(["GET"])
 @authentication_classes([])
 @permission_classes([AllowAny])
