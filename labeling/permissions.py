@@ -6,7 +6,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.shortcuts import get_object_or_404
+from django.http import Http404
+from django.utils.translation import gettext
 from rest_framework import permissions
 
 from labeling.models import Project, Role
@@ -54,12 +55,10 @@ def can(user: Any, project: Project, action: str) -> bool:
 
 def get_project_for(user: Any, slug: str, action: str) -> Project:
     """The project, or 404 when the user is no member (hides existence), or 403 when the role is short."""
-    project = get_object_or_404(Project, slug=slug)
-    roles = user_roles(user, project)
-    if not roles:
-        from django.http import Http404
-
-        raise Http404("No such project.")
+    # A project that is not yours reads exactly like one that does not exist: the answer reveals nothing.
+    project = Project.objects.filter(slug=slug).first()
+    if project is None or not user_roles(user, project):
+        raise Http404(gettext("No such project."))
     if not can(user, project, action):
         raise PermissionDenied(f"Your role in this project does not allow '{action}'.")
     return project

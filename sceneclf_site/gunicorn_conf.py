@@ -25,3 +25,11 @@ def pre_fork(server, worker):  # type: ignore[no-untyped-def]
     from django.urls import get_resolver
 
     get_resolver().check()  # resolves url_patterns, importing every view module
+
+
+def post_fork(server, worker):  # type: ignore[no-untyped-def]
+    """Each web worker loads the published models in the background: the first predict does not wait for them
+    (/api/v1/health shows the `model` component as "loading" until they are in)."""
+    from modeling.services.serving import start_preload
+
+    start_preload()

@@ -1,4 +1,4 @@
-"""GET /api/v1/health: database, broker and worker, each with a status a person can read."""
+"""GET /api/v1/health: database, broker, worker and the web process's models, each with a status a person can read."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def _busy_or_down(app: Any, queue: str, exc: Exception) -> dict[str, Any]:
     return {"status": "down", "detail": f"no worker answered on queue '{queue}' ({type(exc).__name__})"}
 
 
-@extend_schema(summary="Service health", responses={200: dict, 503: dict})
+@extend_schema(summary="Service health", tags=["health"], responses={200: dict, 503: dict})
 @api_view(["GET"])
 @authentication_classes([])
 @permission_classes([AllowAny])
@@ -93,5 +93,9 @@ def health(request: Request) -> Response:
             "detail": "broker is down, so no worker can be reached",
         }
     )
-    healthy = all(check["status"] == "ok" for check in checks.values())
+    from modeling.services.serving import preload_status
+
+    checks["model"] = preload_status()
+    # Models still loading after a start do not make the service unhealthy: predicts wait for them meanwhile.
+    healthy = all(check["status"] in ("ok", "loading") for check in checks.values())
     return Response({"status": "ok" if healthy else "degraded", **checks}, status=200 if healthy else 503)

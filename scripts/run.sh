@@ -7,8 +7,12 @@ source scripts/env.sh
 export PORT="${PORT:-8000}"
 URL="http://127.0.0.1:${PORT}"
 
+# Django logs in its TIME_ZONE; honcho stamps each line in TZ: give both the same zone, so one log has one clock.
+TZ="$(.venv/bin/python -c 'from sceneclf_site.settings import base; print(base.TIME_ZONE)')"
+export TZ
+
 # honcho hands each process PORT (5000 unless told): give the web process the announced port.
-.venv/bin/honcho start -f Procfile --port "$PORT" &
+.venv/bin/honcho start -f "${PROCFILE:-Procfile}" --port "$PORT" &
 HONCHO=$!
 trap 'kill -TERM "$HONCHO" 2>/dev/null || true' INT TERM
 

@@ -39,6 +39,7 @@ _PREDICTION = inline_serializer(
 )
 
 
+@extend_schema(tags=["predict"])
 class PredictView(APIView):
     # Authentication first: an anonymous client gets 401 (with the Token challenge), not the members-only 404.
     permission_classes = [IsAuthenticated, ProjectActionPermission]
@@ -56,7 +57,31 @@ class PredictView(APIView):
             },
         ),
         responses={200: _PREDICTION},
-        examples=[OpenApiExample("one text", value={"text": "付款成功了但订单显示未支付", "k": 3})],
+        examples=[
+            OpenApiExample("one text", value={"text": "付款成功了但订单显示未支付", "k": 3}, request_only=True),
+            OpenApiExample(
+                "one prediction",
+                value={
+                    "label": "支付",
+                    "confidence": 0.91,
+                    "top_label": "支付",
+                    "top_confidence": 0.91,
+                    "topk": [
+                        {"label": "支付", "probability": 0.91},
+                        {"label": "售后", "probability": 0.05},
+                        {"label": "其他", "probability": 0.02},
+                    ],
+                    "abstained": False,
+                    "abstain_reason": None,
+                    "model_version": "demo@v1",
+                    "taxonomy_version": 1,
+                    "request_id": "3f2b6c1e-8d4a-4c1b-9a57-2e0f6d9b7c10",
+                },
+                response_only=True,
+                status_codes=["200"],
+            ),
+        ],
+        summary="Classify one text (or a batch in `texts`)",
     )
     def post(self, request: Request, slug: str) -> Response:
         predict_request = parse_predict_request(request.data)

@@ -54,13 +54,14 @@ class ItemHistoryOutSerializer(serializers.Serializer):
     history = ItemEventOutSerializer(many=True)
 
 
+@extend_schema(tags=["items"])
 class ItemHistoryApi(APIView):
     """Reviewers and owners only: annotators would see each other's labels."""
 
     permission_classes = [permissions.IsAuthenticated, ProjectActionPermission]
     project_action = "review"
 
-    @extend_schema(responses=ItemHistoryOutSerializer)
+    @extend_schema(responses=ItemHistoryOutSerializer, summary="Change history of one item")
     def get(self, request: Request, slug: str, item_id: int) -> Response:
         item = item_get(self.project, item_id)  # type: ignore[attr-defined]
         if item is None:

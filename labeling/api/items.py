@@ -50,18 +50,21 @@ class ImportUploadSerializer(serializers.Serializer):
     )
 
 
+@extend_schema(tags=["items"])
 class ImportListCreateApi(APIView):
     permission_classes = PERMISSIONS
     project_action = "manage"
     project_read_action = "view"
     parser_classes = [StrictMultiPartParser, StrictFormParser]
 
-    @extend_schema(responses=ImportJobSerializer(many=True))
+    @extend_schema(responses=ImportJobSerializer(many=True), summary="Import jobs, newest first")
     def get(self, request: Request, slug: str) -> Response:
         jobs = import_job_list(self.project)[:50]
         return Response(ImportJobSerializer(jobs, many=True).data)
 
-    @extend_schema(request={"multipart/form-data": ImportUploadSerializer}, responses={202: ImportJobSerializer})
+    @extend_schema(request={"multipart/form-data": ImportUploadSerializer}, responses={202: ImportJobSerializer},
+        summary="Upload a file to import items",
+    )
     def post(self, request: Request, slug: str) -> Response:
         upload = ImportUploadSerializer(data=request.data)
         upload.is_valid(raise_exception=True)
@@ -77,11 +80,12 @@ class ImportListCreateApi(APIView):
         return Response(ImportJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
+@extend_schema(tags=["items"])
 class ImportDetailApi(APIView):
     permission_classes = PERMISSIONS
     project_action = "view"
 
-    @extend_schema(responses=ImportJobSerializer)
+    @extend_schema(responses=ImportJobSerializer, summary="One import job and its progress")
     def get(self, request: Request, slug: str, job_id: int) -> Response:
         return Response(ImportJobSerializer(import_job_get(self.project, job_id)).data)
 
@@ -109,12 +113,15 @@ class ItemPagination(PageNumberPagination):
     max_page_size = 500
 
 
+@extend_schema(tags=["items"])
 class ItemListApi(APIView):
     permission_classes = PERMISSIONS
     project_action = "view"
     pagination_class = ItemPagination  # also tells the schema that the list comes in pages
 
-    @extend_schema(parameters=[ItemFilterSerializer], responses=ItemSerializer(many=True))
+    @extend_schema(parameters=[ItemFilterSerializer], responses=ItemSerializer(many=True),
+        summary="Items, filtered and paged",
+    )
     def get(self, request: Request, slug: str) -> Response:
         filters = ItemFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
@@ -149,11 +156,14 @@ class SplitResultSerializer(serializers.Serializer):
     assigned = serializers.IntegerField(help_text="gold-labelled items that got a split in this call")
 
 
+@extend_schema(tags=["items"])
 class SplitApi(APIView):
     permission_classes = PERMISSIONS
     project_action = "manage"
 
-    @extend_schema(request=SplitRequestSerializer, responses=SplitResultSerializer)
+    @extend_schema(request=SplitRequestSerializer, responses=SplitResultSerializer,
+        summary="Assign train/validation/test splits",
+    )
     def post(self, request: Request, slug: str) -> Response:
         params = SplitRequestSerializer(data=request.data)
         params.is_valid(raise_exception=True)
@@ -162,6 +172,7 @@ class SplitApi(APIView):
         return Response({**body, "assigned": result.assigned})
 
 
+@extend_schema(tags=["items"])
 class ExportApi(APIView):
     """Items with their gold labels as JSONL or CSV (`?fmt=jsonl|csv`, `?only_gold=1`)."""
 
@@ -169,6 +180,7 @@ class ExportApi(APIView):
     project_action = "manage"
 
     @extend_schema(
+        summary="Download items with their gold labels",
         parameters=[
             OpenApiParameter("fmt", str, enum=list(EXPORT_FORMATS), description="jsonl (default) or csv"),
             OpenApiParameter("only_gold", bool, description="only items with a gold label"),

@@ -62,6 +62,7 @@ class ProjectUpdateSerializer(serializers.ModelSerializer):
         extra_kwargs = {name: {"required": False} for name in SETTINGS_FIELDS}
 
 
+@extend_schema(tags=["projects"])
 class ProjectListCreateApi(APIView):
     permission_classes = [*PERSON, CanCreateProjects]
 
@@ -78,6 +79,7 @@ class ProjectListCreateApi(APIView):
         return Response(ProjectSerializer(project, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
 
+@extend_schema(tags=["projects"])
 class ProjectDetailApi(APIView):
     permission_classes = PERSON
     project_action = "manage"
@@ -112,6 +114,7 @@ class MemberAddSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=Role.choices)
 
 
+@extend_schema(tags=["projects"])
 class MemberListCreateApi(APIView):
     permission_classes = PERSON
     project_action = "manage"
@@ -128,6 +131,7 @@ class MemberListCreateApi(APIView):
         return Response(MembershipSerializer(membership).data, status=status.HTTP_201_CREATED)
 
 
+@extend_schema(tags=["projects"])
 class MemberDetailApi(APIView):
     permission_classes = PERSON
     project_action = "manage"
@@ -167,6 +171,7 @@ class IssuedTokenSerializer(serializers.Serializer):
     )
 
 
+@extend_schema(tags=["projects"])
 class TokenListCreateApi(APIView):
     permission_classes = PERSON
     project_action = "manage"
@@ -184,6 +189,7 @@ class TokenListCreateApi(APIView):
         return Response(body, status=status.HTTP_201_CREATED)
 
 
+@extend_schema(tags=["projects"])
 class TokenDetailApi(APIView):
     permission_classes = PERSON
     project_action = "manage"
@@ -199,6 +205,7 @@ class WhoamiSerializer(serializers.Serializer):
     token_prefix = serializers.CharField(allow_null=True)
 
 
+@extend_schema(tags=["projects"])
 class WhoamiApi(APIView):
     """Lets a predict client check its token: 401 when revoked/unknown, 404 for another project."""
 

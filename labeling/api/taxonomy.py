@@ -138,6 +138,7 @@ def _draft_of(view: APIView) -> TaxonomyVersion:
     return draft
 
 
+@extend_schema(tags=["taxonomy"])
 class VersionListApi(APIView):
     permission_classes = PERSON
     project_action = "edit_taxonomy"
@@ -153,6 +154,7 @@ class VersionListApi(APIView):
         return Response(VersionDetailSerializer(draft).data, status=status.HTTP_201_CREATED)
 
 
+@extend_schema(tags=["taxonomy"])
 class VersionDetailApi(APIView):
     permission_classes = PERSON
     project_action = "edit_taxonomy"
@@ -168,6 +170,7 @@ class VersionDetailApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+@extend_schema(tags=["taxonomy"])
 class DraftLabelListApi(APIView):
     permission_classes = PERSON
     project_action = "edit_taxonomy"
@@ -185,6 +188,7 @@ class DraftLabelListApi(APIView):
         return Response(LabelSerializer(label).data, status=status.HTTP_201_CREATED)
 
 
+@extend_schema(tags=["taxonomy"])
 class DraftLabelDetailApi(APIView):
     permission_classes = PERSON
     project_action = "edit_taxonomy"
@@ -211,6 +215,7 @@ class ReorderSerializer(serializers.Serializer):
     keys = serializers.ListField(child=serializers.CharField(), help_text="Every label key of the draft, in order.")
 
 
+@extend_schema(tags=["taxonomy"])
 class DraftReorderApi(APIView):
     permission_classes = PERSON
     project_action = "edit_taxonomy"
@@ -233,6 +238,7 @@ class PublishResultSerializer(serializers.Serializer):
     rechecked_gold = serializers.IntegerField(help_text="Gold labels marked for re-check by this publish.")
 
 
+@extend_schema(tags=["taxonomy"])
 class DraftPublishApi(APIView):
     permission_classes = PERSON
     project_action = "edit_taxonomy"
@@ -247,6 +253,7 @@ class DraftPublishApi(APIView):
         )
 
 
+@extend_schema(tags=["taxonomy"])
 class DiffApi(APIView):
     permission_classes = PERSON
     project_action = "view"
@@ -270,6 +277,7 @@ class DiffApi(APIView):
         return Response(DiffSerializer(asdict(diff)).data)
 
 
+@extend_schema(tags=["taxonomy"])
 class ExportApi(APIView):
     permission_classes = PERSON
     project_action = "view"
@@ -310,6 +318,7 @@ def read_upload(upload) -> tuple[str, str]:  # type: ignore[no-untyped-def]
     return text, guess_format(upload.name or "", text)
 
 
+@extend_schema(tags=["taxonomy"])
 class ImportApi(APIView):
     permission_classes = PERSON
     project_action = "edit_taxonomy"

@@ -65,13 +65,14 @@ class NextItemOutSerializer(serializers.Serializer):
     progress = ProgressOutSerializer()
 
 
+@extend_schema(tags=["workspace"])
 class NextItemApi(APIView):
     """The annotator's current item, or the next one from the queue (claims a slot)."""
 
     permission_classes = MEMBER
     project_action = "annotate"
 
-    @extend_schema(responses=NextItemOutSerializer)
+    @extend_schema(responses=NextItemOutSerializer, summary="The next item to label")
     def get(self, request: Request, slug: str) -> Response:
         project = self.project  # type: ignore[attr-defined]
         taxonomy = latest_published(project)
@@ -112,11 +113,13 @@ class AnnotationOutSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+@extend_schema(tags=["workspace"])
 class AnnotationCreateApi(APIView):
     permission_classes = MEMBER
     project_action = "annotate"
 
     @extend_schema(
+        summary="Submit a label for an item",
         request=AnnotationInSerializer,
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
         responses={201: AnnotationOutSerializer, 200: AnnotationOutSerializer},
@@ -146,11 +149,12 @@ class ItemRefSerializer(serializers.Serializer):
     item_id = serializers.IntegerField()
 
 
+@extend_schema(tags=["workspace"])
 class SkipApi(APIView):
     permission_classes = MEMBER
     project_action = "annotate"
 
-    @extend_schema(request=SkipInSerializer, responses={201: ItemRefSerializer})
+    @extend_schema(request=SkipInSerializer, responses={201: ItemRefSerializer}, summary="Skip an item")
     def post(self, request: Request, slug: str) -> Response:
         data = _valid(SkipInSerializer, request.data)
         skip = skip_item(
@@ -162,11 +166,12 @@ class SkipApi(APIView):
         return Response({"item_id": skip.item_id}, status=status.HTTP_201_CREATED)
 
 
+@extend_schema(tags=["workspace"])
 class UndoApi(APIView):
     permission_classes = MEMBER
     project_action = "annotate"
 
-    @extend_schema(request=None, responses=ItemRefSerializer)
+    @extend_schema(request=None, responses=ItemRefSerializer, summary="Undo your last annotation or skip")
     def post(self, request: Request, slug: str) -> Response:
         item = undo_last(project=self.project, annotator=request.user)  # type: ignore[attr-defined]
         return Response({"item_id": item.pk})
@@ -221,11 +226,12 @@ class GoldOutSerializer(serializers.Serializer):
     taxonomy_version = serializers.IntegerField(source="taxonomy.number")
 
 
+@extend_schema(tags=["review"])
 class AdjudicationApi(APIView):
     permission_classes = MEMBER
     project_action = "adjudicate"
 
-    @extend_schema(responses=AdjudicationEntrySerializer(many=True))
+    @extend_schema(responses=AdjudicationEntrySerializer(many=True), summary="Items whose annotators disagree")
     def get(self, request: Request, slug: str) -> Response:
         entries = adjudication_queue(self.project, limit=200)  # type: ignore[attr-defined]
         body = [
@@ -240,7 +246,9 @@ class AdjudicationApi(APIView):
         ]
         return Response(AdjudicationEntrySerializer(body, many=True).data)
 
-    @extend_schema(request=AdjudicateInSerializer, responses={201: GoldOutSerializer})
+    @extend_schema(request=AdjudicateInSerializer, responses={201: GoldOutSerializer},
+        summary="Decide the gold label of a disputed item",
+    )
     def post(self, request: Request, slug: str) -> Response:
         data = _valid(AdjudicateInSerializer, request.data)
         gold = adjudicate(
@@ -298,11 +306,13 @@ class ReviewTaskFilterSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=ReviewTask.Kind.values, required=False, allow_blank=True)
 
 
+@extend_schema(tags=["review"])
 class ReviewTaskListApi(APIView):
     permission_classes = MEMBER
     project_action = "review"
 
     @extend_schema(
+        summary="Open review tasks",
         parameters=[OpenApiParameter("kind", str, enum=ReviewTask.Kind.values, required=False)],
         responses=ReviewTaskSerializer(many=True),
     )
@@ -343,11 +353,12 @@ class ResolveOutSerializer(ReviewTaskSerializer):
         return conflict.pk if conflict else None
 
 
+@extend_schema(tags=["review"])
 class ReviewTaskResolveApi(APIView):
     permission_classes = MEMBER
     project_action = "review"
 
-    @extend_schema(request=ResolveInSerializer, responses=ResolveOutSerializer)
+    @extend_schema(request=ResolveInSerializer, responses=ResolveOutSerializer, summary="Resolve a review task")
     def post(self, request: Request, slug: str, task_id: int) -> Response:
         data = _valid(ResolveInSerializer, request.data)
         outcome = resolve_review_task(
@@ -389,13 +400,14 @@ class AgreementReportSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+@extend_schema(tags=["review"])
 class AgreementApi(APIView):
     """The newest agreement report of each taxonomy version."""
 
     permission_classes = MEMBER
     project_action = "review"
 
-    @extend_schema(responses=AgreementReportSerializer(many=True))
+    @extend_schema(responses=AgreementReportSerializer(many=True), summary="Agreement between annotators")
     def get(self, request: Request, slug: str) -> Response:
         return Response(AgreementReportSerializer(latest_reports(self.project), many=True).data)  # type: ignore[attr-defined]
 
@@ -407,15 +419,18 @@ class WorkspaceSettingsSerializer(serializers.ModelSerializer):
         extra_kwargs = {name: {"required": False} for name in fields}
 
 
+@extend_schema(tags=["workspace"])
 class WorkspaceSettingsApi(APIView):
     permission_classes = MEMBER
     project_action = "manage"
 
-    @extend_schema(responses=WorkspaceSettingsSerializer)
+    @extend_schema(responses=WorkspaceSettingsSerializer, summary="Workspace settings of the project")
     def get(self, request: Request, slug: str) -> Response:
         return Response(WorkspaceSettingsSerializer(workspace_settings(self.project)).data)  # type: ignore[attr-defined]
 
-    @extend_schema(request=WorkspaceSettingsSerializer, responses=WorkspaceSettingsSerializer)
+    @extend_schema(request=WorkspaceSettingsSerializer, responses=WorkspaceSettingsSerializer,
+        summary="Change workspace settings",
+    )
     def patch(self, request: Request, slug: str) -> Response:
         data = _valid(WorkspaceSettingsSerializer, request.data)
         row = update_workspace_settings(project=self.project, **data)  # type: ignore[attr-defined]

@@ -2,7 +2,7 @@
 
 from .history import GoldConflict, ItemEvent
 from .items import GoldLabel, ImportJob, Item
-from .projects import ApiToken, Membership, Project, Role
+from .projects import ApiToken, Invitation, Membership, Project, Role
 from .review import ReviewTask
 from .taxonomy import Label, TaxonomyVersion
 from .workspace import AgreementReport, Annotation, Assignment, ItemSuggestion, Skip, WorkspaceSettings
@@ -15,6 +15,7 @@ __all__ = [
     "GoldConflict",
     "GoldLabel",
     "ImportJob",
+    "Invitation",
     "Item",
     "ItemEvent",
     "ItemSuggestion",

@@ -5,14 +5,17 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from labeling.authentication import hash_token
-from labeling.models import ApiToken, Membership, Project, Role
+from labeling.models import ApiToken, Invitation, Membership, Project, Role
 from labeling.pii import FIELD_MODES
 from labeling.services.taxonomy import create_initial_draft
 from sceneclf_site.api_errors import ConflictError, NotFoundError, ServiceError
@@ -148,3 +151,60 @@ def revoke_api_token(*, project: Project, token_id: int) -> ApiToken:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
     return token
+
+
+INVITATION_DAYS = 7
+
+
+@dataclass
+class IssuedInvitation:
+    invitation: Invitation
+    secret: str  # goes into the link shown to the owner once; never stored
+
+
+def create_invitation(*, project: Project, role: str, created_by: Any | None = None) -> IssuedInvitation:
+    if role not in Role.values:
+        raise ServiceError(f"Unknown role '{role}'. Use one of: {', '.join(Role.values)}.")
+    secret = secrets.token_urlsafe(32)
+    invitation = Invitation.objects.create(
+        project=project,
+        role=role,
+        token_hash=hash_token(secret),
+        created_by=created_by,
+        expires_at=timezone.now() + timedelta(days=INVITATION_DAYS),
+    )
+    return IssuedInvitation(invitation=invitation, secret=secret)
+
+
+def open_invitation(secret: str) -> Invitation:
+    """The unused, unexpired invitation behind a link, or NotFoundError (the same for every kind of bad link)."""
+    invitation = (
+        Invitation.objects.select_related("project")
+        .filter(token_hash=hash_token(secret or ""), used_at__isnull=True, expires_at__gt=timezone.now())
+        .first()
+    )
+    if invitation is None:
+        raise NotFoundError("This invitation link is not valid: it was used already, has expired or is mistyped.")
+    return invitation
+
+
+@transaction.atomic
+def accept_invitation(*, secret: str, username: str, password: str) -> Any:
+    """Create the invitee's account with their own password and give it the invited role. A link works once."""
+    invitation = open_invitation(secret)
+    invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
+    if invitation.used_at is not None:
+        raise NotFoundError("This invitation link is not valid: it was used already, has expired or is mistyped.")
+    username = (username or "").strip()
+    if not username or User.objects.filter(username__iexact=username).exists():
+        raise ServiceError(f"The username '{username}' is taken or empty; choose another.", code="username_taken")
+    try:
+        validate_password(password, User(username=username))
+    except ValidationError as exc:
+        raise ServiceError(" ".join(exc.messages), code="weak_password") from exc
+    user = User.objects.create_user(username=username, password=password)
+    add_member(project=invitation.project, user=user, role=invitation.role)
+    invitation.used_at = timezone.now()
+    invitation.used_by = user
+    invitation.save(update_fields=["used_at", "used_by"])
+    return user

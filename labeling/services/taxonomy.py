@@ -127,7 +127,7 @@ def discard_draft(*, draft: TaxonomyVersion) -> None:
 @transaction.atomic
 def update_draft_notes(*, draft: TaxonomyVersion, notes: str) -> TaxonomyVersion:
     draft = _locked_draft(draft)
-    draft.notes = (notes or "").strip()
+    draft.notes = _unix_newlines((notes or "").strip())
     draft.save(update_fields=["notes"])
     return draft
 
@@ -135,9 +135,18 @@ def update_draft_notes(*, draft: TaxonomyVersion, notes: str) -> TaxonomyVersion
 # --- Labels on a draft ----------------------------------------------------------------------------
 
 
+def _unix_newlines(value: Any) -> Any:
+    """Browsers submit textarea line breaks as CRLF: store LF so an untouched field never shows up in a diff."""
+    if isinstance(value, str):
+        return value.replace("\r\n", "\n").replace("\r", "\n")
+    if isinstance(value, list):
+        return [_unix_newlines(element) for element in value]
+    return value
+
+
 def _checked_spec(data: Mapping[str, Any], position: int) -> LabelSpec:
     problems: list[str] = []
-    spec = label_from_mapping(dict(data), position, problems)
+    spec = label_from_mapping({name: _unix_newlines(value) for name, value in data.items()}, position, problems)
     if spec is None:
         raise _invalid(problems)
     return spec
@@ -302,7 +311,7 @@ def publish_draft(*, draft: TaxonomyVersion, notes: str | None = None) -> Publis
     previous = latest_published(draft.project)
     rechecked = _mark_gold_for_recheck(draft.project, version_specs(previous) if previous else [], specs, draft.number)
     if notes is not None:
-        draft.notes = notes.strip()
+        draft.notes = _unix_newlines(notes.strip())
     draft.status = TaxonomyVersion.Status.PUBLISHED
     draft.published_at = timezone.now()
     draft.save(update_fields=["status", "published_at", "notes"])
@@ -357,7 +366,7 @@ def _mark_gold_for_recheck(project: Project, old: list[LabelSpec], new: list[Lab
 def import_taxonomy(*, project: Project, text: str, fmt: str, replace_draft: bool = False) -> TaxonomyVersion:
     """Create a draft from a YAML/JSON document. Everything is validated first; nothing is half-imported."""
     try:
-        specs, notes = specs_from_document(parse_document(text, fmt))
+        specs, notes = specs_from_document(parse_document(_unix_newlines(text), fmt))
     except TaxonomyDocumentError as exc:
         raise _invalid(exc.problems) from exc
     _check_hotkeys(specs)

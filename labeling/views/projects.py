@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import messages
+from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -25,9 +27,12 @@ from labeling.selectors.projects import (
 from labeling.services.projects import (
     ABSTAIN_TARGET_KINDS,
     SETTINGS_FIELDS,
+    accept_invitation,
     add_member_by_username,
     create_api_token,
+    create_invitation,
     create_project,
+    open_invitation,
     remove_membership,
     revoke_api_token,
     update_project_settings,
@@ -75,7 +80,7 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
 
 class MemberAddForm(forms.Form):
     username = forms.CharField(max_length=150, label=_("Username"))
-    role = forms.ChoiceField(choices=Role.choices, label=_("Role"))
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.ANNOTATOR, label=_("Role"))
 
 
 @login_required
@@ -91,7 +96,14 @@ def members(request: HttpRequest, slug: str) -> HttpResponse:
         else:
             messages.success(request, _("Member added."))
             return redirect("labeling:members", slug=slug)
-    context = project_context(request, project, members=members_of(project), form=form)
+    context = project_context(
+        request,
+        project,
+        members=members_of(project),
+        form=form,
+        invite_form=InviteForm(),
+        invite=request.session.pop(ISSUED_INVITE_KEY, None),
+    )
     return render(request, "labeling/projects/members.html", context)
 
 
@@ -108,8 +120,72 @@ def member_remove(request: HttpRequest, slug: str, membership_id: int) -> HttpRe
     return redirect("labeling:members", slug=slug)
 
 
+class InviteForm(forms.Form):
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.ANNOTATOR, label=_("Role"))
+
+
+ISSUED_INVITE_KEY = "issued_invitation"
+
+
+@login_required
+@require_POST
+def member_invite(request: HttpRequest, slug: str) -> HttpResponse:
+    project = get_project_for(request.user, slug, "manage")
+    form = InviteForm(request.POST)
+    if form.is_valid():
+        issued = create_invitation(project=project, role=form.cleaned_data["role"], created_by=request.user)
+        link = request.build_absolute_uri(reverse("labeling:invite_accept", args=[issued.secret]))
+        # Shown once on the members page after the redirect; only a hash of the secret is stored.
+        request.session[ISSUED_INVITE_KEY] = {"link": link, "role": issued.invitation.get_role_display()}
+    return redirect("labeling:members", slug=slug)
+
+
+class InviteAcceptForm(forms.Form):
+    username = forms.CharField(max_length=150, label=_("Username"))
+    password = forms.CharField(widget=forms.PasswordInput, label=_("Password"))
+    password_again = forms.CharField(widget=forms.PasswordInput, label=_("Password again"))
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("password") != data.get("password_again"):
+            raise forms.ValidationError(_("The two passwords differ."))
+        return data
+
+
+@require_http_methods(["GET", "POST"])
+def invite_accept(request: HttpRequest, secret: str) -> HttpResponse:
+    try:
+        invitation = open_invitation(secret)
+    except ServiceError as exc:
+        raise Http404(exc.message) from exc
+    form = InviteAcceptForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            user = accept_invitation(
+                secret=secret, username=form.cleaned_data["username"], password=form.cleaned_data["password"]
+            )
+        except ServiceError as exc:
+            form.add_error(None, exc.message)
+        else:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            return redirect("labeling:project_detail", slug=invitation.project.slug)
+    context = {"form": form, "invitation": invitation}
+    return render(request, "labeling/projects/invite_accept.html", context)
+
+
 class TokenCreateForm(forms.Form):
     name = forms.CharField(max_length=100, label=_("Token name (e.g. the client that uses it)"))
+
+
+ISSUED_TOKEN_KEY = "issued_api_token"
+
+
+def _pop_issued_token(request: HttpRequest, project: Project) -> dict | None:
+    shown = request.session.pop(ISSUED_TOKEN_KEY, None)
+    if not shown:
+        return None
+    token = tokens_of(project).filter(pk=shown["token_id"]).first()
+    return {"token": token, "secret": shown["secret"]} if token is not None else None
 
 
 @login_required
@@ -117,15 +193,16 @@ class TokenCreateForm(forms.Form):
 def tokens(request: HttpRequest, slug: str) -> HttpResponse:
     project = get_project_for(request.user, slug, "manage")
     form = TokenCreateForm(request.POST or None)
-    issued = None
     if request.method == "POST" and form.is_valid():
         try:
             issued = create_api_token(project=project, name=form.cleaned_data["name"], created_by=request.user)
         except ServiceError as exc:
             form.add_error(None, exc.message)
         else:
-            form = TokenCreateForm()
-    # The secret is rendered in this response only (never stored, never redirected through a session).
+            # Redirect so a reload cannot post the form again; the secret waits in the session for one page view.
+            request.session[ISSUED_TOKEN_KEY] = {"token_id": issued.token.pk, "secret": issued.secret}
+            return redirect("labeling:tokens", slug=slug)
+    issued = _pop_issued_token(request, project)
     listed = list(tokens_of(project))
     for token in listed:
         token.usable = token.is_active and creator_vouches(token)  # type: ignore[attr-defined]

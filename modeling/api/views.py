@@ -14,6 +14,7 @@ from modeling.selectors import models as selectors
 from modeling.services import training, versions
 
 
+@extend_schema(tags=["models"])
 class ProjectView(APIView):
     permission_classes = [ProjectActionPermission]
     project_action = "manage"
@@ -21,12 +22,14 @@ class ProjectView(APIView):
 
 
 class TrainingRunListView(ProjectView):
-    @extend_schema(responses=TrainingRunSerializer(many=True))
+    @extend_schema(responses=TrainingRunSerializer(many=True), summary="Training runs, newest first")
     def get(self, request: Request, slug: str) -> Response:
         training.sweep_stale_runs(project=self.project)
         return Response(TrainingRunSerializer(selectors.run_list(self.project), many=True).data)
 
-    @extend_schema(request=TrainingRunCreateSerializer, responses={202: TrainingRunSerializer})
+    @extend_schema(request=TrainingRunCreateSerializer, responses={202: TrainingRunSerializer},
+        summary="Start a training run",
+    )
     def post(self, request: Request, slug: str) -> Response:
         body = TrainingRunCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -35,47 +38,49 @@ class TrainingRunListView(ProjectView):
 
 
 class TrainingRunDetailView(ProjectView):
-    @extend_schema(responses=TrainingRunSerializer)
+    @extend_schema(responses=TrainingRunSerializer, summary="One training run and its progress")
     def get(self, request: Request, slug: str, run_id: int) -> Response:
         training.sweep_stale_runs(project=self.project)
         return Response(TrainingRunSerializer(selectors.run_get(self.project, run_id)).data)
 
 
 class TrainingRunCancelView(ProjectView):
-    @extend_schema(request=None, responses=TrainingRunSerializer)
+    @extend_schema(request=None, responses=TrainingRunSerializer, summary="Cancel a training run")
     def post(self, request: Request, slug: str, run_id: int) -> Response:
         run = training.cancel_training_run(run=selectors.run_get(self.project, run_id))
         return Response(TrainingRunSerializer(run).data)
 
 
 class ModelVersionListView(ProjectView):
-    @extend_schema(responses=ModelVersionSerializer(many=True))
+    @extend_schema(responses=ModelVersionSerializer(many=True), summary="Model versions of the project")
     def get(self, request: Request, slug: str) -> Response:
         return Response(ModelVersionSerializer(selectors.version_list(self.project), many=True).data)
 
 
 class ModelVersionDetailView(ProjectView):
-    @extend_schema(responses=ModelVersionSerializer)
+    @extend_schema(responses=ModelVersionSerializer, summary="One model version with its metrics")
     def get(self, request: Request, slug: str, number: int) -> Response:
         return Response(ModelVersionSerializer(selectors.version_get(self.project, number)).data)
 
 
 class ModelVersionPublishView(ProjectView):
-    @extend_schema(request=None, responses=ModelVersionSerializer)
+    @extend_schema(request=None, responses=ModelVersionSerializer, summary="Publish a model version for predicting")
     def post(self, request: Request, slug: str, number: int) -> Response:
         version = versions.publish_model_version(version=selectors.version_get(self.project, number), user=request.user)
         return Response(ModelVersionSerializer(version).data)
 
 
 class ModelVersionArchiveView(ProjectView):
-    @extend_schema(request=None, responses=ModelVersionSerializer)
+    @extend_schema(request=None, responses=ModelVersionSerializer, summary="Archive a model version")
     def post(self, request: Request, slug: str, number: int) -> Response:
         version = versions.archive_model_version(version=selectors.version_get(self.project, number))
         return Response(ModelVersionSerializer(version).data)
 
 
 class ModelRollbackView(ProjectView):
-    @extend_schema(request=None, responses=ModelVersionSerializer)
+    @extend_schema(request=None, responses=ModelVersionSerializer,
+        summary="Roll back to the previously published model",
+    )
     def post(self, request: Request, slug: str) -> Response:
         version = versions.rollback_model(project=self.project, user=request.user)
         return Response(ModelVersionSerializer(version).data)

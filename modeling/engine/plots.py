@@ -8,24 +8,35 @@ from __future__ import annotations
 import io
 import threading
 from functools import lru_cache, wraps
+from importlib import resources
 
 import matplotlib
 
 matplotlib.use("Agg")
 
+import paperang_p2_fonts_cjk
 from matplotlib import font_manager
 from matplotlib.figure import Figure
 
 # rc_context changes matplotlib's global settings: one plot at a time per process (threaded servers).
 _RC_LOCK = threading.Lock()
-# Label names are Chinese first: use a CJK font when one is installed, else matplotlib's default.
+# Label names are Chinese first: use a system CJK font when one is installed, else the one shipped as a Python
+# package (requirements.txt), so plots show Chinese on a machine without any CJK font too.
 CJK_FONT_CANDIDATES = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Serif CJK SC", "WenQuanYi Zen Hei", "SimHei")
+PACKAGED_CJK_FONT = resources.files(paperang_p2_fonts_cjk) / "fonts" / "wqy-microhei.ttc"
+
+
+def _register_packaged_font() -> str:
+    path = str(PACKAGED_CJK_FONT)
+    font_manager.fontManager.addfont(path)
+    return font_manager.FontProperties(fname=path).get_name()
 
 
 @lru_cache(maxsize=1)
 def cjk_font_family() -> list[str]:
+    packaged = _register_packaged_font()
     installed = {font.name for font in font_manager.fontManager.ttflist}
-    return [name for name in CJK_FONT_CANDIDATES if name in installed] + ["DejaVu Sans"]
+    return [name for name in CJK_FONT_CANDIDATES if name in installed] + [packaged, "DejaVu Sans"]
 
 
 def _figure(width: float, height: float) -> Figure:

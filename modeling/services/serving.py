@@ -116,6 +116,52 @@ def _refresh_label_mapping(model: LoadedModel, project: Project) -> None:
     model.mapping_taxonomy_id = latest_id
 
 
+@dataclass
+class _Preload:
+    state: str = "not_started"  # not_started | loading | ok | down
+    loaded: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+_preload = _Preload()
+
+
+def preload_published_models() -> None:
+    """Load the published model of every project, so no client waits for the first predict to load one."""
+    from django.db import connection
+
+    _preload.state = "loading"
+    try:
+        for project in Project.objects.filter(model_versions__status=ModelVersion.Status.PUBLISHED).distinct():
+            try:
+                _preload.loaded.append(get_serving_model(project).version_ref)
+            except ServiceError as exc:
+                _preload.failed[project.slug] = exc.message
+    except Exception as exc:  # the web process keeps serving; health says why models were not loaded
+        _preload.failed["*"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        connection.close()  # this thread's own connection
+    _preload.state = "down" if _preload.failed else "ok"
+
+
+def start_preload() -> threading.Thread:
+    """Start loading in the background (web processes only: workers load what their tasks need)."""
+    _preload.state = "loading"
+    thread = threading.Thread(target=preload_published_models, name="preload-models", daemon=True)
+    thread.start()
+    return thread
+
+
+def preload_status() -> dict[str, Any]:
+    """The `model` component of /api/v1/health."""
+    if _preload.state == "not_started":
+        return {"status": "ok", "detail": "models load on first use in this process"}
+    body: dict[str, Any] = {"status": _preload.state, "loaded": list(_preload.loaded)}
+    if _preload.failed:
+        body["failed"] = dict(_preload.failed)
+    return body
+
+
 def forget_loaded_models() -> None:
     """Drops every loaded model of this process (tests; memory pressure)."""
     with _lock:

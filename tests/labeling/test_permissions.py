@@ -202,3 +202,14 @@ def test_token_belongs_to_the_owner_who_created_it(project, owner, make_user):
 def test_token_created_without_a_person_works_until_revoked(project):
     client = _token_client(create_api_token(project=project, name="service").secret)
     assert client.get("/api/v1/projects/alpha/whoami").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/projects/{slug}/", "/api/v1/projects/{slug}/whoami"])
+def test_a_foreign_project_reads_exactly_like_a_missing_one(annotator_page, other_project, path):
+    foreign = annotator_page.get(path.format(slug=other_project.slug))
+    missing = annotator_page.get(path.format(slug="no-such-slug"))
+    assert foreign.status_code == missing.status_code == 404
+    bodies = [r.content.decode().replace(slug, "SLUG") for r, slug in ((foreign, "beta"), (missing, "no-such-slug"))]
+    assert bodies[0] == bodies[1]
+    if path.startswith("/api/"):
+        assert foreign.json()["error"]["message"] == "No such project."

@@ -129,11 +129,13 @@ def test_token_api_create_list_revoke(owner_api, project):
 
 def test_token_page_shows_the_secret_once(owner_page, project):
     response = owner_page.post("/projects/alpha/tokens/", {"name": "crm"})
-    page = response.content.decode()
+    assert response.status_code == 302 and response["Location"] == "/projects/alpha/tokens/"
+    page = owner_page.get(response["Location"]).content.decode()
     token = ApiToken.objects.get(project=project)
     secret = page.split('id="token-secret" readonly value="')[1].split('"')[0]
     assert secret.startswith(token.prefix) and len(secret) > 20
-    assert secret not in owner_page.get("/projects/alpha/tokens/").content.decode()
+    reloaded = owner_page.get("/projects/alpha/tokens/").content.decode()
+    assert secret not in reloaded and ApiToken.objects.filter(project=project).count() == 1
     response = owner_page.post(f"/projects/alpha/tokens/{token.id}/revoke/")
     assert response.status_code == 302
     token.refresh_from_db()
@@ -211,3 +213,13 @@ def test_whoami_with_a_session(owner_api, project):
         "auth": "session",
         "token_prefix": None,
     }
+
+
+def test_add_member_form_defaults_to_annotator_and_shows_an_error_once(owner_page, project):
+    page = owner_page.get("/projects/alpha/members/").content.decode()
+    assert '<option value="annotator" selected>' in page
+    response = owner_page.post("/projects/alpha/members/", {"username": "nobody-here", "role": "annotator"})
+    page = response.content.decode()
+    assert response.status_code == 200
+    error = page.split('<ul class="errorlist nonfield">')[1].split("</ul>")[0]
+    assert error and page.count(error) == 1
