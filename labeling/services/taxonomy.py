@@ -13,6 +13,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Max, ProtectedError, RestrictedError
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from labeling.models import GoldLabel, Label, Project, TaxonomyVersion
 from labeling.selectors.taxonomy import current_draft, latest_published, version_specs
@@ -38,7 +39,7 @@ def create_initial_draft(project: Project) -> TaxonomyVersion:
         taxonomy=draft,
         key=FALLBACK_KEY,
         name=FALLBACK_KEY,
-        definition="Out of scope or uncertain: the text fits no other scene.",
+        definition=gettext("Out of scope or uncertain: the text fits no other scene."),
         is_fallback=True,
         hotkey="0",
         order=999,
