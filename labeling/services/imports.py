@@ -25,6 +25,7 @@ import charset_normalizer
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from labeling.models import GoldLabel, ImportJob, Item, ItemEvent, Label, Project, TaxonomyVersion
 from labeling.pii import mask_pii, protect_data, protect_value
@@ -111,7 +112,7 @@ def start_import(
     try:
         _store_upload(content, stored_path)
         if stored_path.stat().st_size == 0:
-            raise ServiceError("The file is empty.", code="empty_file")
+            raise ServiceError(gettext("The file is empty."), code="empty_file")
         job = ImportJob.objects.create(
             project=project,
             file_path=str(stored_path),
@@ -147,7 +148,8 @@ def _checked_encoding(encoding: str) -> str:
         name = codecs.lookup(encoding).name
     except LookupError:
         raise ServiceError(
-            f"Unknown encoding '{encoding[:40]}'. Use a name such as utf-8, gb18030 (GBK) or big5.",
+            gettext("Unknown encoding '%(value)s'. Use a name such as utf-8, gb18030 (GBK) or big5.")
+            % {"value": encoding[:40]},
             code="unknown_encoding",
         ) from None
     return ENCODING_SUPERSETS.get(name, name)
@@ -156,9 +158,13 @@ def _checked_encoding(encoding: str) -> str:
 def _checked_aliases(aliases: Iterable[str]) -> list[str]:
     cleaned = [_label_form(alias) for alias in aliases if isinstance(alias, str) and alias.strip()]
     if len(cleaned) > MAX_FALLBACK_ALIASES:
-        raise ServiceError(f"At most {MAX_FALLBACK_ALIASES} fallback aliases.", code="too_many_aliases")
+        raise ServiceError(
+            gettext("At most %(max_fallback_aliases)s fallback aliases.")
+            % {"max_fallback_aliases": MAX_FALLBACK_ALIASES},
+            code="too_many_aliases",
+        )
     if any(len(alias) > 64 for alias in cleaned):
-        raise ServiceError("A fallback alias is at most 64 characters.", code="invalid_alias")
+        raise ServiceError(gettext("A fallback alias is at most 64 characters."), code="invalid_alias")
     return list(dict.fromkeys(cleaned))
 
 
