@@ -264,3 +264,24 @@ def test_review_success_message_says_the_item_now_has_gold(client, world, review
     url = reverse("labeling:review_task", args=[world["project"].slug, task.pk])
     page = client.post(url, {"action": "correct", "label": "物流", "comment": ""}, follow=True).content.decode()
     assert "现在已有金标" in page and "已有金标" not in page.replace("现在已有金标", "")
+
+
+def test_error_envelope_message_follows_the_language_and_the_code_stays(client, world, owner):
+    client.force_login(owner)
+    url = f"/api/v1/projects/{world['project'].slug}/taxonomy/diff?a=x&b=1"
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = "zh-hans"
+    chinese = client.get(url).json()["error"]
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = "en"
+    english = client.get(url).json()["error"]
+    assert chinese["code"] == english["code"] == "invalid_parameter"
+    assert chinese["message"] == "查询参数 'a' 必须是版本号。"
+    assert english["message"] == "Query parameter 'a' must be a version number."
+
+
+def test_service_error_flash_is_translated(client, world, annotator):
+    client.force_login(annotator)
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = "zh-hans"
+    url = reverse("labeling:workspace_undo", args=[world["project"].slug])
+    client.post(url)  # undoes the annotator's only annotation
+    page = client.post(url, follow=True).content.decode()
+    assert "没有可撤销的操作。" in page and "Nothing to undo" not in page
