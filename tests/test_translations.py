@@ -14,6 +14,7 @@ from django.utils import translation
 from labeling.models import Annotation, GoldLabel, Role
 from labeling.services.projects import add_member, create_project
 from labeling.services.review import create_review_task
+from modeling.models import ModelVersion, Route, TrainingRun
 from tests.workspace.factories import make_items, publish_scenes
 
 pytestmark = pytest.mark.django_db
@@ -25,7 +26,7 @@ ALLOWED_WORDS = """
     sceneclf api json yaml yml csv jsonl tsv macro ece train val test token tokens htmx http https url tfidf idf
     lora utf pii id ids bearer authorization alpha owner annotator reviewer annotator2 e5 qwen
     prefix probe kappa krippendorff cohen fleiss ctrl shift esc enter tab space cleanlab oos
-    swagger openapi redoc cpu gpu ram max min auc mcc iou acc in_scope_acc python django
+    swagger openapi redoc cpu gpu ram max min auc aurc mcc iou acc in_scope_acc python django
     text label phone hub
     english
     travel payment logistics account
@@ -79,7 +80,7 @@ def test_every_msgid_has_a_checked_translation():
 
 
 def visible_words(html: str) -> set[str]:
-    html = re.sub(r"(?is)<(script|style)\b.*?</\1>", " ", html)
+    html = re.sub(r"(?is)<(script|style|svg)\b.*?</\1>", " ", html)  # plots are pictures, checked elsewhere
     html = re.sub(r"(?s)<!--.*?-->", " ", html)
     text = re.sub(r"(?s)<[^>]+>", " ", html)
     text = re.sub(r"&[a-z]+;|&#\d+;", " ", text)
@@ -108,6 +109,24 @@ def world(owner, annotator, reviewer):
     task = create_review_task(
         project=project, item=items[2], kind="abstained", topk=[{"label": "物流", "probability": 0.4}]
     )
+    run = TrainingRun.objects.create(project=project, status=TrainingRun.Status.SUCCEEDED, created_by=owner)
+    ModelVersion.objects.create(
+        project=project,
+        run=run,
+        number=1,
+        route=Route.PROBE,
+        taxonomy=taxonomy,
+        label_keys=["旅行", "支付", "物流", "其他"],
+        artifacts_dir="unused",
+        metrics={  # low validation coverage: the model page warns
+            "val": {
+                "accuracy": 0.8,
+                "macro_f1": 0.7,
+                "abstention": {"coverage": 0.3, "selective_accuracy": 0.9},
+                "calibration": {"ece": 0.05, "ece_before": 0.1},
+            }
+        },
+    )
     return {"project": project, "items": items, "task": task}
 
 
@@ -133,6 +152,7 @@ def pages(world) -> dict[str, list[str]]:
             lab("agreement"),
             lab("adjudication"),
             reverse("modeling:model_page", args=[slug]),
+            reverse("modeling:version", args=[slug, 1]),
             reverse("modeling:active_learning", args=[slug]),
             reverse("feedback:predictions", args=[slug]),
             lab("workspace_settings"),
@@ -216,3 +236,10 @@ def test_service_error_flash_is_translated(client, world, annotator):
     client.post(url)  # undoes the annotator's only annotation
     page = client.post(url, follow=True).content.decode()
     assert "没有可撤销的操作。" in page and "Nothing to undo" not in page
+
+
+def test_model_page_warning_is_translated(client, world, owner):
+    client.force_login(owner)
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = "zh-hans"
+    page = client.get(reverse("modeling:version", args=[world["project"].slug, 1])).content.decode()
+    assert "该模型只回答了 30% 的验证文本" in page
