@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import yaml
+from django.utils.translation import gettext
 from yaml.composer import ComposerError
 from yaml.events import AliasEvent, MappingStartEvent, SequenceStartEvent
 
@@ -243,21 +244,28 @@ def check_label_set(specs: list[LabelSpec]) -> list[str]:
 def specs_from_document(document: Any) -> tuple[list[LabelSpec], str]:
     """Validate a parsed document; returns (labels, notes) or raises TaxonomyDocumentError listing every problem."""
     if not isinstance(document, dict):
-        raise TaxonomyDocumentError(["The document must be a mapping with a 'labels' list."])
+        raise TaxonomyDocumentError([gettext("The document must be a mapping with a 'labels' list.")])
     fmt = document.get("format", DOCUMENT_FORMAT)
     if fmt != DOCUMENT_FORMAT:
         got = _shorten(str(fmt), 60)
-        raise TaxonomyDocumentError([f"field 'format' must be '{DOCUMENT_FORMAT}', got '{got}'."])
+        raise TaxonomyDocumentError(
+            [
+                gettext("field 'format' must be '%(document_format)s', got '%(got)s'.")
+                % {"document_format": DOCUMENT_FORMAT, "got": got}
+            ]
+        )
     version = document.get("format_version", DOCUMENT_FORMAT_VERSION)
     if version != DOCUMENT_FORMAT_VERSION:
         got = _shorten(str(version), 60)
-        raise TaxonomyDocumentError([f"field 'format_version' {got} is not supported (use 1)."])
+        raise TaxonomyDocumentError(
+            [gettext("field 'format_version' %(got)s is not supported (use 1).") % {"got": got}]
+        )
     raw_labels = document.get("labels")
     if not isinstance(raw_labels, list) or not raw_labels:
-        raise TaxonomyDocumentError(["field 'labels' must be a non-empty list of labels."])
+        raise TaxonomyDocumentError([gettext("field 'labels' must be a non-empty list of labels.")])
     notes = document.get("notes") or ""
     if not isinstance(notes, str):
-        raise TaxonomyDocumentError(["field 'notes' must be text."])
+        raise TaxonomyDocumentError([gettext("field 'notes' must be text.")])
     problems: list[str] = []
     specs = [label_from_mapping(raw, index, problems) for index, raw in enumerate(raw_labels)]
     if problems:
@@ -286,7 +294,9 @@ def dump_document(document: dict, fmt: str) -> str:
         return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
     if fmt == "yaml":
         return yaml.safe_dump(document, allow_unicode=True, sort_keys=False, width=1000)
-    raise TaxonomyDocumentError([f"Unknown export format '{fmt}'. Use one of: {', '.join(FORMATS)}."])
+    raise TaxonomyDocumentError(
+        [gettext("Unknown export format '%(fmt)s'. Use one of: %(value)s.") % {"fmt": fmt, "value": ", ".join(FORMATS)}]
+    )
 
 
 def guess_format(filename: str, text: str) -> str:
@@ -306,16 +316,25 @@ def parse_document(text: str, fmt: str) -> Any:
         if fmt == "yaml":
             return _load_yaml(text)
     except json.JSONDecodeError as exc:
-        raise TaxonomyDocumentError([f"Not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."]) from exc
+        raise TaxonomyDocumentError(
+            [
+                gettext("Not valid JSON: %(msg)s at line %(lineno)s, column %(colno)s.")
+                % {"msg": exc.msg, "lineno": exc.lineno, "colno": exc.colno}
+            ]
+        ) from exc
     except (JSONTooDeep, UnstorableJSON) as exc:
-        raise TaxonomyDocumentError([f"Not a usable JSON document: {exc}"]) from exc
+        raise TaxonomyDocumentError([gettext("Not a usable JSON document: %(exc)s") % {"exc": exc}]) from exc
     except ValueError as exc:  # NaN / Infinity
-        raise TaxonomyDocumentError([f"Not valid JSON: {exc}."]) from exc
+        raise TaxonomyDocumentError([gettext("Not valid JSON: %(exc)s.") % {"exc": exc}]) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise TaxonomyDocumentError([f"Not valid YAML{at}: {getattr(exc, 'problem', exc)}."]) from exc
-    raise TaxonomyDocumentError([f"Unknown import format '{fmt}'. Use one of: {', '.join(FORMATS)}."])
+        raise TaxonomyDocumentError(
+            [gettext("Not valid YAML%(at)s: %(value)s.") % {"at": at, "value": getattr(exc, "problem", exc)}]
+        ) from exc
+    raise TaxonomyDocumentError(
+        [gettext("Unknown import format '%(fmt)s'. Use one of: %(value)s.") % {"fmt": fmt, "value": ", ".join(FORMATS)}]
+    )
 
 
 def _load_yaml(text: str) -> Any:
@@ -326,5 +345,5 @@ def _load_yaml(text: str) -> Any:
         loader.dispose()
     problem = document_problem(data)
     if problem is not None:
-        raise TaxonomyDocumentError([f"Not a usable YAML document: {problem[0]}"])
+        raise TaxonomyDocumentError([gettext("Not a usable YAML document: %(value)s") % {"value": problem[0]}])
     return data

@@ -2,26 +2,27 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 from labeling.models import Project, TaxonomyVersion
 
 
 class Route(models.TextChoices):
-    PROBE = "probe", "Route 1: frozen features + head"
-    TFIDF = "tfidf", "TF-IDF baseline"
-    LORA = "lora", "Route 2: LoRA decoder"
-    PREFIX = "prefix", "Route 3: prefix tuning"
+    PROBE = "probe", _("Route 1: frozen features + head")
+    TFIDF = "tfidf", _("TF-IDF baseline")
+    LORA = "lora", _("Route 2: LoRA decoder")
+    PREFIX = "prefix", _("Route 3: prefix tuning")
 
 
 class TrainingRun(models.Model):
     class Status(models.TextChoices):
         # Committed, but its task is not on the broker yet (or the broker was down): re-sent by beat.
-        WAITING = "waiting", "Waiting for the queue"
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
+        WAITING = "waiting", _("Waiting for the queue")
+        QUEUED = "queued", _("Queued")
+        RUNNING = "running", _("Running")
+        SUCCEEDED = "succeeded", _("Succeeded")
+        FAILED = "failed", _("Failed")
+        CANCELLED = "cancelled", _("Cancelled")
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="training_runs")
     route = models.CharField(max_length=16, choices=Route.choices, default=Route.PROBE)
@@ -62,9 +63,9 @@ ACTIVE_RUN_STATUSES = (TrainingRun.Status.WAITING, TrainingRun.Status.QUEUED, Tr
 
 class ModelVersion(models.Model):
     class Status(models.TextChoices):
-        CANDIDATE = "candidate", "Candidate"
-        PUBLISHED = "published", "Published"
-        ARCHIVED = "archived", "Archived"
+        CANDIDATE = "candidate", _("Candidate")
+        PUBLISHED = "published", _("Published")
+        ARCHIVED = "archived", _("Archived")
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
     run = models.OneToOneField(
@@ -129,11 +130,11 @@ class ActiveLearningSettings(models.Model):
     """The owner's active-learning choices for a project, and the bookkeeping of automatic triggers."""
 
     class Strategy(models.TextChoices):
-        MARGIN_DIVERSE = "margin_diverse", "Margin + diversity (default)"
-        MARGIN = "margin", "Margin"
-        ENTROPY = "entropy", "Entropy"
-        LEAST_CONFIDENCE = "least_confidence", "Least confidence"
-        RANDOM = "random", "Random (control)"
+        MARGIN_DIVERSE = "margin_diverse", _("Margin + diversity (default)")
+        MARGIN = "margin", _("Margin")
+        ENTROPY = "entropy", _("Entropy")
+        LEAST_CONFIDENCE = "least_confidence", _("Least confidence")
+        RANDOM = "random", _("Random (control)")
 
     project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="active_learning")
     strategy = models.CharField(max_length=32, choices=Strategy.choices, default=Strategy.MARGIN_DIVERSE)

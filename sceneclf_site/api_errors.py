@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
+from django.utils.translation import gettext, gettext_lazy
 from rest_framework import exceptions
 from rest_framework.response import Response
 
@@ -41,7 +42,7 @@ class BrokerUnavailable(ServiceError):
     code = "broker_unavailable"
 
 
-BROKER_DOWN_MESSAGE = (
+BROKER_DOWN_MESSAGE = gettext_lazy(
     "The task queue (broker) is not reachable, so background work cannot start right now. "
     "Nothing was lost: try again when the broker is back (see GET /api/v1/health)."
 )
@@ -65,7 +66,8 @@ def _size_limit_error(exc: Exception) -> ServiceError | None:
             return PayloadTooLarge(str(exc), code="file_too_large", details={"limit": exc.limit})
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         return PayloadTooLarge(
-            f"The request body is larger than the limit of {limit} bytes (DATA_UPLOAD_MAX_MEMORY_SIZE).",
+            gettext("The request body is larger than the limit of %(limit)s bytes (DATA_UPLOAD_MAX_MEMORY_SIZE).")
+            % {"limit": limit},
             code="request_too_large",
             details={"limit": limit},
         )
@@ -94,7 +96,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if response is None:
         return None
     detail = response.data
-    message = detail.get("detail") if isinstance(detail, dict) and "detail" in detail else "Invalid request."
+    message = detail.get("detail") if isinstance(detail, dict) and "detail" in detail else gettext("Invalid request.")
     response.data = {
         "error": {
             "code": getattr(exc, "default_code", "error"),
@@ -120,7 +122,7 @@ def page_not_found(request: Any, exception: Exception) -> Any:
     """handler404: a URL that matches no route (e.g. `/items/-3` where an id is expected) under /api/ answers
     the JSON envelope like every other API error; pages keep Django's page."""
     if request.path.startswith(API_PREFIX):
-        return _envelope(404, "not_found", "No such API endpoint or object.")
+        return _envelope(404, "not_found", gettext("No such API endpoint or object."))
     from django.views.defaults import page_not_found as django_page_not_found
 
     return django_page_not_found(request, exception)
@@ -132,7 +134,7 @@ def bad_request(request: Any, exception: Exception) -> Any:
         error = _size_limit_error(exception)
         if error is not None:
             return _envelope(error.status_code, error.code, error.message)
-        return _envelope(400, "bad_request", "The request could not be read.")
+        return _envelope(400, "bad_request", gettext("The request could not be read."))
     from django.views.defaults import bad_request as django_bad_request
 
     return django_bad_request(request, exception)
@@ -141,7 +143,7 @@ def bad_request(request: Any, exception: Exception) -> Any:
 def server_error(request: Any) -> Any:
     """handler500: an API client gets JSON it can parse even for a bug; the log has the details."""
     if request.path.startswith(API_PREFIX):
-        return _envelope(500, "server_error", "Internal server error.")
+        return _envelope(500, "server_error", gettext("Internal server error."))
     from django.views.defaults import server_error as django_server_error
 
     return django_server_error(request)

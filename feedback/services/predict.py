@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.utils.translation import gettext
 
 from feedback.models import PredictionLog
 from labeling.models import Project
@@ -35,22 +36,25 @@ class PredictRequest:
 def parse_predict_request(data: Any) -> PredictRequest:
     """Checks shape and limits; the error names the field, the index and the limit."""
     if not isinstance(data, dict):
-        raise ServiceError("The body must be a JSON object with 'text' or 'texts'.", code="invalid_body")
+        raise ServiceError(gettext("The body must be a JSON object with 'text' or 'texts'."), code="invalid_body")
     has_text, has_texts = "text" in data, "texts" in data
     if has_text == has_texts:
-        raise ServiceError("Send exactly one of 'text' (a string) or 'texts' (a list of strings).", code="invalid_body")
+        raise ServiceError(
+            gettext("Send exactly one of 'text' (a string) or 'texts' (a list of strings)."), code="invalid_body"
+        )
     max_texts, max_chars = int(settings.PREDICT_MAX_TEXTS), int(settings.PREDICT_MAX_CHARS)
     if has_text:
         texts = [data["text"]]
     else:
         texts = data["texts"]
         if not isinstance(texts, list):
-            raise ServiceError("'texts' must be a list of strings.", code="invalid_texts")
+            raise ServiceError(gettext("'texts' must be a list of strings."), code="invalid_texts")
         if not texts:
-            raise ServiceError("'texts' is empty: send at least one text.", code="invalid_texts")
+            raise ServiceError(gettext("'texts' is empty: send at least one text."), code="invalid_texts")
         if len(texts) > max_texts:
             raise ServiceError(
-                f"Too many texts: {len(texts)} sent, at most {max_texts} per request.",
+                gettext("Too many texts: %(n_texts)s sent, at most %(max_texts)s per request.")
+                % {"n_texts": len(texts), "max_texts": max_texts},
                 code="too_many_texts",
                 details={"count": len(texts), "limit": max_texts},
             )
@@ -58,27 +62,34 @@ def parse_predict_request(data: Any) -> PredictRequest:
         where = "'text'" if has_text else f"texts[{index}]"
         if not isinstance(text, str):
             raise ServiceError(
-                f"{where} must be a string, got {type(text).__name__}.", code="invalid_text", details={"index": index}
+                gettext("%(where)s must be a string, got %(name)s.") % {"where": where, "name": type(text).__name__},
+                code="invalid_text",
+                details={"index": index},
             )
         if not text.strip():
-            raise ServiceError(f"{where} is empty.", code="empty_text", details={"index": index})
+            raise ServiceError(
+                gettext("%(where)s is empty.") % {"where": where}, code="empty_text", details={"index": index}
+            )
         if len(text) > max_chars:
             raise ServiceError(
-                f"{where} has {len(text)} characters; the limit is {max_chars}.",
+                gettext("%(where)s has %(n_text)s characters; the limit is %(max_chars)s.")
+                % {"where": where, "n_text": len(text), "max_chars": max_chars},
                 code="text_too_long",
                 details={"index": index, "length": len(text), "limit": max_chars},
             )
     k = data.get("k", 3)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise ServiceError(f"'k' must be an integer from 1 to {MAX_K}.", code="invalid_k")
+        raise ServiceError(gettext("'k' must be an integer from 1 to %(max_k)s.") % {"max_k": MAX_K}, code="invalid_k")
     session_id = data.get("session_id", "") or ""
     if not isinstance(session_id, str) or len(session_id) > MAX_SESSION_ID:
         raise ServiceError(
-            f"'session_id' must be a string of at most {MAX_SESSION_ID} characters.", code="invalid_session_id"
+            gettext("'session_id' must be a string of at most %(max_session_id)s characters.")
+            % {"max_session_id": MAX_SESSION_ID},
+            code="invalid_session_id",
         )
     explain = data.get("explain", False)
     if not isinstance(explain, bool):
-        raise ServiceError("'explain' must be true or false.", code="invalid_explain")
+        raise ServiceError(gettext("'explain' must be true or false."), code="invalid_explain")
     return PredictRequest(texts=list(texts), single=has_text, k=k, session_id=session_id, explain=explain)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.utils.translation import gettext
 from drf_spectacular.utils import extend_schema
 from rest_framework import permissions, serializers
 from rest_framework.request import Request
@@ -65,7 +66,7 @@ class ItemHistoryApi(APIView):
     def get(self, request: Request, slug: str, item_id: int) -> Response:
         item = item_get(self.project, item_id)  # type: ignore[attr-defined]
         if item is None:
-            raise NotFoundError(f"No item {item_id} in this project.")
+            raise NotFoundError(gettext("No item %(item_id)s in this project.") % {"item_id": item_id})
         provenance = gold_provenance(item)
         body = {
             "item": item,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.utils.translation import gettext
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import permissions, serializers, status
 from rest_framework.request import Request
@@ -95,7 +96,10 @@ class ProjectDetailApi(APIView):
         data.is_valid(raise_exception=True)
         unknown = sorted(set(request.data) - set(data.fields))
         if unknown:  # a silently ignored field would look like a successful change
-            raise ServiceError(f"Unknown or read-only project field(s): {', '.join(unknown)}.", code="unknown_field")
+            raise ServiceError(
+                gettext("Unknown or read-only project field(s): %(value)s.") % {"value": ", ".join(unknown)},
+                code="unknown_field",
+            )
         project = update_project_settings(project=self.project, **data.validated_data)
         return Response(ProjectSerializer(project, context={"request": request}).data)
 

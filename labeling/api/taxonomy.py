@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from django.http import HttpResponse
+from django.utils.translation import gettext
 from drf_spectacular.utils import (
     OpenApiParameter,
     extend_schema,
@@ -134,7 +135,7 @@ class DiffSerializer(serializers.Serializer):
 def _draft_of(view: APIView) -> TaxonomyVersion:
     draft = current_draft(view.project)
     if draft is None:
-        raise NotFoundError("This project has no taxonomy draft; create one first.", code="no_draft")
+        raise NotFoundError(gettext("This project has no taxonomy draft; create one first."), code="no_draft")
     return draft
 
 
@@ -271,7 +272,10 @@ class DiffApi(APIView):
         for name in ("a", "b"):
             raw = request.query_params.get(name, "")
             if not raw.isdigit():
-                raise ServiceError(f"Query parameter '{name}' must be a version number.", code="invalid_parameter")
+                raise ServiceError(
+                    gettext("Query parameter '%(name)s' must be a version number.") % {"name": name},
+                    code="invalid_parameter",
+                )
             numbers.append(int(raw))
         diff = diff_versions(get_version(self.project, numbers[0]), get_version(self.project, numbers[1]))
         return Response(DiffSerializer(asdict(diff)).data)
@@ -297,7 +301,10 @@ class ExportApi(APIView):
 def export_response(version: TaxonomyVersion, fmt: str) -> HttpResponse:
     """The file download shared by the API and the taxonomy page."""
     if fmt not in FORMATS:
-        raise ServiceError(f"Unknown export format '{fmt}'. Use one of: {', '.join(FORMATS)}.")
+        raise ServiceError(
+            gettext("Unknown export format '%(fmt)s'. Use one of: %(value)s.")
+            % {"fmt": fmt, "value": ", ".join(FORMATS)}
+        )
     body = dump_document(version_document(version), fmt)
     response = HttpResponse(body, content_type=EXPORT_CONTENT_TYPES[fmt])
     filename = f"{version.project.slug}-taxonomy-v{version.number}.{fmt}"
@@ -308,13 +315,16 @@ def export_response(version: TaxonomyVersion, fmt: str) -> HttpResponse:
 def read_upload(upload) -> tuple[str, str]:  # type: ignore[no-untyped-def]
     """An uploaded taxonomy file → (text, format); refuses big or non-UTF-8 files with a clear error."""
     if upload is None:
-        raise ServiceError("Choose a YAML or JSON file to import.", code="no_file")
+        raise ServiceError(gettext("Choose a YAML or JSON file to import."), code="no_file")
     if upload.size > MAX_IMPORT_BYTES:
-        raise ServiceError(f"The file is larger than {MAX_IMPORT_BYTES // 1024} KB.", code="file_too_large")
+        raise ServiceError(
+            gettext("The file is larger than %(value)s KB.") % {"value": MAX_IMPORT_BYTES // 1024},
+            code="file_too_large",
+        )
     try:
         text = upload.read().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ServiceError("The file must be UTF-8 text.", code="bad_encoding") from exc
+        raise ServiceError(gettext("The file must be UTF-8 text."), code="bad_encoding") from exc
     return text, guess_format(upload.name or "", text)
 
 

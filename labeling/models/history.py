@@ -47,8 +47,8 @@ class GoldConflict(models.Model):
     replacing gold."""
 
     class Status(models.TextChoices):
-        OPEN = "open", "Open"
-        RESOLVED = "resolved", "Resolved"
+        OPEN = "open", _("Open")
+        RESOLVED = "resolved", _("Resolved")
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="gold_conflicts")
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="gold_conflicts")

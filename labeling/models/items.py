@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 from .projects import Project
 from .taxonomy import TaxonomyVersion
@@ -9,10 +10,10 @@ from .taxonomy import TaxonomyVersion
 
 class Item(models.Model):
     class Split(models.TextChoices):
-        UNASSIGNED = "", "Unassigned"
-        TRAIN = "train", "Train"
-        VAL = "val", "Validation"
-        TEST = "test", "Test"
+        UNASSIGNED = "", _("Unassigned")
+        TRAIN = "train", _("Train")
+        VAL = "val", _("Validation")
+        TEST = "test", _("Test")
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="items")
     text = models.TextField(help_text="Text as stored, after PII masking.")
@@ -45,12 +46,12 @@ class GoldLabel(models.Model):
     """The label training uses. One per item; `method` says how it was reached."""
 
     class Method(models.TextChoices):
-        IMPORTED = "imported", "Imported"
-        SINGLE = "single", "Single annotator"
-        UNANIMOUS = "unanimous", "Unanimous"
-        MAJORITY = "majority", "Majority"
-        ADJUDICATED = "adjudicated", "Adjudicated"
-        REVIEW = "review", "Review"
+        IMPORTED = "imported", _("Imported")
+        SINGLE = "single", _("Single annotator")
+        UNANIMOUS = "unanimous", _("Unanimous")
+        MAJORITY = "majority", _("Majority")
+        ADJUDICATED = "adjudicated", _("Adjudicated")
+        REVIEW = "review", _("Review")
 
     item = models.OneToOneField(Item, on_delete=models.CASCADE, related_name="gold")
     label_key = models.CharField(max_length=64)
@@ -69,10 +70,10 @@ class GoldLabel(models.Model):
 
 class ImportJob(models.Model):
     class Status(models.TextChoices):
-        PENDING = "pending", "Pending"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
+        PENDING = "pending", _("Pending")
+        RUNNING = "running", _("Running")
+        DONE = "done", _("Done")
+        FAILED = "failed", _("Failed")
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="import_jobs")
     file_path = models.CharField(max_length=500)

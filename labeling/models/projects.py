@@ -2,12 +2,13 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 
 class Role(models.TextChoices):
-    OWNER = "owner", "Owner"
-    ANNOTATOR = "annotator", "Annotator"
-    REVIEWER = "reviewer", "Reviewer"
+    OWNER = "owner", _("Owner")
+    ANNOTATOR = "annotator", _("Annotator")
+    REVIEWER = "reviewer", _("Reviewer")
 
 
 def default_max_text_chars() -> int:
@@ -25,9 +26,9 @@ class Project(models.Model):
     # PII in ids, metadata and session ids: masked by the text patterns, or the whole value replaced by a keyed
     # hash (keeps equal ids equal). See labeling.pii.protect_value.
     pii_field_mode = models.CharField(
-        "PII in ids and metadata",
+        _("PII in ids and metadata"),
         max_length=8,
-        choices=[("mask", "Mask (user-<PHONE>)"), ("hash", "Hash the whole value")],
+        choices=[("mask", _("Mask (user-<PHONE>)")), ("hash", _("Hash the whole value"))],
         default="mask",
     )
     max_text_chars = models.PositiveIntegerField(default=default_max_text_chars)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 from .items import Item
 from .projects import Project
@@ -12,21 +13,21 @@ class ReviewTask(models.Model):
     label-quality checks; labeling stores what was suggested, never how a model computed it."""
 
     class Kind(models.TextChoices):
-        ABSTAINED = "abstained", "Abstained prediction"
-        LOW_CONFIDENCE = "low_confidence", "Low-confidence prediction"
-        LABEL_ISSUE = "label_issue", "Likely mislabelled"
-        CONFLICT = "conflict", "Near-duplicate conflict"
+        ABSTAINED = "abstained", _("Abstained prediction")
+        LOW_CONFIDENCE = "low_confidence", _("Low-confidence prediction")
+        LABEL_ISSUE = "label_issue", _("Likely mislabelled")
+        CONFLICT = "conflict", _("Near-duplicate conflict")
 
     class Status(models.TextChoices):
-        OPEN = "open", "Open"
-        RESOLVED = "resolved", "Resolved"
+        OPEN = "open", _("Open")
+        RESOLVED = "resolved", _("Resolved")
 
     class Resolution(models.TextChoices):
-        CONFIRMED = "confirmed", "Confirmed"
-        CORRECTED = "corrected", "Corrected"
-        OUT_OF_SCOPE = "out_of_scope", "Out of scope"
+        CONFIRMED = "confirmed", _("Confirmed")
+        CORRECTED = "corrected", _("Corrected")
+        OUT_OF_SCOPE = "out_of_scope", _("Out of scope")
         # The decision differs from the item's gold label: it went to adjudication, gold is unchanged.
-        ADJUDICATION = "adjudication", "Sent to adjudication"
+        ADJUDICATION = "adjudication", _("Sent to adjudication")
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="review_tasks")
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="review_tasks")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 from .projects import Project
 
@@ -10,8 +11,8 @@ PUBLISHED_IS_IMMUTABLE = "Published taxonomy versions are immutable; edit a new 
 
 class TaxonomyVersion(models.Model):
     class Status(models.TextChoices):
-        DRAFT = "draft", "Draft"
-        PUBLISHED = "published", "Published"
+        DRAFT = "draft", _("Draft")
+        PUBLISHED = "published", _("Published")
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="taxonomy_versions")
     number = models.PositiveIntegerField()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 from .items import Item
 from .projects import Project
@@ -32,8 +33,8 @@ class Assignment(models.Model):
     from taking the same slot, whatever the timing."""
 
     class Status(models.TextChoices):
-        ACTIVE = "active", "Active"
-        DONE = "done", "Done"
+        ACTIVE = "active", _("Active")
+        DONE = "done", _("Done")
 
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="assignments")
     slot = models.PositiveSmallIntegerField()

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.db.models import QuerySet
+from django.utils.translation import gettext
 
 from labeling.models import ImportJob, Item, Project, TaxonomyVersion
 from sceneclf_site.api_errors import NotFoundError, ServiceError
@@ -91,7 +92,10 @@ def export_rows(project: Project, *, only_gold: bool = False) -> Iterator[dict[s
 def export_lines(project: Project, fmt: str, *, only_gold: bool = False) -> Iterator[str]:
     """The export as text chunks (JSONL: one object a line; CSV: header, then one row per item)."""
     if fmt not in EXPORT_FORMATS:
-        raise ServiceError(f"Unknown export format '{fmt}'. Use one of: {', '.join(EXPORT_FORMATS)}.")
+        raise ServiceError(
+            gettext("Unknown export format '%(fmt)s'. Use one of: %(value)s.")
+            % {"fmt": fmt, "value": ", ".join(EXPORT_FORMATS)}
+        )
     rows = export_rows(project, only_gold=only_gold)
     return _jsonl_lines(rows) if fmt == "jsonl" else _csv_lines(rows)
 
@@ -122,5 +126,5 @@ def import_job_list(project: Project) -> QuerySet[ImportJob]:
 def import_job_get(project: Project, job_id: int) -> ImportJob:
     job = ImportJob.objects.filter(project=project, pk=job_id).first()
     if job is None:
-        raise NotFoundError("No such import job in this project.")
+        raise NotFoundError(gettext("No such import job in this project."))
     return job

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db.models import QuerySet
+from django.utils.translation import gettext
 
 from labeling.models import Label, Project, TaxonomyVersion
 from labeling.taxonomy_io import LABEL_FIELDS, LabelSpec, build_document
@@ -19,7 +20,7 @@ def list_versions(project: Project) -> QuerySet[TaxonomyVersion]:
 def get_version(project: Project, number: int) -> TaxonomyVersion:
     version = TaxonomyVersion.objects.filter(project=project, number=number).first()
     if version is None:
-        raise NotFoundError(f"Taxonomy version {number} does not exist in this project.")
+        raise NotFoundError(gettext("Taxonomy version %(number)s does not exist in this project.") % {"number": number})
     return version
 
 
@@ -46,7 +47,9 @@ def label_keys(version: TaxonomyVersion) -> list[str]:
 def get_label(version: TaxonomyVersion, key: str) -> Label:
     label = labels_of(version).filter(key=key).first()
     if label is None:
-        raise NotFoundError(f"Label '{key}' does not exist in taxonomy v{version.number}.")
+        raise NotFoundError(
+            gettext("Label '%(key)s' does not exist in taxonomy v%(number)s.") % {"key": key, "number": version.number}
+        )
     return label
 
 
@@ -148,6 +151,6 @@ def diff_specs(base: list[LabelSpec], target: list[LabelSpec]) -> tuple[list, li
 def diff_versions(a: TaxonomyVersion, b: TaxonomyVersion) -> TaxonomyDiff:
     """What changes going from version `a` to version `b` (added / removed / changed, with per-field changes)."""
     if a.project_id != b.project_id:
-        raise NotFoundError("Both versions must belong to the same project.")
+        raise NotFoundError(gettext("Both versions must belong to the same project."))
     added, removed, changed = diff_specs(version_specs(a), version_specs(b))
     return TaxonomyDiff(base=a.number, target=b.number, added=added, removed=removed, changed=changed)

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from labeling.models import Annotation, GoldConflict, GoldLabel, Item, ItemEvent, Project
 from labeling.services.gold import require_published, set_gold, validate_label
@@ -19,7 +20,7 @@ def adjudicate(*, project: Project, item_id: int, label_key: str, decided_by: An
     With open gold conflicts it may replace existing gold (or keep it); they are all settled by it."""
     item = Item.objects.select_for_update().filter(project=project, pk=item_id).first()
     if item is None:
-        raise NotFoundError(f"No item {item_id} in this project.")
+        raise NotFoundError(gettext("No item %(item_id)s in this project.") % {"item_id": item_id})
     taxonomy = require_published(project)
     label_key = validate_label(taxonomy, label_key)
     reason = (reason or "").strip()[:2000]
@@ -50,11 +51,13 @@ def adjudicate(*, project: Project, item_id: int, label_key: str, decided_by: An
         )
         return gold
     if len(set(votes.values())) < 2:
-        raise ServiceError("This item has no disagreement to adjudicate.", code="no_disagreement")
+        raise ServiceError(gettext("This item has no disagreement to adjudicate."), code="no_disagreement")
     existing = GoldLabel.objects.filter(item=item).first()
     if existing is not None and not existing.needs_recheck:
         raise ConflictError(
-            f"This item already has a gold label ({existing.label_key}, {existing.method}).", code="already_decided"
+            gettext("This item already has a gold label (%(label_key)s, %(method)s).")
+            % {"label_key": existing.label_key, "method": existing.method},
+            code="already_decided",
         )
     return set_gold(
         item=item,

@@ -14,6 +14,7 @@ from typing import Any
 import krippendorff
 import numpy as np
 from django.db import transaction
+from django.utils.translation import gettext
 from sklearn.metrics import cohen_kappa_score, confusion_matrix
 from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
 
@@ -193,7 +194,7 @@ def add_disagreement_as_edge_case(*, project: Project, item_id: int, label_key: 
     decided, else the unique plurality), joins the label's edge cases on the taxonomy draft."""
     item = Item.objects.filter(project=project, pk=item_id).first()
     if item is None:
-        raise NotFoundError(f"No item {item_id} in this project.")
+        raise NotFoundError(gettext("No item %(item_id)s in this project.") % {"item_id": item_id})
     given = list(Annotation.objects.filter(item=item).values_list("label_key", flat=True))
     gold = GoldLabel.objects.filter(item=item).first()
     resolution = gold.label_key if gold is not None else plurality_suggestion(given)

@@ -6,6 +6,7 @@ from collections import Counter
 from typing import Any
 
 from django.db import transaction
+from django.utils.translation import gettext
 
 from labeling.models import Annotation, GoldLabel, Item, ItemEvent, Label, Project, TaxonomyVersion
 from labeling.services.history import record_event
@@ -31,7 +32,9 @@ def latest_published(project: Project) -> TaxonomyVersion | None:
 def require_published(project: Project) -> TaxonomyVersion:
     taxonomy = latest_published(project)
     if taxonomy is None:
-        raise ServiceError("This project has no published taxonomy yet: publish one first.", code="no_taxonomy")
+        raise ServiceError(
+            gettext("This project has no published taxonomy yet: publish one first."), code="no_taxonomy"
+        )
     return taxonomy
 
 
@@ -39,7 +42,10 @@ def validate_label(taxonomy: TaxonomyVersion, label_key: str) -> str:
     label_key = (label_key or "").strip()
     if not Label.objects.filter(taxonomy=taxonomy, key=label_key).exists():
         raise ServiceError(
-            f"Label '{label_key}' is not in taxonomy v{taxonomy.number}.", code="unknown_label", details=label_key
+            gettext("Label '%(label_key)s' is not in taxonomy v%(number)s.")
+            % {"label_key": label_key, "number": taxonomy.number},
+            code="unknown_label",
+            details=label_key,
         )
     return label_key
 
@@ -47,7 +53,9 @@ def validate_label(taxonomy: TaxonomyVersion, label_key: str) -> str:
 def fallback_key(taxonomy: TaxonomyVersion) -> str:
     label = Label.objects.filter(taxonomy=taxonomy, is_fallback=True).first()
     if label is None:
-        raise ServiceError(f"Taxonomy v{taxonomy.number} has no fallback label.", code="no_fallback")
+        raise ServiceError(
+            gettext("Taxonomy v%(number)s has no fallback label.") % {"number": taxonomy.number}, code="no_fallback"
+        )
     return label.key
 
 

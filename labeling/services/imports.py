@@ -25,6 +25,7 @@ import charset_normalizer
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from labeling.models import GoldLabel, ImportJob, Item, ItemEvent, Label, Project, TaxonomyVersion
 from labeling.pii import mask_pii, protect_data, protect_value
@@ -111,7 +112,7 @@ def start_import(
     try:
         _store_upload(content, stored_path)
         if stored_path.stat().st_size == 0:
-            raise ServiceError("The file is empty.", code="empty_file")
+            raise ServiceError(gettext("The file is empty."), code="empty_file")
         job = ImportJob.objects.create(
             project=project,
             file_path=str(stored_path),
@@ -147,7 +148,8 @@ def _checked_encoding(encoding: str) -> str:
         name = codecs.lookup(encoding).name
     except LookupError:
         raise ServiceError(
-            f"Unknown encoding '{encoding[:40]}'. Use a name such as utf-8, gb18030 (GBK) or big5.",
+            gettext("Unknown encoding '%(value)s'. Use a name such as utf-8, gb18030 (GBK) or big5.")
+            % {"value": encoding[:40]},
             code="unknown_encoding",
         ) from None
     return ENCODING_SUPERSETS.get(name, name)
@@ -156,9 +158,13 @@ def _checked_encoding(encoding: str) -> str:
 def _checked_aliases(aliases: Iterable[str]) -> list[str]:
     cleaned = [_label_form(alias) for alias in aliases if isinstance(alias, str) and alias.strip()]
     if len(cleaned) > MAX_FALLBACK_ALIASES:
-        raise ServiceError(f"At most {MAX_FALLBACK_ALIASES} fallback aliases.", code="too_many_aliases")
+        raise ServiceError(
+            gettext("At most %(max_fallback_aliases)s fallback aliases.")
+            % {"max_fallback_aliases": MAX_FALLBACK_ALIASES},
+            code="too_many_aliases",
+        )
     if any(len(alias) > 64 for alias in cleaned):
-        raise ServiceError("A fallback alias is at most 64 characters.", code="invalid_alias")
+        raise ServiceError(gettext("A fallback alias is at most 64 characters."), code="invalid_alias")
     return list(dict.fromkeys(cleaned))
 
 
@@ -226,7 +232,8 @@ def _run_job(job: ImportJob, path: Path) -> ImportJob:
         logger.error("import job %s stopped: %s", job.pk, type(exc).__name__)
         ImportJob.objects.filter(pk=job.pk).update(
             status=ImportJob.Status.FAILED,
-            error=f"The import stopped unexpectedly ({type(exc).__name__}) after line {job.processed_lines}.",
+            error=gettext("The import stopped unexpectedly (%(name)s) after line %(processed_lines)s.")
+            % {"name": type(exc).__name__, "processed_lines": job.processed_lines},
             finished_at=timezone.now(),
         )
         raise
@@ -434,15 +441,16 @@ def _resolve_label(parsed: ParsedLine, taxonomy: TaxonomyVersion | None, labels:
         return None
     shown = label[:64]
     if taxonomy is None:
-        return (
-            f"The line carries the label '{shown}' but the project has no published taxonomy: publish a taxonomy first."
-        )
+        return gettext(
+            "The line carries the label '%(shown)s' but the project has no published taxonomy: publish a taxonomy "
+            "first."
+        ) % {"shown": shown}
     key = labels.resolve(label)
     if key is None:
-        return (
-            f"Unknown label '{shown}': it is not in the published taxonomy v{taxonomy.number} "
+        return gettext(
+            "Unknown label '%(shown)s': it is not in the published taxonomy v%(number)s "
             "(a label that means the fallback can be mapped with the import option fallback_alias)."
-        )
+        ) % {"shown": shown, "number": taxonomy.number}
     parsed.label = key
     return None
 
@@ -450,12 +458,12 @@ def _resolve_label(parsed: ParsedLine, taxonomy: TaxonomyVersion | None, labels:
 def _text_problem(exc: ServiceError, project: Project) -> str:
     if exc.code == "text_too_long":
         length = (exc.details or {}).get("length")
-        return (
-            f"Text too long: {length} characters, over the limit of {project.max_text_chars} characters "
+        return gettext(
+            "Text too long: %(length)s characters, over the limit of %(max_text_chars)s characters "
             "(project.max_text_chars)."
-        )
+        ) % {"length": length, "max_text_chars": project.max_text_chars}
     if exc.code == "empty_text":
-        return "Empty text."
+        return gettext("Empty text.")
     return exc.message
 
 
@@ -495,12 +503,14 @@ def _utf8_problem(path: Path) -> str | None:
             try:
                 decoder.decode(piece)
             except UnicodeDecodeError as exc:
-                return f"The file is not UTF-8 text (invalid byte at offset {offset + exc.start})"
+                return gettext("The file is not UTF-8 text (invalid byte at offset %(offset)s)") % {
+                    "offset": offset + exc.start
+                }
             offset += len(piece)
         try:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
-            return "The file is not UTF-8 text (it ends in the middle of a character)"
+            return gettext("The file is not UTF-8 text (it ends in the middle of a character)")
     return None
 
 
@@ -602,24 +612,34 @@ def _parse_jsonl(handle: IO[str]) -> Iterator[ParsedLine]:
     # splitlines-like iteration on "\n" only: a stray "\u2028" inside a JSON string is not a line break.
     for number, line in enumerate(handle, start=1):
         if not line.strip():
-            yield ParsedLine(line=number, reject_reason="Empty line.")
+            yield ParsedLine(line=number, reject_reason=gettext("Empty line."))
             continue
         try:
             value = loads_checked(line)
         except json.JSONDecodeError as exc:
-            yield ParsedLine(line=number, reject_reason=f"Broken JSON ({exc.msg} at column {exc.colno}).")
+            yield ParsedLine(
+                line=number,
+                reject_reason=gettext("Broken JSON (%(msg)s at column %(colno)s).")
+                % {"msg": exc.msg, "colno": exc.colno},
+            )
             continue
         except JSONTooDeep:
-            yield ParsedLine(line=number, reject_reason=f"JSON nested deeper than {max_json_depth()} levels.")
+            yield ParsedLine(
+                line=number,
+                reject_reason=gettext("JSON nested deeper than %(value)s levels.") % {"value": max_json_depth()},
+            )
             continue
         except UnstorableJSON as exc:
-            yield ParsedLine(line=number, reject_reason=f"Invalid text: {exc}")
+            yield ParsedLine(line=number, reject_reason=gettext("Invalid text: %(exc)s") % {"exc": exc})
             continue
         except ValueError as exc:  # NaN/Infinity, or an integer of thousands of digits
-            yield ParsedLine(line=number, reject_reason=f"Broken JSON ({exc}).")
+            yield ParsedLine(line=number, reject_reason=gettext("Broken JSON (%(exc)s).") % {"exc": exc})
             continue
         if not isinstance(value, dict):
-            yield ParsedLine(line=number, reject_reason=f"Not a JSON object (found {type(value).__name__}).")
+            yield ParsedLine(
+                line=number,
+                reject_reason=gettext("Not a JSON object (found %(name)s).") % {"name": type(value).__name__},
+            )
             continue
         yield _from_mapping(number, value)
 
@@ -638,17 +658,19 @@ def _parse_csv(handle: IO[str]) -> Iterator[ParsedLine]:
         except StopIteration:
             return
         except csv.Error as exc:
-            yield ParsedLine(line=start, reject_reason=f"Broken CSV row ({exc}).")
+            yield ParsedLine(line=start, reject_reason=gettext("Broken CSV row (%(exc)s).") % {"exc": exc})
             if reader.line_num == previous_end:
                 return  # the reader cannot move past this point
             previous_end = reader.line_num
             continue
         previous_end = reader.line_num
         if not row or not any(cell.strip() for cell in row):
-            yield ParsedLine(line=start, reject_reason="Empty row.")
+            yield ParsedLine(line=start, reject_reason=gettext("Empty row."))
         elif len(row) != len(header):
             yield ParsedLine(
-                line=start, reject_reason=f"Broken CSV row: {len(row)} fields, the header has {len(header)}."
+                line=start,
+                reject_reason=gettext("Broken CSV row: %(n_row)s fields, the header has %(n_header)s.")
+                % {"n_row": len(row), "n_header": len(header)},
             )
         else:
             # Empty cells are not metadata; an empty text cell stays, so its reason is "Empty text".
@@ -659,21 +681,26 @@ def _parse_csv(handle: IO[str]) -> Iterator[ParsedLine]:
 def _from_mapping(number: int, value: dict[str, Any]) -> ParsedLine:
     problem = document_problem(value)
     if problem is not None:
-        return ParsedLine(line=number, reject_reason=f"Invalid text: {problem[0]}")
+        return ParsedLine(line=number, reject_reason=gettext("Invalid text: %(value)s") % {"value": problem[0]})
     text = value.get("text")
     if text is None:
-        return ParsedLine(line=number, reject_reason="No 'text' field.")
+        return ParsedLine(line=number, reject_reason=gettext("No 'text' field."))
     if not isinstance(text, str):
-        return ParsedLine(line=number, reject_reason=f"'text' must be a string, not {type(text).__name__}.")
+        return ParsedLine(
+            line=number, reject_reason=gettext("'text' must be a string, not %(name)s.") % {"name": type(text).__name__}
+        )
     label = value.get("label")
     if label is not None and not isinstance(label, str):
-        return ParsedLine(line=number, reject_reason=f"'label' must be a string, not {type(label).__name__}.")
+        return ParsedLine(
+            line=number,
+            reject_reason=gettext("'label' must be a string, not %(name)s.") % {"name": type(label).__name__},
+        )
     external_id = next((value[key] for key in ID_KEYS if value.get(key) not in (None, "")), "")
     if isinstance(external_id, dict | list):
-        return ParsedLine(line=number, reject_reason="'id' must be a string or a number.")
+        return ParsedLine(line=number, reject_reason=gettext("'id' must be a string or a number."))
     external_id = str(external_id)
     if len(external_id) > 200:
-        return ParsedLine(line=number, reject_reason="'id' is longer than 200 characters.")
+        return ParsedLine(line=number, reject_reason=gettext("'id' is longer than 200 characters."))
     metadata = {key: item for key, item in value.items() if key not in {"text", "label", *ID_KEYS}}
     return ParsedLine(
         line=number, text=text, label=(label or "").strip() or None, external_id=external_id, metadata=metadata

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.utils.translation import gettext
 
 from labeling.models import Item, Project
 from labeling.pii import mask_pii
@@ -27,10 +28,11 @@ def prepare_text(project: Project, raw: str) -> PreparedText:
     stripped = raw.strip()
     length = len(normalize_text(stripped))
     if length == 0:
-        raise ServiceError("The text is empty.", code="empty_text")
+        raise ServiceError(gettext("The text is empty."), code="empty_text")
     if length > project.max_text_chars:
         raise ServiceError(
-            f"The text has {length} characters; this project's limit is {project.max_text_chars}.",
+            gettext("The text has %(length)s characters; this project's limit is %(max_text_chars)s.")
+            % {"length": length, "max_text_chars": project.max_text_chars},
             code="text_too_long",
             details={"length": length, "limit": project.max_text_chars},
         )

@@ -13,6 +13,7 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from labeling.authentication import hash_token
 from labeling.models import ApiToken, Invitation, Membership, Project, Role
@@ -30,12 +31,15 @@ def create_project(*, slug: str, name: str, owner: Any | None = None, **settings
     slug = (slug or "").strip()
     if not SLUG_PATTERN.match(slug):
         raise ServiceError(
-            "A slug uses up to 64 lowercase letters, digits, hyphens and underscores, starting with a letter or digit."
+            gettext(
+                "A slug uses up to 64 lowercase letters, digits, hyphens and underscores, starting with a letter or "
+                "digit."
+            )
         )
     if not (name or "").strip():
-        raise ServiceError("A project needs a name.")
+        raise ServiceError(gettext("A project needs a name."))
     if Project.objects.filter(slug=slug).exists():
-        raise ServiceError(f"A project with slug '{slug}' already exists.", code="duplicate")
+        raise ServiceError(gettext("A project with slug '%(slug)s' already exists.") % {"slug": slug}, code="duplicate")
     project = Project.objects.create(slug=slug, name=name, **settings_fields)
     create_initial_draft(project)
     if owner is not None:
@@ -45,7 +49,9 @@ def create_project(*, slug: str, name: str, owner: Any | None = None, **settings
 
 def add_member(*, project: Project, user: Any, role: str) -> Membership:
     if role not in Role.values:
-        raise ServiceError(f"Unknown role '{role}'. Use one of: {', '.join(Role.values)}.")
+        raise ServiceError(
+            gettext("Unknown role '%(role)s'. Use one of: %(value)s.") % {"role": role, "value": ", ".join(Role.values)}
+        )
     membership, _ = Membership.objects.get_or_create(project=project, user=user, role=role)
     return membership
 
@@ -54,7 +60,7 @@ def add_member(*, project: Project, user: Any, role: str) -> Membership:
 def add_member_by_username(*, project: Project, username: str, role: str) -> Membership:
     user = User.objects.filter(username=(username or "").strip()).first()
     if user is None:
-        raise ServiceError(f"No user named '{username}'.", code="unknown_user")
+        raise ServiceError(gettext("No user named '%(username)s'.") % {"username": username}, code="unknown_user")
     return add_member(project=project, user=user, role=role)
 
 
@@ -63,14 +69,14 @@ def remove_member(*, project: Project, user: Any, role: str) -> None:
     # Lock the project's owner rows so two owners removing each other cannot leave it ownerless.
     owners = list(Membership.objects.select_for_update().filter(project=project, role=Role.OWNER))
     if role == Role.OWNER and [m.user_id for m in owners] == [user.pk]:
-        raise ConflictError("A project needs at least one owner; add another owner first.", code="last_owner")
+        raise ConflictError(gettext("A project needs at least one owner; add another owner first."), code="last_owner")
     Membership.objects.filter(project=project, user=user, role=role).delete()
 
 
 def remove_membership(*, project: Project, membership_id: int) -> None:
     membership = Membership.objects.filter(project=project, pk=membership_id).select_related("user").first()
     if membership is None:
-        raise NotFoundError("No such membership in this project.")
+        raise NotFoundError(gettext("No such membership in this project."))
     remove_member(project=project, user=membership.user, role=membership.role)
 
 
@@ -115,11 +121,14 @@ def update_project_settings(*, project: Project, **changes: Any) -> Project:
     """Change the owner-editable settings; every value is checked before anything is saved."""
     unknown = sorted(set(changes) - set(SETTINGS_FIELDS))
     if unknown:
-        raise ServiceError(f"Unknown or read-only project field(s): {', '.join(unknown)}.", code="unknown_field")
+        raise ServiceError(
+            gettext("Unknown or read-only project field(s): %(value)s.") % {"value": ", ".join(unknown)},
+            code="unknown_field",
+        )
     values = {name: changes.get(name, getattr(project, name)) for name in SETTINGS_FIELDS}
     problems = _settings_problems(values)
     if problems:
-        raise ServiceError("Invalid project settings.", code="invalid_settings", details=problems)
+        raise ServiceError(gettext("Invalid project settings."), code="invalid_settings", details=problems)
     for name, value in changes.items():
         setattr(project, name, value.strip() if isinstance(value, str) else value)
     project.save(update_fields=list(changes) or None)
@@ -135,7 +144,7 @@ class IssuedToken:
 def create_api_token(*, project: Project, name: str, created_by: Any | None = None) -> IssuedToken:
     name = (name or "").strip()
     if not name:
-        raise ServiceError("A token needs a name, so you can tell tokens apart when revoking.")
+        raise ServiceError(gettext("A token needs a name, so you can tell tokens apart when revoking."))
     secret = "sc_" + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
         project=project, name=name[:100], prefix=secret[:10], token_hash=hash_token(secret), created_by=created_by
@@ -146,7 +155,7 @@ def create_api_token(*, project: Project, name: str, created_by: Any | None = No
 def revoke_api_token(*, project: Project, token_id: int) -> ApiToken:
     token = ApiToken.objects.filter(project=project, pk=token_id).first()
     if token is None:
-        raise NotFoundError("No such token in this project.")
+        raise NotFoundError(gettext("No such token in this project."))
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from labeling.models import GoldConflict, GoldLabel, Item, ItemEvent, Project, ReviewTask, TaxonomyVersion
 from labeling.services.gold import fallback_key, require_published, set_gold, validate_label
@@ -32,9 +33,12 @@ def create_review_task(
     """Queue an item for review. topk: [{"label", "probability"}]; neighbours: [{"text", "label",
     "similarity"}]. An open task of the same kind for the item is refreshed rather than duplicated."""
     if kind not in ReviewTask.Kind.values:
-        raise ServiceError(f"Unknown review kind '{kind}'. Use one of: {', '.join(ReviewTask.Kind.values)}.")
+        raise ServiceError(
+            gettext("Unknown review kind '%(kind)s'. Use one of: %(value)s.")
+            % {"kind": kind, "value": ", ".join(ReviewTask.Kind.values)}
+        )
     if item.project_id != project.pk:
-        raise ServiceError("The item belongs to another project.")
+        raise ServiceError(gettext("The item belongs to another project."))
     fields = {
         "suggested_label": (suggested_label or "")[:64],
         "confidence": None if confidence is None else float(confidence),
@@ -79,14 +83,16 @@ def resolve_review_task(
     adjudication, unless `override` is set with a `reason`. Every outcome is kept in the item's history."""
     task = ReviewTask.objects.select_for_update().filter(project=project, pk=task_id).first()
     if task is None:
-        raise NotFoundError(f"No review task {task_id} in this project.")
+        raise NotFoundError(gettext("No review task %(task_id)s in this project.") % {"task_id": task_id})
     if task.status == ReviewTask.Status.RESOLVED:
-        raise ConflictError("This review task is already resolved.", code="resolved")
+        raise ConflictError(gettext("This review task is already resolved."), code="resolved")
     comment, reason = (comment or "").strip(), (reason or "").strip()
     if len(comment) > MAX_COMMENT or len(reason) > MAX_COMMENT:
-        raise ServiceError(f"Keep the comment and the reason under {MAX_COMMENT} characters.")
+        raise ServiceError(
+            gettext("Keep the comment and the reason under %(max_comment)s characters.") % {"max_comment": MAX_COMMENT}
+        )
     if override and not reason:
-        raise ServiceError("Say why you override the existing gold label.", code="override_reason")
+        raise ServiceError(gettext("Say why you override the existing gold label."), code="override_reason")
     taxonomy = require_published(project)
     label, resolution = _decision(task, taxonomy, action, label_key)
     detail = {"review_task": task.pk, "task_kind": task.kind, "action": action, "comment": comment}
@@ -129,13 +135,15 @@ def resolve_review_task(
 def _decision(task: ReviewTask, taxonomy: TaxonomyVersion, action: str, label_key: str) -> tuple[str, str]:
     if action == "confirm":
         if not task.suggested_label:
-            raise ServiceError("There is no suggested label to confirm; choose a label instead.")
+            raise ServiceError(gettext("There is no suggested label to confirm; choose a label instead."))
         return validate_label(taxonomy, task.suggested_label), ReviewTask.Resolution.CONFIRMED
     if action == "correct":
         return validate_label(taxonomy, label_key), ReviewTask.Resolution.CORRECTED
     if action == "out_of_scope":
         return fallback_key(taxonomy), ReviewTask.Resolution.OUT_OF_SCOPE
-    raise ServiceError(f"Unknown action '{action}'. Use confirm, correct or out_of_scope.")
+    raise ServiceError(
+        gettext("Unknown action '%(action)s'. Use confirm, correct or out_of_scope.") % {"action": action}
+    )
 
 
 def _review_gold(
@@ -188,7 +196,7 @@ def recheck_gold(*, project: Project, item_id: int, label_key: str, decided_by: 
     """Settle a gold label a taxonomy change marked for re-check: the new label under the latest version."""
     gold = GoldLabel.objects.select_for_update().filter(item__project=project, item_id=item_id).first()
     if gold is None or not gold.needs_recheck:
-        raise NotFoundError("This item has no gold label waiting for a re-check.")
+        raise NotFoundError(gettext("This item has no gold label waiting for a re-check."))
     taxonomy = require_published(project)
     label_key = validate_label(taxonomy, label_key)
     return set_gold(
@@ -211,9 +219,12 @@ def bulk_recheck_gold(*, project: Project, item_ids: list[int], label_key: str, 
     `rechecked` event, with its own re-check reason, exactly like a single re-check."""
     wanted = sorted({int(item_id) for item_id in item_ids})
     if not wanted:
-        raise ServiceError("Select at least one item to re-check.", code="no_items")
+        raise ServiceError(gettext("Select at least one item to re-check."), code="no_items")
     if len(wanted) > MAX_BULK_RECHECK:
-        raise ServiceError(f"Re-check at most {MAX_BULK_RECHECK} items at once.", code="too_many_items")
+        raise ServiceError(
+            gettext("Re-check at most %(max_bulk_recheck)s items at once.") % {"max_bulk_recheck": MAX_BULK_RECHECK},
+            code="too_many_items",
+        )
     taxonomy = require_published(project)
     label_key = validate_label(taxonomy, label_key)
     golds = list(
@@ -225,7 +236,8 @@ def bulk_recheck_gold(*, project: Project, item_ids: list[int], label_key: str, 
     missing = sorted(set(wanted) - {gold.item_id for gold in golds})
     if missing:
         raise NotFoundError(
-            f"Items {', '.join(map(str, missing))} have no gold label waiting for a re-check; nothing was changed.",
+            gettext("Items %(value)s have no gold label waiting for a re-check; nothing was changed.")
+            % {"value": ", ".join(map(str, missing))},
             details={"item_ids": missing},
         )
     return [

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection, transaction
+from django.utils.translation import gettext
 
 from labeling.models import GoldLabel, Item, ItemEvent, Project, WorkspaceSettings
 from labeling.selectors.workspace import workspace_settings
@@ -193,7 +194,7 @@ def _lock_group(project_id: int, group_key: str) -> None:
 def _normalised_targets(train: float, val: float, test: float) -> dict[str, float]:
     shares = {"train": train, "val": val, "test": test}
     if any(share < 0 for share in shares.values()) or shares["train"] <= 0:
-        raise ServiceError("Split shares must be non-negative and train must be above zero.", details=shares)
+        raise ServiceError(gettext("Split shares must be non-negative and train must be above zero."), details=shares)
     total = sum(shares.values())
     return {name: share / total for name, share in shares.items()}
 

@@ -13,6 +13,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Max, ProtectedError, RestrictedError
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from labeling.models import GoldLabel, Label, Project, TaxonomyVersion
 from labeling.selectors.taxonomy import current_draft, latest_published, version_specs
@@ -38,7 +39,7 @@ def create_initial_draft(project: Project) -> TaxonomyVersion:
         taxonomy=draft,
         key=FALLBACK_KEY,
         name=FALLBACK_KEY,
-        definition="Out of scope or uncertain: the text fits no other scene.",
+        definition=gettext("Out of scope or uncertain: the text fits no other scene."),
         is_fallback=True,
         hotkey="0",
         order=999,
@@ -58,10 +59,12 @@ def _lock_project(project: Project) -> None:
 def _locked_draft(draft: TaxonomyVersion) -> TaxonomyVersion:
     locked = TaxonomyVersion.objects.select_for_update().filter(pk=draft.pk).first()
     if locked is None:
-        raise NotFoundError("This taxonomy draft no longer exists.")
+        raise NotFoundError(gettext("This taxonomy draft no longer exists."))
     if locked.status != TaxonomyVersion.Status.DRAFT:
         raise ConflictError(
-            f"Taxonomy v{locked.number} is published and cannot be edited; create a new draft.", code="published"
+            gettext("Taxonomy v%(number)s is published and cannot be edited; create a new draft.")
+            % {"number": locked.number},
+            code="published",
         )
     return locked
 
@@ -99,7 +102,9 @@ def create_draft(*, project: Project) -> TaxonomyVersion:
     existing = current_draft(project)
     if existing is not None:
         raise ConflictError(
-            f"Taxonomy draft v{existing.number} already exists; edit or discard it first.", code="draft_exists"
+            gettext("Taxonomy draft v%(number)s already exists; edit or discard it first.")
+            % {"number": existing.number},
+            code="draft_exists",
         )
     base = latest_published(project)
     if base is None:
@@ -121,7 +126,9 @@ def discard_draft(*, draft: TaxonomyVersion) -> None:
         draft.delete()
     except (ProtectedError, RestrictedError) as exc:
         # Gold labels or model versions point at this draft: keep it rather than lose what they refer to.
-        raise ConflictError("Other records refer to this draft; it cannot be discarded.", code="in_use") from exc
+        raise ConflictError(
+            gettext("Other records refer to this draft; it cannot be discarded."), code="in_use"
+        ) from exc
 
 
 @transaction.atomic
@@ -200,7 +207,9 @@ def update_label(*, draft: TaxonomyVersion, key: str, data: Mapping[str, Any]) -
     labels = {label.key: label for label in draft.labels.select_related("parent")}
     label = labels.get(key)
     if label is None:
-        raise NotFoundError(f"Label '{key}' does not exist in taxonomy v{draft.number}.")
+        raise NotFoundError(
+            gettext("Label '%(key)s' does not exist in taxonomy v%(number)s.") % {"key": key, "number": draft.number}
+        )
     specs = version_specs(draft)
     position = next(i for i, spec in enumerate(specs) if spec.key == key)
     merged = {**specs[position].to_mapping(), **dict(data)}
@@ -234,7 +243,9 @@ def delete_label(*, draft: TaxonomyVersion, key: str) -> None:
     draft = _locked_draft(draft)
     label = draft.labels.filter(key=key).first()
     if label is None:
-        raise NotFoundError(f"Label '{key}' does not exist in taxonomy v{draft.number}.")
+        raise NotFoundError(
+            gettext("Label '%(key)s' does not exist in taxonomy v%(number)s.") % {"key": key, "number": draft.number}
+        )
     if label.is_fallback:
         raise _invalid([f"label '{key}' is the fallback label and cannot be deleted; mark another as fallback first."])
     children = list(label.children.values_list("key", flat=True))
@@ -263,7 +274,9 @@ def move_label(*, draft: TaxonomyVersion, key: str, offset: int) -> None:
     specs = version_specs(draft)
     spec = next((s for s in specs if s.key == key), None)
     if spec is None:
-        raise NotFoundError(f"Label '{key}' does not exist in taxonomy v{draft.number}.")
+        raise NotFoundError(
+            gettext("Label '%(key)s' does not exist in taxonomy v%(number)s.") % {"key": key, "number": draft.number}
+        )
     siblings = [s.key for s in specs if s.parent == spec.parent]
     target = siblings.index(key) + (-1 if offset < 0 else 1)
     if not 0 <= target < len(siblings):
@@ -278,11 +291,14 @@ def add_edge_case(*, project: Project, label_key: str, text: str) -> Label:
     """Append an edge case to a label of the project's draft (created from the latest published if needed)."""
     text = (text or "").strip()
     if not text:
-        raise ServiceError("An edge case needs a text.")
+        raise ServiceError(gettext("An edge case needs a text."))
     draft = get_or_create_draft(project=project)
     label = draft.labels.filter(key=label_key).first()
     if label is None:
-        raise NotFoundError(f"Label '{label_key}' does not exist in taxonomy draft v{draft.number}.")
+        raise NotFoundError(
+            gettext("Label '%(label_key)s' does not exist in taxonomy draft v%(number)s.")
+            % {"label_key": label_key, "number": draft.number}
+        )
     if text in label.edge_cases:
         return label
     return update_label(draft=draft, key=label_key, data={"edge_cases": [*label.edge_cases, text]})
@@ -374,7 +390,8 @@ def import_taxonomy(*, project: Project, text: str, fmt: str, replace_draft: boo
     draft = current_draft(project)
     if draft is not None and not replace_draft:
         raise ConflictError(
-            f"Taxonomy draft v{draft.number} already exists; discard it or import with replace_draft.",
+            gettext("Taxonomy draft v%(number)s already exists; discard it or import with replace_draft.")
+            % {"number": draft.number},
             code="draft_exists",
         )
     if draft is None:

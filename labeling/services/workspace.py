@@ -9,6 +9,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from labeling.models import (
     AgreementReport,
@@ -40,7 +41,7 @@ def next_assignment(*, project: Project, annotator: Any) -> Assignment | None:
 def _item_in_project(project: Project, item_id: int) -> Item:
     item = Item.objects.filter(project=project, pk=item_id).first()
     if item is None:
-        raise NotFoundError(f"No item {item_id} in this project.")
+        raise NotFoundError(gettext("No item %(item_id)s in this project.") % {"item_id": item_id})
     return item
 
 
@@ -48,7 +49,7 @@ def _own_assignment(item: Item, annotator: Any) -> Assignment:
     assignment = Assignment.objects.filter(item=item, annotator=annotator, status=Assignment.Status.ACTIVE).first()
     if assignment is None:
         raise ConflictError(
-            "This item is not assigned to you any more (it expired or was already done). Load the next item.",
+            gettext("This item is not assigned to you any more (it expired or was already done). Load the next item."),
             code="not_assigned",
         )
     return assignment
@@ -71,7 +72,11 @@ class Submission:
 def clean_client_key(client_key: Any) -> str:
     key = str(client_key or "").strip()
     if len(key) > MAX_CLIENT_KEY:
-        raise ServiceError(f"Keep the idempotency key under {MAX_CLIENT_KEY} characters.", code="client_key")
+        raise ServiceError(
+            gettext("Keep the idempotency key under %(max_client_key)s characters.")
+            % {"max_client_key": MAX_CLIENT_KEY},
+            code="client_key",
+        )
     return key
 
 
@@ -129,7 +134,7 @@ def _earlier_submission(item: Item, annotator: Any, label_key: str, client_key: 
     earlier = Annotation.objects.filter(item=item, annotator=annotator).first()
     if earlier is not None and earlier.label_key != label_key:
         raise ConflictError(
-            "You already labelled this item with another label; undo it to change the label.",
+            gettext("You already labelled this item with another label; undo it to change the label."),
             code="duplicate_annotation",
         )
     return earlier
@@ -139,7 +144,8 @@ def _replay_by_key(annotator: Any, client_key: str, item_id: int, label_key: str
     earlier = Annotation.objects.filter(annotator=annotator, client_key=client_key).first()
     if earlier is not None and (earlier.item_id != item_id or earlier.label_key != label_key):
         raise ConflictError(
-            "This idempotency key was already used for another submission; send a new key.", code="client_key_reused"
+            gettext("This idempotency key was already used for another submission; send a new key."),
+            code="client_key_reused",
         )
     return earlier
 
@@ -158,16 +164,24 @@ def _create_annotation(
                 client_key=client_key,
             )
     except IntegrityError as exc:  # the same key sent at the same moment for another item
-        raise ConflictError("This idempotency key is in use by another submission.", code="client_key_reused") from exc
+        raise ConflictError(
+            gettext("This idempotency key is in use by another submission."), code="client_key_reused"
+        ) from exc
 
 
 @transaction.atomic
 def skip_item(*, project: Project, annotator: Any, item_id: int, reason: str) -> Skip:
     reason = (reason or "").strip()
     if not reason:
-        raise ServiceError("Say why you skip this item (e.g. unclear, not feedback, needs context).", code="reason")
+        raise ServiceError(
+            gettext("Say why you skip this item (e.g. unclear, not feedback, needs context)."), code="reason"
+        )
     if len(reason) > MAX_SKIP_REASON:
-        raise ServiceError(f"Keep the skip reason under {MAX_SKIP_REASON} characters.", code="reason")
+        raise ServiceError(
+            gettext("Keep the skip reason under %(max_skip_reason)s characters.")
+            % {"max_skip_reason": MAX_SKIP_REASON},
+            code="reason",
+        )
     item = _item_in_project(project, item_id)
     assignment = _own_assignment(item, annotator)
     assignment.delete()
@@ -182,7 +196,7 @@ def undo_last(*, project: Project, annotator: Any) -> Item:
     )
     last_skip = Skip.objects.filter(item__project=project, annotator=annotator).order_by("-created_at", "-id").first()
     if last_annotation is None and last_skip is None:
-        raise ServiceError("Nothing to undo.", code="nothing_to_undo")
+        raise ServiceError(gettext("Nothing to undo."), code="nothing_to_undo")
     if last_skip is not None and (last_annotation is None or last_skip.created_at >= last_annotation.created_at):
         return _undo_skip(project, annotator, last_skip)
     return _undo_annotation(project, annotator, last_annotation)
@@ -193,7 +207,8 @@ def _undo_annotation(project: Project, annotator: Any, annotation: Annotation) -
     gold = GoldLabel.objects.filter(item=item).first()
     if gold is not None and gold.method not in DERIVED_METHODS:
         raise ConflictError(
-            "This item was already decided (adjudicated or reviewed); it can no longer be undone.", code="decided"
+            gettext("This item was already decided (adjudicated or reviewed); it can no longer be undone."),
+            code="decided",
         )
     record_event(
         item=item,
@@ -232,11 +247,11 @@ def update_workspace_settings(*, project: Project, **fields: Any) -> WorkspaceSe
     allowed = {"assignment_ttl_minutes", "accept_majority", "agreement_batch_size"}
     unknown = set(fields) - allowed
     if unknown:
-        raise ServiceError(f"Unknown workspace setting(s): {', '.join(sorted(unknown))}.")
+        raise ServiceError(gettext("Unknown workspace setting(s): %(value)s.") % {"value": ", ".join(sorted(unknown))})
     if "assignment_ttl_minutes" in fields and not 1 <= int(fields["assignment_ttl_minutes"]) <= 24 * 60:
-        raise ServiceError("Assignment expiry must be between 1 minute and 24 hours.")
+        raise ServiceError(gettext("Assignment expiry must be between 1 minute and 24 hours."))
     if "agreement_batch_size" in fields and int(fields["agreement_batch_size"]) < 1:
-        raise ServiceError("The agreement batch size must be at least 1.")
+        raise ServiceError(gettext("The agreement batch size must be at least 1."))
     settings_row, _ = WorkspaceSettings.objects.update_or_create(project=project, defaults=fields)
     return settings_row
 
@@ -247,7 +262,8 @@ def _require_items(project: Project, item_ids: Iterable[int]) -> set[int]:
     missing = sorted(wanted - found)
     if missing:
         raise ServiceError(
-            f"{len(missing)} item id(s) are not in project '{project.slug}'.",
+            gettext("%(n_missing)s item id(s) are not in project '%(slug)s'.")
+            % {"n_missing": len(missing), "slug": project.slug},
             code="unknown_items",
             details=missing[:20],
         )

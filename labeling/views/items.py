@@ -7,6 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
@@ -89,7 +90,7 @@ def import_page(request: HttpRequest, slug: str) -> HttpResponse:
     if request.method == "POST":
         upload = request.FILES.get("file")
         if upload is None:
-            messages.error(request, "Choose a JSONL or CSV file to import.")
+            messages.error(request, gettext("Choose a JSONL or CSV file to import."))
         else:
             try:
                 job = start_import(
@@ -139,7 +140,7 @@ def split_action(request: HttpRequest, slug: str) -> HttpResponse:
         shares = {name: float(request.POST.get(name, default)) for name, default in DEFAULT_SHARES.items()}
         seed = int(request.POST.get("seed", 0))
     except ValueError:
-        messages.error(request, "Split shares and seed must be numbers.")
+        messages.error(request, gettext("Split shares and seed must be numbers."))
         return redirect("labeling:items", slug=project.slug)
     try:
         result = assign_splits(project=project, seed=seed, actor=request.user, **shares)

@@ -223,15 +223,36 @@ def token_revoke(request: HttpRequest, slug: str, token_id: int) -> HttpResponse
     return redirect("labeling:tokens", slug=slug)
 
 
+ABSTAIN_TARGET_KIND_LABELS = {
+    "precision": _("precision"),
+    "coverage": _("coverage"),
+    "macro_f1": _("macro_f1"),
+    "balanced": _("balanced"),
+    "in_scope_acc": _("in_scope_acc"),
+}
+
+
 class ProjectSettingsForm(forms.ModelForm):
     abstain_target_kind = forms.ChoiceField(
-        choices=[(kind, kind) for kind in ABSTAIN_TARGET_KINDS], label=_("Abstention target kind")
+        choices=[(kind, ABSTAIN_TARGET_KIND_LABELS.get(kind, kind)) for kind in ABSTAIN_TARGET_KINDS],
+        label=_("Abstention target kind"),
     )
 
     class Meta:
         model = Project
         fields = list(SETTINGS_FIELDS)
         widgets = {"description": forms.Textarea(attrs={"rows": 3})}
+        labels = {
+            "name": _("Name"),
+            "description": _("Description"),
+            "keep_raw_text": _("Keep raw text"),
+            "overlap_k": _("Overlap k"),
+            "agreement_share": _("Agreement share"),
+            "agreement_threshold": _("Agreement threshold"),
+            "show_model_suggestion": _("Show model suggestion"),
+            "abstain_target": _("Abstain target"),
+            "retrain_every_n_gold": _("Retrain every n gold"),
+        }
         help_texts = {
             "keep_raw_text": _("Also store the unmasked text of imported items (off: only PII-masked text is kept)."),
             "overlap_k": _("Annotators per item."),

@@ -11,7 +11,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy as _lazy
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from labeling.models import Assignment, ItemSuggestion, Project
@@ -121,13 +121,14 @@ def workspace_undo(request: HttpRequest, slug: str) -> HttpResponse:
 
 class WorkspaceSettingsForm(forms.Form):
     assignment_ttl_minutes = forms.IntegerField(
-        min_value=1, max_value=24 * 60, label=_lazy("Minutes before an abandoned item goes back to the queue")
+        min_value=1, max_value=24 * 60, label=gettext_lazy("Minutes before an abandoned item goes back to the queue")
     )
     accept_majority = forms.BooleanField(
-        required=False, label=_lazy("With 3 or more annotators, accept a strict majority as gold without adjudication")
+        required=False,
+        label=gettext_lazy("With 3 or more annotators, accept a strict majority as gold without adjudication"),
     )
     agreement_batch_size = forms.IntegerField(
-        min_value=1, max_value=10_000, label=_lazy("Recompute agreement after this many new annotations")
+        min_value=1, max_value=10_000, label=gettext_lazy("Recompute agreement after this many new annotations")
     )
 
 

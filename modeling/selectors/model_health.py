@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.utils.translation import gettext
+
 from labeling.models import TaxonomyVersion
 from labeling.selectors.taxonomy_migration import RENAMED, RETIRED, LabelFate, label_migration
 from labeling.selectors.training_data import latest_published_taxonomy, taxonomy_label_keys
@@ -56,15 +58,25 @@ def version_warnings(version: Any) -> list[str]:
     coverage = ((metrics.get("val") or {}).get("abstention") or {}).get("coverage")
     if coverage is not None and coverage < LOW_COVERAGE:
         warnings.append(
-            f"This model answers only {coverage:.0%} of validation texts and abstains (sends to the fallback label) "
-            "on the rest. Lower the abstention target, set a coverage floor, or label more and cleaner data."
+            gettext(
+                "This model answers only %(coverage)s of validation texts and abstains (sends to the fallback "
+                "label) on the rest. Lower the abstention target, set a coverage floor, or label more and cleaner "
+                "data."
+            )
+            % {"coverage": f"{coverage:.0%}"}
         )
     mapping = label_mapping(version)
     if mapping.retrain_due:
         parts = [f"{old} → {new}" for old, new in sorted(mapping.renamed().items())]
-        parts += [f"{key} (removed: predictions abstain with reason label_retired)" for key in mapping.retired()]
+        parts += [
+            gettext("%(key)s (removed: predictions abstain with reason label_retired)") % {"key": key}
+            for key in mapping.retired()
+        ]
         warnings.append(
-            f"Retrain due: this model was trained on taxonomy v{mapping.trained_on}, and v{mapping.latest} changed "
-            f"labels it predicts: {'; '.join(parts)}."
+            gettext(
+                "Retrain due: this model was trained on taxonomy v%(trained_on)s, and v%(latest)s changed labels "
+                "it predicts: %(changes)s."
+            )
+            % {"trained_on": mapping.trained_on, "latest": mapping.latest, "changes": gettext("; ").join(parts)}
         )
     return warnings

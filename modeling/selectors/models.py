@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db.models import QuerySet
+from django.utils.translation import gettext
 
 from labeling.models import Project
 from modeling.models import ModelVersion, TrainingRun
@@ -16,7 +17,7 @@ def run_list(project: Project, *, limit: int = 50) -> QuerySet[TrainingRun]:
 def run_get(project: Project, run_id: int) -> TrainingRun:
     run = TrainingRun.objects.filter(project=project, pk=run_id).first()
     if run is None:
-        raise NotFoundError(f"No training run #{run_id} in this project.")
+        raise NotFoundError(gettext("No training run #%(run_id)s in this project.") % {"run_id": run_id})
     return run
 
 
@@ -33,7 +34,7 @@ def version_list(project: Project) -> QuerySet[ModelVersion]:
 def version_get(project: Project, number: int) -> ModelVersion:
     version = ModelVersion.objects.filter(project=project, number=number).select_related("taxonomy", "run").first()
     if version is None:
-        raise NotFoundError(f"No model version v{number} in this project.")
+        raise NotFoundError(gettext("No model version v%(number)s in this project.") % {"number": number})
     return version
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from django.db import transaction
+from django.utils.translation import gettext
 
 from labeling.models import Project
 from modeling.engine import active
@@ -41,12 +42,15 @@ def update_al_settings(
     if strategy is not None:
         if strategy not in ActiveLearningSettings.Strategy.values:
             raise ServiceError(
-                f"Unknown strategy '{strategy}'; choose one of {', '.join(ActiveLearningSettings.Strategy.values)}."
+                gettext("Unknown strategy '%(strategy)s'; choose one of %(value)s.")
+                % {"strategy": strategy, "value": ", ".join(ActiveLearningSettings.Strategy.values)}
             )
         row.strategy = strategy
     if batch_size is not None:
         if not 1 <= int(batch_size) <= MAX_BATCH_SIZE:
-            raise ServiceError(f"The batch size must be between 1 and {MAX_BATCH_SIZE}.")
+            raise ServiceError(
+                gettext("The batch size must be between 1 and %(max_batch_size)s.") % {"max_batch_size": MAX_BATCH_SIZE}
+            )
         row.batch_size = int(batch_size)
     if auto_retrain is not None:
         row.auto_retrain = bool(auto_retrain)

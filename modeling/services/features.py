@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
+from django.utils.translation import gettext
 
 from sceneclf_site.api_errors import ServiceError
 
@@ -31,7 +32,10 @@ def resolve_backbone_spec(name: str | None) -> Any:
     try:
         return resolve_backbone(backbone, settings.MODEL_ROOT)
     except Exception as exc:  # the engine's message names what is missing and how to install it; keep it
-        raise ServiceError(f"Backbone '{backbone}' is not usable: {exc}.", code="backbone_unavailable") from exc
+        raise ServiceError(
+            gettext("Backbone '%(backbone)s' is not usable: %(exc)s.") % {"backbone": backbone, "exc": exc},
+            code="backbone_unavailable",
+        ) from exc
 
 
 def feature_config(spec: Any, params: dict[str, Any]) -> Any:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from django.db import transaction
+from django.utils.translation import gettext
 
 from labeling.models import Item, Project, ReviewTask
 from modeling.engine import quality
@@ -45,7 +46,7 @@ def read_labelled_jsonl(path: str | Path) -> LabelledFile:
     labels: list[str] = []
     path = Path(path)
     if not path.is_file():
-        raise ServiceError(f"{path}: no such file")
+        raise ServiceError(gettext("%(path)s: no such file") % {"path": path})
     with path.open(encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
@@ -53,13 +54,19 @@ def read_labelled_jsonl(path: str | Path) -> LabelledFile:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ServiceError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from exc
+                raise ServiceError(
+                    gettext("%(path)s:%(line_no)s: not valid JSON (%(msg)s)")
+                    % {"path": path, "line_no": line_no, "msg": exc.msg}
+                ) from exc
             if not isinstance(row, dict) or not str(row.get("text") or "").strip() or row.get("label") in (None, ""):
-                raise ServiceError(f"{path}:{line_no}: needs a non-empty 'text' and a 'label'")
+                raise ServiceError(
+                    gettext("%(path)s:%(line_no)s: needs a non-empty 'text' and a 'label'")
+                    % {"path": path, "line_no": line_no}
+                )
             texts.append(str(row["text"]))
             labels.append(str(row["label"]))
     if not texts:
-        raise ServiceError(f"{path}: no labelled lines")
+        raise ServiceError(gettext("%(path)s: no labelled lines") % {"path": path})
     return LabelledFile(texts, labels)
 
 
@@ -102,7 +109,7 @@ def check_labelled_file(
     }
     if reference is not None:
         if reference.texts != train.texts:
-            raise ServiceError("--reference must hold the same texts in the same order as --train")
+            raise ServiceError(gettext("--reference must hold the same texts in the same order as --train"))
         wrong = {i for i, (a, b) in enumerate(zip(train.labels, reference.labels, strict=True)) if a != b}
         order = [issue.index for issue in ranked]
         n = len(y)
@@ -150,7 +157,8 @@ def queue_label_issues(
 
     if len(item_ids) < MIN_ITEMS_FOR_CHECK:
         raise ServiceError(
-            f"A label check needs at least {MIN_ITEMS_FOR_CHECK} gold labels; there are {len(item_ids)}."
+            gettext("A label check needs at least %(min_items_for_check)s gold labels; there are %(n_item_ids)s.")
+            % {"min_items_for_check": MIN_ITEMS_FOR_CHECK, "n_item_ids": len(item_ids)}
         )
     index = {key: i for i, key in enumerate(label_keys)}
     y = np.array([index[key] for key in given])
@@ -212,7 +220,9 @@ def check_project_labels(project: Project, *, max_issues: int | None = 200) -> d
 
     taxonomy = latest_published_taxonomy(project)
     if taxonomy is None:
-        raise ServiceError("Publish a taxonomy first: label checks compare gold labels of a published version.")
+        raise ServiceError(
+            gettext("Publish a taxonomy first: label checks compare gold labels of a published version.")
+        )
     keys, _ = taxonomy_label_keys(taxonomy)
     examples = gold_examples(project, label_keys=keys)
     version = scoring_model(project)

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from labeling.models import Project
 from modeling.models import ModelVersion, PublishGate
@@ -36,7 +37,9 @@ def gate_for(project: Project) -> PublishGate:
 def update_publish_gate(*, project: Project, max_f1_drop: float, abstain_band: float) -> PublishGate:
     for name, value in (("max_f1_drop", max_f1_drop), ("abstain_band", abstain_band)):
         if not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
-            raise ServiceError(f"{name} must be a number between 0 and 1.", code="invalid_gate")
+            raise ServiceError(
+                gettext("%(name)s must be a number between 0 and 1.") % {"name": name}, code="invalid_gate"
+            )
     gate = gate_for(project)
     gate.max_f1_drop = float(max_f1_drop)
     gate.abstain_band = float(abstain_band)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
+from django.utils.translation import gettext
 
 from labeling.models import Project
 from labeling.selectors.training_data import latest_published_taxonomy
@@ -80,7 +81,8 @@ def get_serving_model(project: Project) -> LoadedModel:
     version_id = published_version_id(project)
     if version_id is None:
         raise NoPublishedModelError(
-            f"Project '{project.slug}' has no published model yet: train one and publish it on the model page.",
+            gettext("Project '%(slug)s' has no published model yet: train one and publish it on the model page.")
+            % {"slug": project.slug},
         )
     current = _loaded.get(project.id)
     if current is not None and current.version_id == version_id:
@@ -94,11 +96,13 @@ def get_serving_model(project: Project) -> LoadedModel:
                 current = load_version(version)
             except ServiceError as exc:
                 raise ModelUnavailableError(
-                    f"The published model {version.ref} cannot be served: {exc.message}"
+                    gettext("The published model %(ref)s cannot be served: %(message)s")
+                    % {"ref": version.ref, "message": exc.message}
                 ) from exc
             except Exception as exc:  # e.g. ArtifactError: files changed on disk since publishing
                 raise ModelUnavailableError(
-                    f"The published model {version.ref} cannot be loaded ({type(exc).__name__}: {exc})."
+                    gettext("The published model %(ref)s cannot be loaded (%(name)s: %(exc)s).")
+                    % {"ref": version.ref, "name": type(exc).__name__, "exc": exc}
                 ) from exc
             _loaded[project.id] = current
     _refresh_label_mapping(current, project)
@@ -196,8 +200,16 @@ def _extractor_for_serving(version: ModelVersion, serving: dict[str, Any]) -> An
     spec = feature_services.resolve_backbone_spec(serving.get("backbone_ref") or serving["backbone_name"])
     if spec.fingerprint != version.backbone_fingerprint:
         raise ServiceError(
-            f"The installed backbone '{spec.name}' (fingerprint {spec.fingerprint[:12]}) is not the one "
-            f"{version.ref} was trained on ({version.backbone_fingerprint[:12]}); reinstall it or retrain.",
+            gettext(
+                "The installed backbone '%(name)s' (fingerprint %(value)s) is not the one %(ref)s was trained on "
+                "(%(value2)s); reinstall it or retrain."
+            )
+            % {
+                "name": spec.name,
+                "value": spec.fingerprint[:12],
+                "ref": version.ref,
+                "value2": version.backbone_fingerprint[:12],
+            },
             code="backbone_mismatch",
         )
     config = FeatureConfig(**{**serving["feature_config"], "threads": serving_threads()})

@@ -24,6 +24,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Max, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from labeling.models import Item, Project, TaxonomyVersion
 from labeling.selectors.training_data import (
@@ -89,10 +90,10 @@ def collect_training_data(project: Project) -> TrainingData:
     """Gold labels of the latest published taxonomy, by split; a clear error when training cannot start."""
     taxonomy = latest_published_taxonomy(project)
     if taxonomy is None:
-        raise ServiceError("Publish a taxonomy before training: gold labels refer to a published version.")
+        raise ServiceError(gettext("Publish a taxonomy before training: gold labels refer to a published version."))
     taxonomy_keys, fallback_key = taxonomy_label_keys(taxonomy)
     if fallback_key is None:
-        raise ServiceError(f"Taxonomy v{taxonomy.number} has no fallback label.")
+        raise ServiceError(gettext("Taxonomy v%(number)s has no fallback label.") % {"number": taxonomy.number})
     examples = gold_examples(project, label_keys=taxonomy_keys)
     by_split: dict[str, list[GoldExample]] = {"train": [], "val": [], "test": [], "": []}
     for example in examples:
@@ -102,14 +103,19 @@ def collect_training_data(project: Project) -> TrainingData:
     label_keys = [key for key in taxonomy_keys if key in train_keys or key == fallback_key]
     if len(train_keys) < 2:
         raise ServiceError(
-            f"Training needs gold labels of at least 2 labels in the train split; found {len(train_keys)} "
-            f"({len(by_split['train'])} train items). Label more items or run the split on the items page.",
+            gettext(
+                "Training needs gold labels of at least 2 labels in the train split; found %(n_train_keys)s "
+                "(%(value)s train items). Label more items or run the split on the items page."
+            )
+            % {"n_train_keys": len(train_keys), "value": len(by_split["train"])},
             code="not_enough_data",
         )
     if not by_split["val"]:
         raise ServiceError(
-            "No gold-labelled items in the validation split: calibration and the abstention threshold are "
-            "tuned on it. Run the split on the items page first.",
+            gettext(
+                "No gold-labelled items in the validation split: calibration and the abstention threshold are tuned "
+                "on it. Run the split on the items page first."
+            ),
             code="not_enough_data",
         )
     # A class absent from train cannot be predicted; its val/test items would only distort calibration.
@@ -238,9 +244,12 @@ def start_training_run(
     from modeling.tasks import train_model
 
     if route not in ROUTE1_ROUTES:
-        raise ServiceError(f"Route '{route}' is not trained here; use one of: {', '.join(ROUTE1_ROUTES)}.")
+        raise ServiceError(
+            gettext("Route '%(route)s' is not trained here; use one of: %(value)s.")
+            % {"route": route, "value": ", ".join(ROUTE1_ROUTES)}
+        )
     if params is not None and not isinstance(params, dict):
-        raise ServiceError("Training params must be an object.")
+        raise ServiceError(gettext("Training params must be an object."))
     params = dict(params or {})
     sweep_stale_runs(project=project)  # a run whose worker died no longer blocks a new one
     _refuse_if_active(project)
@@ -325,9 +334,12 @@ def _sent_or_503(run: TrainingRun) -> TrainingRun:
     run.refresh_from_db()
     if run.status == TrainingRun.Status.WAITING:
         raise BrokerUnavailable(
-            "The task queue (broker) is not reachable. Nothing was lost: run "
-            f"#{run.pk} is kept waiting for the queue and is sent by itself when the broker is back "
-            "(see GET /api/v1/health); starting a new run replaces it.",
+            gettext(
+                "The task queue (broker) is not reachable. Nothing was lost: run #%(pk)s is kept waiting for the "
+                "queue and is sent by itself when the broker is back (see GET /api/v1/health); starting a new run "
+                "replaces it."
+            )
+            % {"pk": run.pk},
             details={"run_id": run.pk, "status": run.status},
         )
     return run
@@ -355,7 +367,9 @@ def _real_user(user: Any | None) -> Any | None:
 
 def cancel_training_run(*, run: TrainingRun) -> TrainingRun:
     if not run.is_active:
-        raise ConflictError(f"Run #{run.id} is already {run.status}; nothing to cancel.")
+        raise ConflictError(
+            gettext("Run #%(id)s is already %(status)s; nothing to cancel.") % {"id": run.id, "status": run.status}
+        )
     if run.status in {TrainingRun.Status.WAITING, TrainingRun.Status.QUEUED}:
         # Not started: finish it now; the task sees a finished run on start and does nothing.
         TrainingRun.objects.filter(pk=run.pk, status=run.status).update(
@@ -650,7 +664,9 @@ def train_config_for(route: str, params: dict[str, Any], project: Project) -> An
     try:
         return TrainConfig(**values)
     except (TypeError, ValueError) as exc:
-        raise ServiceError(f"Invalid training parameters: {exc}", code="invalid_params") from exc
+        raise ServiceError(
+            gettext("Invalid training parameters: %(exc)s") % {"exc": exc}, code="invalid_params"
+        ) from exc
 
 
 def _create_version(
@@ -670,7 +686,10 @@ def _create_version(
         status = TrainingRun.objects.select_for_update().filter(pk=run.pk).values_list("status", flat=True).first()
         if status != TrainingRun.Status.RUNNING:
             # The sweeper gave this run up (or it was cancelled): a finished run never gains a version.
-            raise ServiceError(f"Run #{run.pk} is {status} and can no longer create a model version.")
+            raise ServiceError(
+                gettext("Run #%(pk)s is %(status)s and can no longer create a model version.")
+                % {"pk": run.pk, "status": status}
+            )
         number = (ModelVersion.objects.filter(project_id=run.project_id).aggregate(n=Max("number"))["n"] or 0) + 1
         return ModelVersion.objects.create(
             project_id=run.project_id,

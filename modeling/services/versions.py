@@ -8,6 +8,7 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from labeling.models import Project
 from modeling.models import ModelVersion
@@ -22,7 +23,8 @@ def verify_version_files(version: ModelVersion) -> None:
         verify_artifacts(folder, version.manifest or None)
     except (ArtifactError, FileNotFoundError, OSError) as exc:
         raise ServiceError(
-            f"Model v{version.number} cannot be published: its files do not verify ({exc}).",
+            gettext("Model v%(number)s cannot be published: its files do not verify (%(exc)s).")
+            % {"number": version.number, "exc": exc},
             code="artifacts_invalid",
         ) from exc
 
@@ -55,16 +57,17 @@ def rollback_model(*, project: Project, user: Any | None = None) -> ModelVersion
         .first()
     )
     if previous is None:
-        raise ConflictError("No earlier published version to roll back to.")
+        raise ConflictError(gettext("No earlier published version to roll back to."))
     if current is not None and current.pk == previous.pk:
-        raise ConflictError("The previous version is already published.")
+        raise ConflictError(gettext("The previous version is already published."))
     return publish_model_version(version=previous, user=user)
 
 
 def archive_model_version(*, version: ModelVersion) -> ModelVersion:
     if version.status == ModelVersion.Status.PUBLISHED:
         raise ConflictError(
-            f"Model v{version.number} is being served; publish another version or roll back before archiving it."
+            gettext("Model v%(number)s is being served; publish another version or roll back before archiving it.")
+            % {"number": version.number}
         )
     if version.status != ModelVersion.Status.ARCHIVED:
         version.status = ModelVersion.Status.ARCHIVED
@@ -75,5 +78,5 @@ def archive_model_version(*, version: ModelVersion) -> ModelVersion:
 def get_version(*, project: Project, number: int) -> ModelVersion:
     version = ModelVersion.objects.filter(project=project, number=number).first()
     if version is None:
-        raise NotFoundError(f"No model version v{number} in this project.")
+        raise NotFoundError(gettext("No model version v%(number)s in this project.") % {"number": number})
     return version

@@ -9,6 +9,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext
 from django.views.decorators.http import require_POST
 
 from labeling.permissions import can, get_project_for
@@ -127,7 +128,7 @@ def train(request: HttpRequest, slug: str) -> HttpResponse:
         lambda p: training.start_training_run(
             project=p, user=request.user, route=route, params=params, auto_publish=auto_publish
         ),
-        "Training run #{result.id} queued.",
+        gettext("Training run #{result.id} queued."),
     )
 
 
@@ -139,7 +140,7 @@ def extract(request: HttpRequest, slug: str) -> HttpResponse:
         request,
         slug,
         lambda p: training.start_feature_extraction(project=p, user=request.user, backbone=backbone),
-        "Feature extraction run #{result.id} queued.",
+        gettext("Feature extraction run #{result.id} queued."),
     )
 
 
@@ -150,7 +151,7 @@ def cancel(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
         request,
         slug,
         lambda p: training.cancel_training_run(run=selectors.run_get(p, run_id)),
-        "Cancel requested for run #{result.id}.",
+        gettext("Cancel requested for run #{result.id}."),
     )
 
 
@@ -161,7 +162,7 @@ def publish(request: HttpRequest, slug: str, number: int) -> HttpResponse:
         request,
         slug,
         lambda p: versions.publish_model_version(version=selectors.version_get(p, number), user=request.user),
-        "Model v{result.number} is now published.",
+        gettext("Model v{result.number} is now published."),
     )
 
 
@@ -172,7 +173,7 @@ def rollback(request: HttpRequest, slug: str) -> HttpResponse:
         request,
         slug,
         lambda p: versions.rollback_model(project=p, user=request.user),
-        "Rolled back: model v{result.number} is published again.",
+        gettext("Rolled back: model v{result.number} is published again."),
     )
 
 
@@ -183,7 +184,7 @@ def archive(request: HttpRequest, slug: str, number: int) -> HttpResponse:
         request,
         slug,
         lambda p: versions.archive_model_version(version=selectors.version_get(p, number)),
-        "Model v{result.number} archived.",
+        gettext("Model v{result.number} archived."),
     )
 
 
@@ -194,7 +195,7 @@ def gate(request: HttpRequest, slug: str) -> HttpResponse:
         try:
             values = {name: float(request.POST.get(name, "")) for name in ("max_f1_drop", "abstain_band")}
         except ValueError as exc:
-            raise ServiceError("Enter numbers between 0 and 1.") from exc
+            raise ServiceError(gettext("Enter numbers between 0 and 1.")) from exc
         return publish_gate.update_publish_gate(project=project, **values)
 
-    return _act(request, slug, save, "Publishing gate saved.")
+    return _act(request, slug, save, gettext("Publishing gate saved."))
