@@ -15,6 +15,8 @@ from django.utils.translation import gettext
 
 from feedback.models import PredictionLog
 from labeling.models import Project
+from labeling.pii import mask_pii
+from labeling.text import normalize_text
 from modeling.services.serving import LoadedModel, ServedPrediction, get_serving_model, predict_with
 from sceneclf_site.api_errors import ServiceError
 
@@ -129,15 +131,6 @@ def _result(model: LoadedModel, p: ServedPrediction, request_id: uuid.UUID, expl
 
 def mask_and_hash(text: str) -> tuple[str, str]:
     """The masked, normalised text and its sha256, the same way labeling stores items."""
-    from labeling.pii import mask_pii  # imported lazily: labeling.pii is written by the items engineer
-
-    try:
-        from labeling.text import normalize_text
-    except ImportError:  # pragma: no cover - only while labeling.text is not there yet
-
-        def normalize_text(value: str) -> str:
-            return " ".join(value.split())
-
     masked = normalize_text(mask_pii(normalize_text(text)))
     return masked, hashlib.sha256(masked.encode("utf-8")).hexdigest()
 
