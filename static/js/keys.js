@@ -168,11 +168,5 @@ window.SceneKeys = (function () {
     });
   }
 
-  // <select data-autosubmit> sends its form when changed (instead of an inline onchange handler).
-  document.addEventListener("change", function (event) {
-    var target = event.target;
-    if (target && target.matches && target.matches("select[data-autosubmit]") && target.form) target.form.submit();
-  });
-
   return { bind: bind, Picker: Picker, hotkeysIn: hotkeysIn, isTyping: isTyping, toggleDialog: toggleDialog };
 })();
