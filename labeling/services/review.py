@@ -107,15 +107,7 @@ def resolve_review_task(
         gold = _review_gold(task, label, taxonomy, resolved_by, ItemEvent.Kind.RECHECKED, comment, detail)
     elif gold.label_key == label:
         outcome = "gold_confirmed"
-        record_event(
-            item=task.item,
-            kind=ItemEvent.Kind.REVIEWED,
-            actor=resolved_by,
-            label_before=gold.label_key,
-            label_after=label,
-            reason=comment,
-            detail={**detail, "gold_changed": False, "method": gold.method},
-        )
+        _record_gold_kept(task, gold, label, resolved_by, ItemEvent.Kind.REVIEWED, comment, detail)
     elif override:
         outcome = "overridden"
         gold = _review_gold(task, label, taxonomy, resolved_by, ItemEvent.Kind.OVERRIDDEN, reason, detail)
@@ -179,16 +171,25 @@ def _raise_conflict(
         review_task=task,
         comment=comment,
     )
+    _record_gold_kept(
+        task, gold, label, user, ItemEvent.Kind.REVIEW_CONFLICT, comment, {**detail, "conflict": conflict.pk}
+    )
+    return conflict
+
+
+def _record_gold_kept(
+    task: ReviewTask, gold: GoldLabel, label: str, user: Any, kind: str, comment: str, detail: dict[str, Any]
+) -> None:
+    """A review event that leaves the item's gold label as it is."""
     record_event(
         item=task.item,
-        kind=ItemEvent.Kind.REVIEW_CONFLICT,
+        kind=kind,
         actor=user,
         label_before=gold.label_key,
         label_after=label,
         reason=comment,
-        detail={**detail, "gold_changed": False, "method": gold.method, "conflict": conflict.pk},
+        detail={**detail, "gold_changed": False, "method": gold.method},
     )
-    return conflict
 
 
 @transaction.atomic
