@@ -26,8 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from modeling.engine.backbones import resolve_backbone
-from modeling.engine.features import FeatureConfig, FeatureExtractor, bf16_is_faster, load_model
+from modeling.engine.backbones.features import FeatureConfig, FeatureExtractor, bf16_is_faster, load_model
+from modeling.engine.backbones.specs import resolve_backbone
 
 DEFAULT_DATA = "/work/shared/datasets/smp2017/train.jsonl"
 

@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from modeling.engine.heads import HeadInputs
 from modeling.engine.pipeline import TrainConfig, evaluate, train_and_calibrate
+from modeling.engine.routes.heads import HeadInputs
 
 HEADS = {
     "tfidf": {"head_kind": "tfidf"},
@@ -56,9 +56,9 @@ def load_splits(dataset: str, root: Path, seed: int) -> dict[str, tuple[list[str
 
 
 def extract(texts_by_split: dict[str, list[str]], backbone: str, model_root: Path, cache_dir: Path) -> dict:
-    from modeling.engine.backbones import resolve_backbone
-    from modeling.engine.cache import FeatureCache, cached_encode
-    from modeling.engine.features import FeatureExtractor
+    from modeling.engine.backbones.cache import FeatureCache, cached_encode
+    from modeling.engine.backbones.features import FeatureExtractor
+    from modeling.engine.backbones.specs import resolve_backbone
 
     extractor = FeatureExtractor(resolve_backbone(backbone, model_root))
     extractor.choose_max_len(texts_by_split["train"])

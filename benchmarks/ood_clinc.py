@@ -89,10 +89,10 @@ def best_thresholds(msp, dist, pred, y, fb, target, use_msp, use_dist):
 
 
 def run_setup(name: str, train, val_a, val_b, feats, args) -> dict:
-    from modeling.engine.calibration import fit_temperature, probabilities
-    from modeling.engine.heads import HeadInputs
-    from modeling.engine.ood import OodScorer
+    from modeling.engine.evaluation.calibration import fit_temperature, probabilities
+    from modeling.engine.evaluation.ood import OodScorer
     from modeling.engine.pipeline import TrainConfig, train_and_calibrate
+    from modeling.engine.routes.heads import HeadInputs
 
     keys = [*sorted({r["label"] for r in train} - {FALLBACK}), FALLBACK]
     index = {k: i for i, k in enumerate(keys)}

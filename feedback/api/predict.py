@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 
 from feedback.services.predict import parse_predict_request, predict_for_project
 from labeling.permissions import ProjectActionPermission
-from modeling.engine.calibration import ABSTAIN_REASONS
+from modeling.engine.evaluation.calibration import ABSTAIN_REASONS
 
 _PREDICTION = inline_serializer(
     "Prediction",

@@ -62,7 +62,9 @@ class ImportListCreateApi(APIView):
         jobs = import_job_list(self.project)[:50]
         return Response(ImportJobSerializer(jobs, many=True).data)
 
-    @extend_schema(request={"multipart/form-data": ImportUploadSerializer}, responses={202: ImportJobSerializer},
+    @extend_schema(
+        request={"multipart/form-data": ImportUploadSerializer},
+        responses={202: ImportJobSerializer},
         summary="Upload a file to import items",
     )
     def post(self, request: Request, slug: str) -> Response:
@@ -119,7 +121,9 @@ class ItemListApi(APIView):
     project_action = "view"
     pagination_class = ItemPagination  # also tells the schema that the list comes in pages
 
-    @extend_schema(parameters=[ItemFilterSerializer], responses=ItemSerializer(many=True),
+    @extend_schema(
+        parameters=[ItemFilterSerializer],
+        responses=ItemSerializer(many=True),
         summary="Items, filtered and paged",
     )
     def get(self, request: Request, slug: str) -> Response:
@@ -161,7 +165,9 @@ class SplitApi(APIView):
     permission_classes = PERMISSIONS
     project_action = "manage"
 
-    @extend_schema(request=SplitRequestSerializer, responses=SplitResultSerializer,
+    @extend_schema(
+        request=SplitRequestSerializer,
+        responses=SplitResultSerializer,
         summary="Assign train/validation/test splits",
     )
     def post(self, request: Request, slug: str) -> Response:

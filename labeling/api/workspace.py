@@ -246,7 +246,9 @@ class AdjudicationApi(APIView):
         ]
         return Response(AdjudicationEntrySerializer(body, many=True).data)
 
-    @extend_schema(request=AdjudicateInSerializer, responses={201: GoldOutSerializer},
+    @extend_schema(
+        request=AdjudicateInSerializer,
+        responses={201: GoldOutSerializer},
         summary="Decide the gold label of a disputed item",
     )
     def post(self, request: Request, slug: str) -> Response:
@@ -428,7 +430,9 @@ class WorkspaceSettingsApi(APIView):
     def get(self, request: Request, slug: str) -> Response:
         return Response(WorkspaceSettingsSerializer(workspace_settings(self.project)).data)  # type: ignore[attr-defined]
 
-    @extend_schema(request=WorkspaceSettingsSerializer, responses=WorkspaceSettingsSerializer,
+    @extend_schema(
+        request=WorkspaceSettingsSerializer,
+        responses=WorkspaceSettingsSerializer,
         summary="Change workspace settings",
     )
     def patch(self, request: Request, slug: str) -> Response:

@@ -27,7 +27,9 @@ class TrainingRunListView(ProjectView):
         training.sweep_stale_runs(project=self.project)
         return Response(TrainingRunSerializer(selectors.run_list(self.project), many=True).data)
 
-    @extend_schema(request=TrainingRunCreateSerializer, responses={202: TrainingRunSerializer},
+    @extend_schema(
+        request=TrainingRunCreateSerializer,
+        responses={202: TrainingRunSerializer},
         summary="Start a training run",
     )
     def post(self, request: Request, slug: str) -> Response:
@@ -78,7 +80,9 @@ class ModelVersionArchiveView(ProjectView):
 
 
 class ModelRollbackView(ProjectView):
-    @extend_schema(request=None, responses=ModelVersionSerializer,
+    @extend_schema(
+        request=None,
+        responses=ModelVersionSerializer,
         summary="Roll back to the previously published model",
     )
     def post(self, request: Request, slug: str) -> Response:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from modeling.engine.artifacts import verify_artifacts, write_artifacts
-from modeling.engine.calibration import (
+from modeling.engine.evaluation.calibration import (
     DEFAULT_COVERAGE_FLOOR,
     ThresholdChoice,
     apply_abstention,
@@ -30,7 +30,9 @@ from modeling.engine.calibration import (
     fit_temperature,
     probabilities,
 )
-from modeling.engine.heads import (
+from modeling.engine.evaluation.metrics import evaluate_probabilities
+from modeling.engine.evaluation.ood import DISTANCE_GUARD_SHARE, OOD_KINDS, OodScorer
+from modeling.engine.routes.heads import (
     FEATURE_KINDS,
     HEAD_KINDS,
     Cancelled,
@@ -42,8 +44,6 @@ from modeling.engine.heads import (
     load_head,
     train_head,
 )
-from modeling.engine.metrics import evaluate_probabilities
-from modeling.engine.ood import DISTANCE_GUARD_SHARE, OOD_KINDS, OodScorer
 
 __all__ = [
     "Cancelled",

@@ -8,7 +8,7 @@ from typing import Any
 from django.db.models import Count, Max
 
 from labeling.models import GoldLabel, Item, Project, ReviewTask
-from modeling.engine.active import should_stop
+from modeling.engine.selection.active import should_stop
 from modeling.models import ACTIVE_RUN_STATUSES, ActiveLearningRound, ActiveLearningSettings, ModelVersion, TrainingRun
 
 STOP_THRESHOLD = 0.99

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils.translation import gettext
 
 from labeling.models import Project
-from modeling.engine import active
+from modeling.engine.selection import active
 from modeling.models import ActiveLearningRound, ActiveLearningSettings, ModelVersion
 from modeling.selectors import active_learning as al_selectors
 from modeling.services import features as feature_services
@@ -63,7 +63,7 @@ def update_al_settings(
 
 def _model_inputs(version: ModelVersion, texts: list[str]) -> tuple[np.ndarray | None, np.ndarray]:
     """(features or None for a text-only model, calibrated probabilities) of a model version on texts."""
-    from modeling.engine.heads import HeadInputs
+    from modeling.engine.routes.heads import HeadInputs
     from modeling.services.serving import load_version
 
     loaded = load_version(version)

@@ -26,7 +26,7 @@ def text_sha256(text: str) -> str:
 
 
 def resolve_backbone_spec(name: str | None) -> Any:
-    from modeling.engine.backbones import resolve_backbone
+    from modeling.engine.backbones.specs import resolve_backbone
 
     backbone = name or settings.DEFAULT_BACKBONE
     try:
@@ -40,7 +40,7 @@ def resolve_backbone_spec(name: str | None) -> Any:
 
 def feature_config(spec: Any, params: dict[str, Any]) -> Any:
     """A FeatureConfig from the run params, using the backbone's defaults for pooling and layer."""
-    from modeling.engine.features import FeatureConfig
+    from modeling.engine.backbones.features import FeatureConfig
 
     known = {f.name for f in fields(FeatureConfig)}
     values: dict[str, Any] = {
@@ -73,13 +73,13 @@ def fit_max_len(extractor: Any, train_texts: list[str], explicit: Any = None) ->
 
 
 def build_extractor(spec: Any, config: Any) -> Any:
-    from modeling.engine.features import FeatureExtractor
+    from modeling.engine.backbones.features import FeatureExtractor
 
     return FeatureExtractor(spec, config)
 
 
 def feature_cache() -> Any:
-    from modeling.engine.cache import FeatureCache
+    from modeling.engine.backbones.cache import FeatureCache
 
     return FeatureCache(settings.FEATURE_CACHE_DIR)
 
@@ -88,7 +88,7 @@ def extract_with_cache(
     extractor: Any, texts: list[str], progress: Callable[..., Any] | None = None
 ) -> tuple[np.ndarray, int]:
     """Features for `texts` in input order, extracting only the ones the cache has not seen."""
-    from modeling.engine.cache import cached_encode
+    from modeling.engine.backbones.cache import cached_encode
 
     hashes = [text_sha256(text) for text in texts]
     matrix, n_extracted = cached_encode(extractor, texts, hashes, feature_cache(), progress)

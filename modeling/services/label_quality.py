@@ -1,6 +1,6 @@
 """Label quality: offline checks on a labelled JSONL file, and the in-app check that fills the review queue.
 
-Both run the engine's out-of-fold probe on cached features (modeling.engine.quality) and rank suspected
+Both run the engine's out-of-fold probe on cached features (modeling.engine.selection.quality) and rank suspected
 label errors with cleanlab; near-duplicates with different gold labels are reported as conflicts.
 """
 
@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils.translation import gettext
 
 from labeling.models import Item, Project, ReviewTask
-from modeling.engine import quality
+from modeling.engine.selection import quality
 from modeling.services.features import (
     build_extractor,
     extract_with_cache,

@@ -51,7 +51,7 @@ def score_version(version: ModelVersion, texts: list[str], label_keys: list[str]
     """Macro-F1 (of the top label, over the labels present in `label_keys`) and abstain rate of `version`."""
     from sklearn.metrics import f1_score
 
-    from modeling.engine.heads import HeadInputs
+    from modeling.engine.routes.heads import HeadInputs
     from modeling.services import features as feature_services
     from modeling.services.serving import load_version
 

@@ -195,7 +195,7 @@ def load_version(version: ModelVersion) -> LoadedModel:
 
 
 def _extractor_for_serving(version: ModelVersion, serving: dict[str, Any]) -> Any:
-    from modeling.engine.features import FeatureConfig
+    from modeling.engine.backbones.features import FeatureConfig
 
     spec = feature_services.resolve_backbone_spec(serving.get("backbone_ref") or serving["backbone_name"])
     if spec.fingerprint != version.backbone_fingerprint:
@@ -232,7 +232,7 @@ def _load_explain(folder: Path) -> tuple[np.ndarray | None, list[dict[str, Any]]
 
 
 def predict_with(model: LoadedModel, texts: list[str], *, k: int = 3, explain: bool = False) -> list[ServedPrediction]:
-    from modeling.engine.heads import HeadInputs
+    from modeling.engine.routes.heads import HeadInputs
 
     features = model.extractor.encode(texts) if model.extractor is not None else None
     predictions = model.predictor.predict(HeadInputs(features, texts), k=k)
@@ -247,7 +247,7 @@ def predict_with(model: LoadedModel, texts: list[str], *, k: int = 3, explain: b
 
 def _served(model: LoadedModel, p: Any, neighbours: list[dict[str, Any]]) -> ServedPrediction:
     """The engine's prediction, with labels the latest taxonomy renamed or retired mapped as it says."""
-    from modeling.engine.calibration import LABEL_RETIRED
+    from modeling.engine.evaluation.calibration import LABEL_RETIRED
 
     label, confidence, abstained, reason = p.label, float(p.confidence), bool(p.abstained), p.abstain_reason
     mapping = model.label_mapping

@@ -498,7 +498,7 @@ def _is_cancel(exc: BaseException) -> bool:
     if isinstance(exc, RunCancelled):
         return True
     try:
-        from modeling.engine.heads import Cancelled
+        from modeling.engine.routes.heads import Cancelled
     except ImportError:
         return False
     return isinstance(exc, Cancelled)
@@ -546,8 +546,8 @@ def _extractor_for(spec: Any, params: dict[str, Any]) -> tuple[Any, Any]:
 
 def _train(run: TrainingRun, reporter: RunReporter, timings: dict[str, float]) -> int:
     from modeling.engine.artifacts import verify_artifacts
-    from modeling.engine.heads import HeadInputs
     from modeling.engine.pipeline import Predictor, evaluate, train_and_calibrate
+    from modeling.engine.routes.heads import HeadInputs
 
     project = run.project
     reporter.stage("loading data", 0.0, 0.02)

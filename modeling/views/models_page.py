@@ -23,7 +23,7 @@ from sceneclf_site.api_errors import ServiceError
 
 def _plots(split_metrics: dict[str, Any] | None) -> dict[str, str]:
     """Server-rendered SVGs for one split's metric dict; a plot whose data is missing is left out."""
-    from modeling.engine import plots
+    from modeling.engine.evaluation import plots
 
     if not split_metrics:
         return {}

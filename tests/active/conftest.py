@@ -8,7 +8,7 @@ from tests.modeling.route1 import scene_texts
 
 @pytest.fixture(scope="session")
 def tiny_backbone(tmp_path_factory):
-    from modeling.engine.testing import make_tiny_backbone
+    from tests.engine.tiny import make_tiny_backbone
 
     path = tmp_path_factory.mktemp("tiny-backbone-al") / "tiny-bert"
     make_tiny_backbone(path, kind="encoder", texts=[text for text, _ in scene_texts(40)] + ["天气不错航班物流"])

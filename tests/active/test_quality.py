@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modeling.engine import quality
+from modeling.engine.selection import quality
 
 
 def _blobs(seed: int = 0, n: int = 600, n_classes: int = 6):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modeling.engine import active
+from modeling.engine.selection import active
 
 
 def test_uncertainty_scores_rank_the_expected_rows():

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from modeling.engine.testing import make_tiny_backbone
+from tests.engine.tiny import make_tiny_backbone
 
 torch.set_num_threads(1)
 

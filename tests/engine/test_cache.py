@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from modeling.engine.cache import FeatureCache, cached_encode, text_sha256
-from modeling.engine.features import FeatureConfig, FeatureExtractor
+from modeling.engine.backbones.cache import FeatureCache, cached_encode, text_sha256
+from modeling.engine.backbones.features import FeatureConfig, FeatureExtractor
 
 TEXTS = ["我要退款", "物流太慢了", "hi there", "银行卡扣了两次钱", "账户登录不了"]
 

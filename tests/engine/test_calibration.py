@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from modeling.engine.calibration import (
+from modeling.engine.evaluation.calibration import (
     ThresholdChoice,
     apply_abstention,
     choose_in_scope_accuracy_rule,

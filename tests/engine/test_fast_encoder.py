@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from modeling.engine.fast_encoder import FastEncoder, attention_probs, supports
-from modeling.engine.features import load_model
+from modeling.engine.backbones.fast_encoder import FastEncoder, attention_probs, supports
+from modeling.engine.backbones.features import load_model
 
 
 def _batch(tokenizer, texts):

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from modeling.engine.features import FeatureConfig, FeatureExtractor
-from modeling.engine.packs import BackboneError
+from modeling.engine.backbones.features import FeatureConfig, FeatureExtractor
+from modeling.engine.backbones.packs import BackboneError
 
 TEXTS = ["我要退款", "物流太慢了，包裹一直没有更新 where is my parcel", "hi", "银行卡扣了两次钱", "ok ok"]
 

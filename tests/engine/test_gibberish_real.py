@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modeling.engine.backbones import BackboneError, resolve_backbone
-from modeling.engine.cache import FeatureCache, cached_encode
-from modeling.engine.features import FeatureConfig, FeatureExtractor
-from modeling.engine.heads import HeadInputs
+from modeling.engine.backbones.cache import FeatureCache, cached_encode
+from modeling.engine.backbones.features import FeatureConfig, FeatureExtractor
+from modeling.engine.backbones.specs import BackboneError, resolve_backbone
 from modeling.engine.pipeline import TrainConfig, train_and_calibrate
+from modeling.engine.routes.heads import HeadInputs
 from tests.engine.conftest import REAL_MODEL_ROOT
 
 ROOT = Path(__file__).resolve().parents[2]

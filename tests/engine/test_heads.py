@@ -7,8 +7,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from modeling.engine.heads import Cancelled, HeadConfig, HeadInputs, class_weights, load_head, train_head
-from modeling.engine.text_features import TextVectorizer
+from modeling.engine.routes.heads import Cancelled, HeadConfig, HeadInputs, class_weights, load_head, train_head
+from modeling.engine.routes.text_features import TextVectorizer
 
 torch.set_num_threads(1)
 

@@ -8,9 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from modeling.engine import plots
-from modeling.engine.calibration import ThresholdChoice
-from modeling.engine.metrics import abstention_metrics, classification_report, evaluate_probabilities, risk_coverage
+from modeling.engine.evaluation import plots
+from modeling.engine.evaluation.calibration import ThresholdChoice
+from modeling.engine.evaluation.metrics import (
+    abstention_metrics,
+    classification_report,
+    evaluate_probabilities,
+    risk_coverage,
+)
 
 torch.set_num_threads(1)
 

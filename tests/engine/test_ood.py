@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from modeling.engine.calibration import (
+from modeling.engine.evaluation.calibration import (
     BELOW_THRESHOLD,
     OUT_OF_SCOPE,
     ThresholdChoice,
@@ -15,9 +15,9 @@ from modeling.engine.calibration import (
     expected_calibration_error,
     probabilities,
 )
-from modeling.engine.heads import HeadInputs
-from modeling.engine.ood import OodScorer
+from modeling.engine.evaluation.ood import OodScorer
 from modeling.engine.pipeline import Predictor, TrainConfig, train_and_calibrate
+from modeling.engine.routes.heads import HeadInputs
 
 torch.set_num_threads(1)
 

@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modeling.engine import packs
-from modeling.engine.backbones import BackboneSpec, resolve_backbone
-from modeling.engine.e5_container import ContainerFormatError, dequantize_q4_0, read_container
-from modeling.engine.features import FeatureConfig, FeatureExtractor
-from modeling.engine.packs import BackboneError, PackDef, PackIntegrityError, SourceFile
+from modeling.engine.backbones import packs
+from modeling.engine.backbones.e5_container import ContainerFormatError, dequantize_q4_0, read_container
+from modeling.engine.backbones.features import FeatureConfig, FeatureExtractor
+from modeling.engine.backbones.packs import BackboneError, PackDef, PackIntegrityError, SourceFile
+from modeling.engine.backbones.specs import BackboneSpec, resolve_backbone
 
 from .conftest import REAL_MODEL_ROOT
 
@@ -161,7 +161,7 @@ def fake_registry(monkeypatch, e5_files, tmp_path):
     }
     pip_calls = []
     monkeypatch.setattr(packs, "PACKS", registry)
-    monkeypatch.setattr("modeling.engine.backbones.PACKS", registry)
+    monkeypatch.setattr("modeling.engine.backbones.specs.PACKS", registry)
     monkeypatch.setattr(packs, "locate", lambda source: files[source.relpath])
     monkeypatch.setattr(packs, "pip_install", lambda pkgs, progress=None: pip_calls.append(pkgs))
     return pip_calls
@@ -259,7 +259,7 @@ def test_resolve_a_local_folder(tiny_encoder, tiny_decoder, tmp_path):
 
 
 def test_folder_fingerprint_follows_the_weights(tmp_path):
-    from modeling.engine.testing import make_tiny_backbone
+    from tests.engine.tiny import make_tiny_backbone
 
     a = make_tiny_backbone(tmp_path / "a", seed=1)
     b = make_tiny_backbone(tmp_path / "b", seed=1)

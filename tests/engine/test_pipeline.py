@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from modeling.engine.artifacts import ArtifactError
-from modeling.engine.heads import Cancelled, HeadInputs
 from modeling.engine.pipeline import Predictor, TrainConfig, evaluate, train_and_calibrate
+from modeling.engine.routes.heads import Cancelled, HeadInputs
 
 torch.set_num_threads(1)
 

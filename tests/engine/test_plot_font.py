@@ -7,7 +7,7 @@ import warnings
 import pytest
 from matplotlib import font_manager
 
-from modeling.engine import plots
+from modeling.engine.evaluation import plots
 
 LABELS = ["旅行", "支付", "物流", "售后", "账户", "其他"]
 

@@ -20,7 +20,7 @@ def _one_thread_and_own_dirs(settings, tmp_path):
 
 @pytest.fixture(scope="session")
 def tiny_backbone(tmp_path_factory):
-    from modeling.engine.testing import make_tiny_backbone
+    from tests.engine.tiny import make_tiny_backbone
 
     path = tmp_path_factory.mktemp("tiny-backbone") / "tiny-bert"
     make_tiny_backbone(path, kind="encoder", texts=[text for text, _ in scene_texts(40)])

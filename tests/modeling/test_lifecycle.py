@@ -67,9 +67,7 @@ def test_simultaneous_retrain_checks_start_exactly_one_run(no_auto_retrain, scen
 
 @pytest.mark.skipif("connection.vendor != 'postgresql'", reason="row-level concurrency needs PostgreSQL")
 def test_simultaneous_manual_starts_give_one_run_and_conflicts(no_auto_retrain, scene_project):
-    results = _in_threads(
-        5, lambda: training.start_training_run(project=scene_project, route="tfidf", dispatch=False)
-    )
+    results = _in_threads(5, lambda: training.start_training_run(project=scene_project, route="tfidf", dispatch=False))
 
     assert sum(isinstance(r, TrainingRun) for r in results) == 1, results
     assert all(isinstance(r, TrainingRun) or getattr(r, "status_code", None) == 409 for r in results), results

@@ -1,7 +1,7 @@
 import numpy as np
 
-from modeling.engine.backbones import spec_for_folder
-from modeling.engine.features import FeatureConfig, FeatureExtractor
+from modeling.engine.backbones.features import FeatureConfig, FeatureExtractor
+from modeling.engine.backbones.specs import spec_for_folder
 from modeling.services.features import MAX_LEN_STEP, fit_max_len
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from modeling.engine.packs import PACKS, BackboneError, install_pack, pack_status, verify_pack
+from modeling.engine.backbones.packs import PACKS, BackboneError, install_pack, pack_status, verify_pack
 
 
 class Command(BaseCommand):

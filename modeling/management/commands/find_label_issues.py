@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from django.core.management.base import BaseCommand, CommandError
 
-from modeling.engine import quality
+from modeling.engine.selection import quality
 from modeling.services.label_quality import LabelledFile, check_labelled_file, encode_texts, read_labelled_jsonl
 from sceneclf_site.api_errors import ServiceError
 

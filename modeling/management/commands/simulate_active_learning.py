@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from modeling.engine import active
+from modeling.engine.selection import active
 from modeling.services.active_learning import run_simulation
 from modeling.services.label_quality import encode_texts, read_labelled_jsonl
 from sceneclf_site.api_errors import ServiceError

@@ -8,7 +8,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .packs import (
+from modeling.engine.backbones.packs import (
     PACKS,
     BackboneError,
     Progress,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .features import EncodeProgress, FeatureExtractor
+from modeling.engine.backbones.features import EncodeProgress, FeatureExtractor
 
 logger = logging.getLogger(__name__)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")

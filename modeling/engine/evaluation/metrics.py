@@ -11,7 +11,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from modeling.engine.calibration import (
+from modeling.engine.evaluation.calibration import (
     ThresholdChoice,
     apply_abstention,
     log_loss_of,

@@ -16,7 +16,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from modeling.engine.active import BLAS_THREADS
+from modeling.engine.selection.active import BLAS_THREADS
 
 DUPLICATE_COSINE = 0.97
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .backbones import BackboneSpec
-from .packs import BackboneError
+from modeling.engine.backbones.packs import BackboneError
+from modeling.engine.backbones.specs import BackboneSpec
 
 EncodeProgress = Callable[[int, int], None]  # (texts done, texts total)
 _ENCODER_CLASSES_WITH_POOLER = {"bert", "roberta", "xlm-roberta", "camembert", "ernie"}
@@ -134,7 +134,7 @@ def load_model(spec: BackboneSpec, dtype: str = "fp32") -> tuple:
 def _fast_encoder(spec: BackboneSpec, dtype: str, model):
     """The process's FastEncoder for this model (it holds packed copies of the weights), or None when the
     architecture is not one it runs."""
-    from . import fast_encoder
+    from modeling.engine.backbones import fast_encoder
 
     if not fast_encoder.supports(model):
         return None

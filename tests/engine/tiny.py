@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from .backbones import BackboneSpec, spec_for_folder
+from modeling.engine.backbones.specs import BackboneSpec, spec_for_folder
 
 # ASCII printable plus frequent CJK characters and full-width punctuation, so typical test texts tokenise
 # without <unk>; extra characters come from `texts`.

@@ -29,7 +29,7 @@ from scipy.special import log_softmax
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
-from modeling.engine.text_features import TextVectorizer, TfidfConfig
+from modeling.engine.routes.text_features import TextVectorizer, TfidfConfig
 
 ProgressFn = Callable[[float, str], None]
 StopFn = Callable[[], bool]

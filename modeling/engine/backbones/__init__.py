@@ -1,0 +1,1 @@
+"""Backbones: weight packs, containers, the lean forward, feature extraction and its cache."""

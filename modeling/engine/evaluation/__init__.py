@@ -1,0 +1,1 @@
+"""Calibration, abstention, the out-of-scope score, metrics and plots: route-agnostic, on logits."""

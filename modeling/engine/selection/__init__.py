@@ -1,0 +1,1 @@
+"""Selection: which items to label next (active learning) and which labels to doubt (label quality)."""
