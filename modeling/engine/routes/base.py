@@ -127,6 +127,7 @@ class FitContext:
     progress: ProgressFn | None = None
     should_stop: Callable[[], bool] | None = None
     deadline: float | None = None  # time.monotonic() at which training must end cleanly with what it has
+    checkpoint_dir: Path | None = None  # long routes save here every N steps and resume from it when it holds one
     seed: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
 
