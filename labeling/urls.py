@@ -34,14 +34,16 @@ urlpatterns = [
 ]
 
 # Items: list, import (htmx progress), split, export
+from labeling.views import imports as imports_views  # noqa: E402
 from labeling.views import items as items_views  # noqa: E402
 
 urlpatterns += [
     path(f"{P}/items/", items_views.item_list_page, name="items"),
     path(f"{P}/items/<int:item_id>/", items_views.item_detail_page, name="item_detail"),
     path(f"{P}/items/import/", items_views.import_page, name="item_import"),
-    path(f"{P}/items/imports/<int:job_id>/", items_views.import_job_page, name="import_job"),
-    path(f"{P}/items/imports/<int:job_id>/progress/", items_views.import_job_progress, name="import_job_progress"),
+    path(f"{P}/items/imports/<int:job_id>/", imports_views.import_job_page, name="import_job"),
+    path(f"{P}/items/imports/<int:job_id>/progress/", imports_views.import_job_progress, name="import_job_progress"),
+    path(f"{P}/items/imports/<int:job_id>/held/", imports_views.import_held_action, name="import_held_action"),
     path(f"{P}/items/split/", items_views.split_action, name="item_split"),
     path(f"{P}/items/export/", items_views.export_download, name="item_export"),
 ]

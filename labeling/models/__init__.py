@@ -1,19 +1,29 @@
 """Labeling data model. One module per concern; this package re-exports them for Django."""
 
 from .history import GoldConflict, ItemEvent
-from .items import GoldLabel, ImportJob, Item
+from .items import GoldLabel, ImportHeldLine, ImportJob, Item
 from .projects import ApiToken, Invitation, Membership, Project, Role
 from .review import ReviewTask
 from .taxonomy import Label, TaxonomyVersion
-from .workspace import AgreementReport, Annotation, Assignment, ItemSuggestion, Skip, WorkspaceSettings
+from .workspace import (
+    AgreementReport,
+    Annotation,
+    Assignment,
+    CheckItem,
+    ItemSuggestion,
+    Skip,
+    WorkspaceSettings,
+)
 
 __all__ = [
     "AgreementReport",
     "Annotation",
     "ApiToken",
     "Assignment",
+    "CheckItem",
     "GoldConflict",
     "GoldLabel",
+    "ImportHeldLine",
     "ImportJob",
     "Invitation",
     "Item",

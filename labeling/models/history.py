@@ -20,6 +20,7 @@ class ItemEvent(models.Model):
         IMPORTED = "imported", _("Gold imported")
         REVIEWED = "reviewed", _("Reviewed")
         REVIEW_CONFLICT = "review_conflict", _("Review disagrees with gold")
+        IMPORT_CONFLICT = "import_conflict", _("Import disagrees with gold")
         OVERRIDDEN = "overridden", _("Gold overridden in review")
         ADJUDICATED = "adjudicated", _("Adjudicated")
         RECHECKED = "rechecked", _("Re-checked")

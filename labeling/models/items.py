@@ -91,7 +91,10 @@ class ImportJob(models.Model):
     duplicate_count = models.PositiveIntegerField(default=0)
     rejected_count = models.PositiveIntegerField(default=0)
     labeled_count = models.PositiveIntegerField(default=0)
-    # [{"line": 3, "reason": "..."}]; every rejected line is listed, nothing dropped silently.
+    # Texts already in the project (or earlier in the file) whose gold differs from the line's label.
+    conflict_count = models.PositiveIntegerField(default=0)
+    # [{"line": 3, "reason": "...", "code": "unknown_label", "label": "..."}]; every rejected line is listed,
+    # nothing dropped silently; pages group them by code and label.
     rejections = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
     task_id = models.CharField(max_length=64, blank=True)
@@ -102,3 +105,26 @@ class ImportJob(models.Model):
     @property
     def progress(self) -> float:
         return self.processed_lines / self.total_lines if self.total_lines else 0.0
+
+
+class ImportHeldLine(models.Model):
+    """A line rejected for its unknown label, kept (masked like an item) until the owner decides: add the label
+    to the taxonomy and run it again, import the text without a label, or reject it."""
+
+    class Status(models.TextChoices):
+        HELD = "held", _("Held")
+        IMPORTED = "imported", _("Imported")
+        UNLABELED = "unlabeled", _("Imported without label")
+        REJECTED = "rejected", _("Rejected")
+
+    job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="held_lines")
+    line = models.PositiveIntegerField()
+    label = models.CharField(max_length=64)
+    text = models.TextField(help_text="PII-masked, as an item would store it.")
+    external_id = models.CharField(max_length=200, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.HELD)
+
+    class Meta:
+        ordering = ["line"]
+        indexes = [models.Index(fields=["job", "status", "label"])]

@@ -26,6 +26,8 @@ class WorkspaceSettings(models.Model):
     split_train = models.FloatField(default=0.70)
     split_val = models.FloatField(default=0.15)
     split_test = models.FloatField(default=0.15)
+    # Share of an annotator's items that are check items (gold items with a known answer), unannounced.
+    check_item_rate = models.FloatField(default=0.05)
 
 
 class Assignment(models.Model):
@@ -122,3 +124,13 @@ class AgreementReport(models.Model):
     @property
     def flagged_labels(self) -> list[str]:
         return [row["label"] for row in self.per_label if row.get("flagged")]
+
+
+class CheckItem(models.Model):
+    """A gold item an owner chose as a check item ("honeypot"): mixed into annotators' queues at the
+    workspace's rate, scored against its gold label."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="check_items")
+    item = models.OneToOneField(Item, on_delete=models.CASCADE, related_name="check_item")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)

@@ -1,9 +1,11 @@
-"""Import JSONL/CSV files of feedback texts as items (and gold labels), as a resumable background job.
+"""Import JSONL/CSV/XLSX files of feedback texts as items (and gold labels), as a resumable background job.
 
 The job works in chunks: each chunk (items, gold labels, counters, rejections, progress) commits in one
 transaction, so progress is visible while it runs, a crash loses at most the chunk in flight, and a re-run
 skips the lines already committed. De-duplication is by text hash within the file and against the database,
-so importing the same file again creates nothing.
+so importing the same file again creates nothing. A text that is already in the project with another gold
+label is a conflict for adjudication, not a plain duplicate. Lines with an unknown label are held (masked, like
+items) until the owner decides what becomes of them (`labeling.services.import_review`).
 """
 
 from __future__ import annotations
@@ -22,12 +24,23 @@ from pathlib import Path
 from typing import IO, Any
 
 import charset_normalizer
+import openpyxl
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext
 
-from labeling.models import GoldLabel, ImportJob, Item, ItemEvent, Label, Project, TaxonomyVersion
+from labeling.models import (
+    GoldConflict,
+    GoldLabel,
+    ImportHeldLine,
+    ImportJob,
+    Item,
+    ItemEvent,
+    Label,
+    Project,
+    TaxonomyVersion,
+)
 from labeling.pii import mask_pii, protect_data, protect_value
 from labeling.selectors.items import latest_published_taxonomy, published_label_keys
 from labeling.services.history import record_events
@@ -41,6 +54,10 @@ logger = logging.getLogger(__name__)
 CHUNK_SIZE = 500
 JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 CSV_SUFFIXES = {".csv"}
+XLSX_SUFFIXES = {".xlsx", ".xlsm"}
+OLD_EXCEL_SUFFIXES = {".xls"}
+ZIP_MAGIC = b"PK\x03\x04"
+UNKNOWN_LABEL = "unknown_label"
 ID_KEYS = ("external_id", "id")
 SNIFF_LINES = 50
 # Labels that mean "none of the scenes" in Chinese datasets; they map to the project's fallback label.
@@ -63,6 +80,7 @@ class ParsedLine:
     external_id: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     reject_reason: str | None = None
+    reject_code: str = ""
 
 
 @dataclass
@@ -71,14 +89,26 @@ class _Candidate:
     prepared: PreparedText
 
 
+@dataclass(frozen=True)
+class LabeledCopy:
+    """A line whose text the project already has (or the file had earlier), with a label of its own."""
+
+    text_hash: str
+    label: str
+    line: int
+
+
 @dataclass
 class ChunkOutcome:
     created: int = 0
     duplicates: int = 0
     labeled: int = 0
+    conflicts: int = 0
     gold: list[GoldLabel] = field(default_factory=list)  # gold labels this chunk created
     rejections: list[dict[str, Any]] = field(default_factory=list)
     hashes: set[str] = field(default_factory=set)  # texts this chunk stored or found
+    held: list[ImportHeldLine] = field(default_factory=list)  # unsaved: lines with an unknown label
+    copies: list[LabeledCopy] = field(default_factory=list)
 
 
 # --- starting a job ---------------------------------------------------------------------------
@@ -189,6 +219,13 @@ def _format_from_name(file_name: str) -> str:
         return "jsonl"
     if suffix in CSV_SUFFIXES:
         return "csv"
+    if suffix in XLSX_SUFFIXES:
+        return "xlsx"
+    if suffix in OLD_EXCEL_SUFFIXES:
+        raise ServiceError(
+            gettext("Old Excel files (.xls) cannot be read: save the sheet as .xlsx, CSV or JSONL and upload again."),
+            code="old_excel",
+        )
     return ""  # decided by sniffing the content in the job
 
 
@@ -214,7 +251,8 @@ def _run_job(job: ImportJob, path: Path) -> ImportJob:
     try:
         if not path.exists():
             raise ImportFileError("The uploaded file is no longer on the server; upload it again.")
-        path = _ensure_utf8(job, path)
+        if not _is_workbook(path, job.file_format):
+            path = _ensure_utf8(job, path)
         file_format = _check_file(path, job.file_format)
         total = _count_records(path, file_format)
     except ImportFileError as exc:
@@ -287,8 +325,7 @@ def _commit_chunk(
     for attempt in range(3):
         try:
             with transaction.atomic():
-                outcome = _store_chunk(job.project, chunk, taxonomy, labels, seen_hashes, job.source)
-                _record_imported_gold(job, outcome.gold)
+                outcome = store_lines(job, chunk, taxonomy, labels, seen_hashes)
                 _add_to_job(job, outcome, len(chunk))
         except IntegrityError:
             # A concurrent import stored some of the same texts between our lookup and insert: look again.
@@ -300,18 +337,56 @@ def _commit_chunk(
             return
 
 
+def store_lines(
+    job: ImportJob,
+    lines: list[ParsedLine],
+    taxonomy: TaxonomyVersion | None,
+    labels: LabelResolver,
+    seen_hashes: set[str],
+) -> ChunkOutcome:
+    """Items, gold labels, their history, conflicts and held lines for some lines of the job's file; call it in
+    a transaction. Also used when held lines are run again."""
+    outcome = _store_chunk(job.project, lines, taxonomy, labels, seen_hashes, job.source)
+    _record_imported_gold(job, outcome.gold)
+    outcome.conflicts = _raise_conflicts(job, outcome.copies)
+    outcome.duplicates -= outcome.conflicts
+    for held in outcome.held:
+        held.job = job
+    ImportHeldLine.objects.bulk_create(outcome.held, batch_size=CHUNK_SIZE)
+    return outcome
+
+
 def _add_to_job(job: ImportJob, outcome: ChunkOutcome, lines: int) -> None:
     job.processed_lines += lines
     job.created_count += outcome.created
     job.duplicate_count += outcome.duplicates
+    job.conflict_count += outcome.conflicts
     job.rejected_count += len(outcome.rejections)
     job.labeled_count += outcome.labeled
     job.rejections = [*job.rejections, *outcome.rejections]
     job.save(
         update_fields=[
-            "processed_lines", "created_count", "duplicate_count", "rejected_count", "labeled_count", "rejections",
+            "processed_lines", "created_count", "duplicate_count", "conflict_count", "rejected_count",
+            "labeled_count", "rejections",
         ]
     )  # fmt: skip
+
+
+def _rejection(parsed: ParsedLine, code: str, reason: str) -> dict[str, Any]:
+    # Reasons quote the line (a label, a field name): they are stored, so they are masked like texts.
+    label = mask_pii(_label_form(parsed.label or ""))[:64] if code == UNKNOWN_LABEL else ""
+    return {"line": parsed.line, "reason": mask_pii(reason), "code": code, "label": label}
+
+
+def _held_line(project: Project, parsed: ParsedLine, prepared: PreparedText) -> ImportHeldLine:
+    mode = project.pii_field_mode
+    return ImportHeldLine(
+        line=parsed.line,
+        label=mask_pii(_label_form(parsed.label or ""))[:64],
+        text=prepared.text,
+        external_id=protect_value(parsed.external_id, mode)[:200],
+        metadata=protect_data(parsed.metadata, mode),
+    )
 
 
 def _store_chunk(
@@ -325,22 +400,27 @@ def _store_chunk(
     outcome = ChunkOutcome()
     candidates: dict[str, _Candidate] = {}
     for parsed in chunk:
-        reason = parsed.reject_reason or _resolve_label(parsed, taxonomy, labels)
+        problem = (parsed.reject_code, parsed.reject_reason) if parsed.reject_reason else None
+        problem = problem or _resolve_label(parsed, taxonomy, labels)
         prepared = None
-        if reason is None:
+        if problem is None or problem[0] == UNKNOWN_LABEL:
             try:
                 prepared = prepare_text(project, parsed.text or "")
             except ServiceError as exc:
-                reason = _text_problem(exc, project)
-        if reason is not None or prepared is None:
-            # Reasons quote the line (a label, a field name): they are stored, so they are masked like texts.
-            outcome.rejections.append({"line": parsed.line, "reason": mask_pii(reason)})
+                problem = _text_problem(exc, project)
+        if problem is not None or prepared is None:
+            code, reason = problem or ("", "")
+            outcome.rejections.append(_rejection(parsed, code, reason))
+            if code == UNKNOWN_LABEL and prepared is not None:
+                outcome.held.append(_held_line(project, parsed, prepared))
             continue
         if prepared.text_hash in seen_hashes or prepared.text_hash in outcome.hashes:
             outcome.duplicates += 1
             earlier = candidates.get(prepared.text_hash)
             if earlier is not None and earlier.parsed.label is None and parsed.label:
                 earlier.parsed.label = parsed.label  # a later copy may carry the label the first one lacked
+            elif parsed.label:
+                outcome.copies.append(LabeledCopy(prepared.text_hash, parsed.label, parsed.line))
             continue
         outcome.hashes.add(prepared.text_hash)
         candidates[prepared.text_hash] = _Candidate(parsed, prepared)
@@ -369,6 +449,11 @@ def _store_chunk(
     created = Item.objects.bulk_create(new_items, batch_size=CHUNK_SIZE)
     outcome.created = len(created)
     outcome.duplicates += len(candidates) - len(created)
+    outcome.copies += [
+        LabeledCopy(text_hash, candidate.parsed.label, candidate.parsed.line)
+        for text_hash, candidate in candidates.items()
+        if candidate.parsed.label and existing.get(text_hash, (None, None))[1] is not None
+    ]
 
     item_ids = {item.text_hash: (item.id, None) for item in created} | existing
     gold = [
@@ -411,6 +496,58 @@ def _record_imported_gold(job: ImportJob, gold: list[GoldLabel]) -> None:
     assign_missing_splits(project=job.project, item_ids=[label.item_id for label in gold], actor=job.created_by)
 
 
+def _raise_conflicts(job: ImportJob, copies: list[LabeledCopy]) -> int:
+    """Copies whose label differs from the gold label of their text: each becomes an open `GoldConflict` (the
+    adjudication queue), once per item and proposed label. Returns how many lines conflict."""
+    if not copies:
+        return 0
+    golds = {
+        text_hash: (item_id, label_key)
+        for text_hash, item_id, label_key in GoldLabel.objects.filter(
+            item__project_id=job.project_id, item__text_hash__in={copy.text_hash for copy in copies}
+        ).values_list("item__text_hash", "item_id", "label_key")
+    }
+    conflicting = [copy for copy in copies if copy.text_hash in golds and golds[copy.text_hash][1] != copy.label]
+    open_pairs = set(
+        GoldConflict.objects.filter(
+            item_id__in={golds[copy.text_hash][0] for copy in conflicting}, status=GoldConflict.Status.OPEN
+        ).values_list("item_id", "proposed_label")
+    )
+    for copy in conflicting:
+        item_id, gold_label = golds[copy.text_hash]
+        if (item_id, copy.label) in open_pairs:
+            continue
+        open_pairs.add((item_id, copy.label))
+        _record_import_conflict(job, copy, item_id, gold_label)
+    return len(conflicting)
+
+
+def _record_import_conflict(job: ImportJob, copy: LabeledCopy, item_id: int, gold_label: str) -> None:
+    comment = gettext("Import of %(file_name)s, line %(line)s.") % {"file_name": job.file_name, "line": copy.line}
+    conflict = GoldConflict.objects.create(
+        project_id=job.project_id,
+        item_id=item_id,
+        gold_label=gold_label,
+        proposed_label=copy.label,
+        proposed_by_id=job.created_by_id,
+        comment=comment,
+    )
+    record_events(
+        [
+            ItemEvent(
+                project_id=job.project_id,
+                item_id=item_id,
+                kind=ItemEvent.Kind.IMPORT_CONFLICT,
+                actor_id=job.created_by_id,
+                label_before=gold_label,
+                label_after=copy.label,
+                reason=comment,
+                detail={"gold_changed": False, "import_job": job.pk, "line": copy.line, "conflict": conflict.pk},
+            )
+        ]
+    )
+
+
 @dataclass
 class LabelResolver:
     """Dataset label → label key. Keys match themselves (after NFKC); the fallback's key and name, 其他 and the
@@ -434,20 +571,22 @@ class LabelResolver:
         return self.keys.get(form) or self.aliases.get(form.casefold())
 
 
-def _resolve_label(parsed: ParsedLine, taxonomy: TaxonomyVersion | None, labels: LabelResolver) -> str | None:
-    """Replace the line's label by its key; the reason to reject the line, if any."""
+def _resolve_label(
+    parsed: ParsedLine, taxonomy: TaxonomyVersion | None, labels: LabelResolver
+) -> tuple[str, str] | None:
+    """Replace the line's label by its key; (code, reason) to reject the line, if any."""
     label = parsed.label
     if not label:
         return None
     shown = label[:64]
     if taxonomy is None:
-        return gettext(
+        return "no_taxonomy", gettext(
             "The line carries the label '%(shown)s' but the project has no published taxonomy: publish a taxonomy "
             "first."
         ) % {"shown": shown}
     key = labels.resolve(label)
     if key is None:
-        return gettext(
+        return UNKNOWN_LABEL, gettext(
             "Unknown label '%(shown)s': it is not in the published taxonomy v%(number)s "
             "(a label that means the fallback can be mapped with the import option fallback_alias)."
         ) % {"shown": shown, "number": taxonomy.number}
@@ -455,16 +594,16 @@ def _resolve_label(parsed: ParsedLine, taxonomy: TaxonomyVersion | None, labels:
     return None
 
 
-def _text_problem(exc: ServiceError, project: Project) -> str:
+def _text_problem(exc: ServiceError, project: Project) -> tuple[str, str]:
     if exc.code == "text_too_long":
         length = (exc.details or {}).get("length")
-        return gettext(
+        return exc.code, gettext(
             "Text too long: %(length)s characters, over the limit of %(max_text_chars)s characters "
             "(project.max_text_chars)."
         ) % {"length": length, "max_text_chars": project.max_text_chars}
     if exc.code == "empty_text":
-        return gettext("Empty text.")
-    return exc.message
+        return exc.code, gettext("Empty text.")
+    return exc.code or "invalid_text", exc.message
 
 
 # --- reading files ----------------------------------------------------------------------------
@@ -544,8 +683,18 @@ def _transcode(source: Path, target: Path, encoding: str) -> None:
         ) from None
 
 
+def _is_workbook(path: Path, declared_format: str) -> bool:
+    if declared_format == "xlsx":
+        return True
+    with path.open("rb") as raw:
+        return not declared_format and raw.read(4) == ZIP_MAGIC
+
+
 def _check_file(path: Path, declared_format: str) -> str:
-    """Decide between JSONL and CSV, and refuse files that are neither."""
+    """Decide between JSONL, CSV and XLSX, and refuse files that are none of them."""
+    if _is_workbook(path, declared_format):
+        _check_workbook(path)
+        return "xlsx"
     head = _head_lines(path)
     file_format = declared_format or ("jsonl" if head and head[0].lstrip().startswith("{") else "csv")
     if file_format == "jsonl":
@@ -600,7 +749,73 @@ def _count_records(path: Path, file_format: str) -> int:
     return sum(1 for _ in _parse_file(path, file_format))
 
 
+def _open_workbook(path: Path) -> Any:
+    try:
+        return openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises zip, XML and key errors alike for a broken file
+        raise ImportFileError(
+            f"The file is not a readable .xlsx workbook ({type(exc).__name__}). Open it in a spreadsheet program "
+            "and save it again as .xlsx, or export it as CSV."
+        ) from None
+
+
+def _check_workbook(path: Path) -> None:
+    workbook = _open_workbook(path)
+    try:
+        if not workbook.worksheets:
+            raise ImportFileError("The workbook has no sheet.")
+        first = next(workbook.worksheets[0].iter_rows(max_row=1, values_only=True), ())
+        header = [_header_name(cell) for cell in first]
+    finally:
+        workbook.close()
+    if "text" not in header:
+        found = ", ".join(name for name in header[:10] if name) or "nothing"
+        raise ImportFileError(
+            f"The first sheet's first row has no 'text' column (found: {found}). Put the column names in row 1: "
+            "'text', optional 'label' and 'id'."
+        )
+
+
+def _header_name(cell: Any) -> str:
+    return "" if cell is None else str(cell).strip().lower()
+
+
+def _cell_value(cell: Any) -> Any:
+    """A cell as JSON: dates as ISO text, whole numbers without a trailing .0."""
+    if hasattr(cell, "isoformat"):
+        return cell.isoformat()
+    if isinstance(cell, float) and cell.is_integer():
+        return int(cell)
+    return cell
+
+
+def _parse_xlsx(path: Path) -> Iterator[ParsedLine]:
+    """The first sheet, row 1 the header; line numbers are the sheet's row numbers. Rows without any value
+    (a sheet's formatted but empty tail) carry nothing and are passed over."""
+    workbook = _open_workbook(path)
+    try:
+        rows = workbook.worksheets[0].iter_rows(values_only=True)
+        header = [_header_name(cell) for cell in next(rows, ())]
+        for number, row in enumerate(rows, start=2):
+            cells = [_cell_value(cell) for cell in row]
+            if all(cell in (None, "") for cell in cells):
+                continue
+            values = {
+                key: cell
+                for key, cell in zip(header, cells, strict=False)
+                if key and (cell not in (None, "") or key == "text")
+            }
+            if isinstance(values.get("text"), int | float):
+                values["text"] = str(values["text"])  # a number typed into the text column is still a text
+            yield _from_mapping(number, values)
+    finally:
+        workbook.close()
+
+
 def _parse_file(path: Path, file_format: str) -> Iterator[ParsedLine]:
+    if file_format == "xlsx":
+        yield from _parse_xlsx(path)
+        return
     with _open_text(path) as handle:
         if file_format == "jsonl":
             yield from _parse_jsonl(handle)
@@ -612,7 +827,7 @@ def _parse_jsonl(handle: IO[str]) -> Iterator[ParsedLine]:
     # splitlines-like iteration on "\n" only: a stray "\u2028" inside a JSON string is not a line break.
     for number, line in enumerate(handle, start=1):
         if not line.strip():
-            yield ParsedLine(line=number, reject_reason=gettext("Empty line."))
+            yield ParsedLine(line=number, reject_reason=gettext("Empty line."), reject_code="empty_line")
             continue
         try:
             value = loads_checked(line)
@@ -621,24 +836,31 @@ def _parse_jsonl(handle: IO[str]) -> Iterator[ParsedLine]:
                 line=number,
                 reject_reason=gettext("Broken JSON (%(msg)s at column %(colno)s).")
                 % {"msg": exc.msg, "colno": exc.colno},
+                reject_code="broken_json",
             )
             continue
         except JSONTooDeep:
             yield ParsedLine(
                 line=number,
                 reject_reason=gettext("JSON nested deeper than %(value)s levels.") % {"value": max_json_depth()},
+                reject_code="too_deep",
             )
             continue
         except UnstorableJSON as exc:
-            yield ParsedLine(line=number, reject_reason=gettext("Invalid text: %(exc)s") % {"exc": exc})
+            yield ParsedLine(
+                line=number, reject_reason=gettext("Invalid text: %(exc)s") % {"exc": exc}, reject_code="invalid_text"
+            )
             continue
         except ValueError as exc:  # NaN/Infinity, or an integer of thousands of digits
-            yield ParsedLine(line=number, reject_reason=gettext("Broken JSON (%(exc)s).") % {"exc": exc})
+            yield ParsedLine(
+                line=number, reject_reason=gettext("Broken JSON (%(exc)s).") % {"exc": exc}, reject_code="broken_json"
+            )
             continue
         if not isinstance(value, dict):
             yield ParsedLine(
                 line=number,
                 reject_reason=gettext("Not a JSON object (found %(name)s).") % {"name": type(value).__name__},
+                reject_code="not_object",
             )
             continue
         yield _from_mapping(number, value)
@@ -658,19 +880,22 @@ def _parse_csv(handle: IO[str]) -> Iterator[ParsedLine]:
         except StopIteration:
             return
         except csv.Error as exc:
-            yield ParsedLine(line=start, reject_reason=gettext("Broken CSV row (%(exc)s).") % {"exc": exc})
+            yield ParsedLine(
+                line=start, reject_reason=gettext("Broken CSV row (%(exc)s).") % {"exc": exc}, reject_code="broken_row"
+            )
             if reader.line_num == previous_end:
                 return  # the reader cannot move past this point
             previous_end = reader.line_num
             continue
         previous_end = reader.line_num
         if not row or not any(cell.strip() for cell in row):
-            yield ParsedLine(line=start, reject_reason=gettext("Empty row."))
+            yield ParsedLine(line=start, reject_reason=gettext("Empty row."), reject_code="empty_line")
         elif len(row) != len(header):
             yield ParsedLine(
                 line=start,
                 reject_reason=gettext("Broken CSV row: %(n_row)s fields, the header has %(n_header)s.")
                 % {"n_row": len(row), "n_header": len(header)},
+                reject_code="broken_row",
             )
         else:
             # Empty cells are not metadata; an empty text cell stays, so its reason is "Empty text".
@@ -681,26 +906,37 @@ def _parse_csv(handle: IO[str]) -> Iterator[ParsedLine]:
 def _from_mapping(number: int, value: dict[str, Any]) -> ParsedLine:
     problem = document_problem(value)
     if problem is not None:
-        return ParsedLine(line=number, reject_reason=gettext("Invalid text: %(value)s") % {"value": problem[0]})
+        return ParsedLine(
+            line=number,
+            reject_reason=gettext("Invalid text: %(value)s") % {"value": problem[0]},
+            reject_code="invalid_text",
+        )
     text = value.get("text")
     if text is None:
-        return ParsedLine(line=number, reject_reason=gettext("No 'text' field."))
+        return ParsedLine(line=number, reject_reason=gettext("No 'text' field."), reject_code="no_text")
     if not isinstance(text, str):
         return ParsedLine(
-            line=number, reject_reason=gettext("'text' must be a string, not %(name)s.") % {"name": type(text).__name__}
+            line=number,
+            reject_reason=gettext("'text' must be a string, not %(name)s.") % {"name": type(text).__name__},
+            reject_code="field_type",
         )
     label = value.get("label")
     if label is not None and not isinstance(label, str):
         return ParsedLine(
             line=number,
             reject_reason=gettext("'label' must be a string, not %(name)s.") % {"name": type(label).__name__},
+            reject_code="field_type",
         )
     external_id = next((value[key] for key in ID_KEYS if value.get(key) not in (None, "")), "")
     if isinstance(external_id, dict | list):
-        return ParsedLine(line=number, reject_reason=gettext("'id' must be a string or a number."))
+        return ParsedLine(
+            line=number, reject_reason=gettext("'id' must be a string or a number."), reject_code="field_type"
+        )
     external_id = str(external_id)
     if len(external_id) > 200:
-        return ParsedLine(line=number, reject_reason=gettext("'id' is longer than 200 characters."))
+        return ParsedLine(
+            line=number, reject_reason=gettext("'id' is longer than 200 characters."), reject_code="field_type"
+        )
     metadata = {key: item for key, item in value.items() if key not in {"text", "label", *ID_KEYS}}
     return ParsedLine(
         line=number, text=text, label=(label or "").strip() or None, external_id=external_id, metadata=metadata

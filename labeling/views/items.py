@@ -12,19 +12,17 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from labeling.api.items import export_response
-from labeling.models import ImportJob, Project
 from labeling.permissions import can, get_project_for
 from labeling.selectors.history import gold_provenance, item_annotations, item_get, item_history, open_conflicts
 from labeling.selectors.items import (
     gold_label_keys_in_use,
-    import_job_get,
     import_job_list,
     item_counts,
     item_list,
 )
 from labeling.services.imports import start_import
 from labeling.services.splits import assign_splits
-from sceneclf_site.api_errors import NotFoundError, ServiceError
+from sceneclf_site.api_errors import ServiceError
 
 PAGE_SIZE = 50
 DEFAULT_SHARES = {"train": 0.70, "val": 0.15, "test": 0.15}
@@ -90,7 +88,7 @@ def import_page(request: HttpRequest, slug: str) -> HttpResponse:
     if request.method == "POST":
         upload = request.FILES.get("file")
         if upload is None:
-            messages.error(request, gettext("Choose a JSONL or CSV file to import."))
+            messages.error(request, gettext("Choose a JSONL, CSV or XLSX file to import."))
         else:
             try:
                 job = start_import(
@@ -106,30 +104,6 @@ def import_page(request: HttpRequest, slug: str) -> HttpResponse:
                 return redirect("labeling:import_job", slug=project.slug, job_id=job.pk)
     context = {"project": project, "jobs": import_job_list(project)[:20]}
     return render(request, "labeling/items/import.html", context)
-
-
-@login_required
-@require_GET
-def import_job_page(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
-    project = get_project_for(request.user, slug, "view")
-    job = _job_or_404(project, job_id)
-    return render(request, "labeling/items/import_job.html", {"project": project, "job": job})
-
-
-@login_required
-@require_GET
-def import_job_progress(request: HttpRequest, slug: str, job_id: int) -> HttpResponse:
-    """The progress fragment htmx polls; it stops polling once the job has finished."""
-    project = get_project_for(request.user, slug, "view")
-    job = _job_or_404(project, job_id)
-    return render(request, "labeling/items/_import_progress.html", {"project": project, "job": job})
-
-
-def _job_or_404(project: Project, job_id: int) -> ImportJob:
-    try:
-        return import_job_get(project, job_id)
-    except NotFoundError as exc:
-        raise Http404(exc.message) from exc
 
 
 @login_required

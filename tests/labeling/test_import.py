@@ -134,7 +134,9 @@ def test_csv_import_with_labels_ids_metadata_and_a_broken_row(project, published
     ).encode()
     job = import_bytes(project, data, name="feedback.csv")
     assert (job.created_count, job.rejected_count, job.labeled_count) == (3, 1, 2)
-    assert job.rejections == [{"line": 4, "reason": "Broken CSV row: 2 fields, the header has 4."}]
+    assert job.rejections == [
+        {"line": 4, "reason": "Broken CSV row: 2 fields, the header has 4.", "code": "broken_row", "label": ""}
+    ]
     first = Item.objects.get(external_id="c1")
     assert first.metadata == {"channel": "app"} and first.gold.label_key == "旅行"
     assert Item.objects.get(external_id="c4").normalized_text == "多行 文本也可以"
