@@ -8,10 +8,10 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 from django.utils.translation import gettext
 
-from labeling.models import ImportJob, Item, Project, TaxonomyVersion
+from labeling.models import Annotation, ImportJob, Item, Project, TaxonomyVersion
 from sceneclf_site.api_errors import NotFoundError, ServiceError
 
 
@@ -66,12 +66,36 @@ def gold_label_keys_in_use(project: Project) -> list[str]:
 
 
 EXPORT_FORMATS = ("jsonl", "csv")
-EXPORT_FIELDS = ["id", "external_id", "text", "label", "method", "needs_recheck", "split", "source", "metadata"]
+# The first nine fields are the original export's; later ones are only ever appended.
+EXPORT_FIELDS = [
+    "id", "external_id", "text", "label", "method", "needs_recheck", "split", "source", "metadata",
+    "gold_decided_by", "gold_updated_at", "annotations",
+]  # fmt: skip
+
+
+def _annotation_rows(item: Item) -> list[dict[str, Any]]:
+    return [
+        {
+            "annotator": annotation.annotator.username,
+            "label": annotation.label_key,
+            "taxonomy_version": annotation.taxonomy.number,
+            "created_at": annotation.created_at.isoformat(),
+            "time_ms": annotation.time_ms,
+        }
+        for annotation in item.annotations.all()
+    ]
 
 
 def export_rows(project: Project, *, only_gold: bool = False) -> Iterator[dict[str, Any]]:
-    """One dict per item, in id order, streamed from the database in chunks."""
-    items = Item.objects.filter(project=project).select_related("gold").order_by("id")
+    """One dict per item, in id order, streamed from the database in chunks, with every annotator's label and
+    its time besides the gold label."""
+    annotations = Annotation.objects.select_related("annotator", "taxonomy").order_by("created_at", "id")
+    items = (
+        Item.objects.filter(project=project)
+        .select_related("gold", "gold__decided_by")
+        .prefetch_related(Prefetch("annotations", queryset=annotations))
+        .order_by("id")
+    )
     if only_gold:
         items = items.filter(gold__isnull=False)
     for item in items.iterator(chunk_size=2000):
@@ -86,6 +110,9 @@ def export_rows(project: Project, *, only_gold: bool = False) -> Iterator[dict[s
             "split": item.split,
             "source": item.source,
             "metadata": item.metadata,
+            "gold_decided_by": gold.decided_by.username if gold and gold.decided_by else None,
+            "gold_updated_at": gold.updated_at.isoformat() if gold else None,
+            "annotations": _annotation_rows(item),
         }
 
 
@@ -114,9 +141,12 @@ def _csv_lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
     for row in rows:
         buffer.seek(0)
         buffer.truncate()
-        metadata = json.dumps(row["metadata"], ensure_ascii=False) if row["metadata"] else ""
-        writer.writerow({**row, "metadata": metadata})
+        writer.writerow({**row, "metadata": _json_cell(row["metadata"]), "annotations": _json_cell(row["annotations"])})
         yield buffer.getvalue()
+
+
+def _json_cell(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False) if value else ""
 
 
 def import_job_list(project: Project) -> QuerySet[ImportJob]:
