@@ -68,4 +68,5 @@ urlpatterns += [
     path(f"{P}/agreement/", agreement_views.agreement_page, name="agreement"),
     path(f"{P}/agreement/recompute/", agreement_views.agreement_recompute, name="agreement_recompute"),
     path(f"{P}/agreement/edge-case/", agreement_views.agreement_edge_case, name="agreement_edge_case"),
+    path(f"{P}/agreement/queue-review/", agreement_views.agreement_queue_review, name="agreement_queue_review"),
 ]

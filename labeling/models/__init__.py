@@ -6,6 +6,7 @@ from .projects import ApiToken, Invitation, Membership, Project, Role
 from .review import ReviewTask
 from .taxonomy import Label, TaxonomyVersion
 from .workspace import (
+    MIN_OVERLAP_ITEMS,
     AgreementReport,
     Annotation,
     Assignment,
@@ -16,6 +17,7 @@ from .workspace import (
 )
 
 __all__ = [
+    "MIN_OVERLAP_ITEMS",
     "AgreementReport",
     "Annotation",
     "ApiToken",

@@ -17,6 +17,7 @@ class ReviewTask(models.Model):
         LOW_CONFIDENCE = "low_confidence", _("Low-confidence prediction")
         LABEL_ISSUE = "label_issue", _("Likely mislabelled")
         CONFLICT = "conflict", _("Near-duplicate conflict")
+        LOW_AGREEMENT = "low_agreement", _("Low annotator agreement")
 
     class Status(models.TextChoices):
         OPEN = "open", _("Open")

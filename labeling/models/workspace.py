@@ -96,6 +96,10 @@ class ItemSuggestion(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
 
+# Below this many items with two or more annotations, agreement figures are shown with a warning.
+MIN_OVERLAP_ITEMS = 30
+
+
 class AgreementReport(models.Model):
     """Inter-annotator agreement of one taxonomy version at one moment (computed by a Celery task)."""
 
@@ -108,6 +112,8 @@ class AgreementReport(models.Model):
     n_annotators = models.PositiveIntegerField(default=0)
     fleiss_kappa = models.FloatField(null=True, blank=True)
     krippendorff_alpha = models.FloatField(null=True, blank=True)
+    # Bootstrap over items (seeded): {"low", "high", "level", "n_boot", "seed"}; empty when α is undefined.
+    alpha_ci = models.JSONField(default=dict, blank=True)
     # [{"a": username, "b": username, "n": items in common, "kappa": float|None}]
     pairs = models.JSONField(default=list, blank=True)
     # [{"label", "fleiss_kappa", "krippendorff_alpha", "mean_cohen_kappa", "n_items", "flagged"}]
@@ -120,6 +126,10 @@ class AgreementReport(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+
+    @property
+    def too_few_items(self) -> bool:
+        return self.n_items < MIN_OVERLAP_ITEMS
 
     @property
     def flagged_labels(self) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from labeling.models import AgreementReport, Annotation, GoldLabel, Item, Project
+from labeling.services.agreement import pair_agreement, units_for
 
 
 def latest_reports(project: Project) -> list[AgreementReport]:
@@ -41,5 +42,34 @@ def disagreements_for(report: AgreementReport, label_key: str, limit: int = 20) 
     return [
         Disagreement(item=items[item_id], labels=labels[item_id], gold=gold.get(item_id))
         for item_id in ids
+        if item_id in items
+    ]
+
+
+@dataclass(frozen=True)
+class ItemAgreement:
+    item: Item
+    agreement: float  # share of annotator pairs that agree
+    labels: list[tuple[str, str]]  # (annotator, label)
+    gold: str | None
+
+
+def items_by_agreement(report: AgreementReport, limit: int | None = 50) -> list[ItemAgreement]:
+    """Items of the report's taxonomy version whose annotators did not all agree, lowest agreement first
+    (more annotators first on a tie): the order a reviewer should take them in."""
+    item_ids, units = units_for(report.taxonomy)
+    scored = sorted(
+        (pair_agreement(unit), -len(unit), item_id, unit)
+        for item_id, unit in zip(item_ids, units, strict=True)
+        if len(unit) >= 2 and pair_agreement(unit) < 1.0
+    )
+    if limit is not None:
+        scored = scored[:limit]
+    ids = [item_id for _, _, item_id, _ in scored]
+    items = Item.objects.in_bulk(ids)
+    gold = dict(GoldLabel.objects.filter(item_id__in=ids).values_list("item_id", "label_key"))
+    return [
+        ItemAgreement(item=items[item_id], agreement=score, labels=sorted(unit.items()), gold=gold.get(item_id))
+        for score, _, item_id, unit in scored
         if item_id in items
     ]

@@ -18,8 +18,18 @@ from django.utils.translation import gettext
 from sklearn.metrics import cohen_kappa_score, confusion_matrix
 from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
 
-from labeling.models import AgreementReport, Annotation, GoldLabel, Item, Label, Project, TaxonomyVersion
+from labeling.models import (
+    AgreementReport,
+    Annotation,
+    GoldLabel,
+    Item,
+    Label,
+    Project,
+    ReviewTask,
+    TaxonomyVersion,
+)
 from labeling.services.gold import plurality_suggestion
+from labeling.services.review import create_review_task
 from labeling.services.taxonomy import add_edge_case
 from sceneclf_site.api_errors import NotFoundError
 
@@ -54,11 +64,63 @@ def fleiss(units: list[list[Any]]) -> tuple[float | None, int]:
         return _finite(fleiss_kappa(counts, method="fleiss")), len(rows)
 
 
-def kripp_alpha(units: list[Unit], raters: list[str], encode: dict[str, float]) -> float | None:
-    data = np.array([[encode.get(unit.get(rater), np.nan) for unit in units] for rater in raters], dtype=float)
-    if data.size == 0 or len({v for v in data.flatten() if not np.isnan(v)}) < 2:
+def _reliability_data(units: list[Unit], raters: list[str], encode: dict[str, float]) -> np.ndarray:
+    return np.array([[encode.get(unit.get(rater), np.nan) for unit in units] for rater in raters], dtype=float)
+
+
+def _alpha_of(data: np.ndarray, domain: list[float]) -> float | None:
+    if data.size == 0 or len(np.unique(data[~np.isnan(data)])) < 2:
         return None  # no variation at all: alpha is undefined
-    return _finite(krippendorff.alpha(reliability_data=data, level_of_measurement="nominal"))
+    return _finite(krippendorff.alpha(reliability_data=data, value_domain=domain, level_of_measurement="nominal"))
+
+
+def kripp_alpha(units: list[Unit], raters: list[str], encode: dict[str, float]) -> float | None:
+    return _alpha_of(_reliability_data(units, raters, encode), sorted(set(encode.values())))
+
+
+BOOTSTRAP_SAMPLES = 1000
+BOOTSTRAP_SEED = 0
+CI_LEVEL = 0.95
+
+
+def bootstrap_alpha_ci(
+    units: list[Unit],
+    raters: list[str],
+    encode: dict[str, float],
+    *,
+    n_boot: int = BOOTSTRAP_SAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> dict[str, Any]:
+    """Percentile interval of Krippendorff's alpha over items resampled with replacement (seeded, so a report
+    is reproducible). Resamples without any variation have no alpha and are left out; `n_valid` counts the rest."""
+    if len(units) < 2:
+        return {}
+    data = _reliability_data(units, raters, encode)
+    domain = sorted(set(encode.values()))
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        value = _alpha_of(data[:, rng.integers(0, len(units), len(units))], domain)
+        if value is not None:
+            values.append(value)
+    if not values:
+        return {}
+    tail = (1 - CI_LEVEL) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return {
+        "low": float(low),
+        "high": float(high),
+        "level": CI_LEVEL,
+        "n_boot": n_boot,
+        "n_valid": len(values),
+        "seed": seed,
+    }
+
+
+def pair_agreement(unit: Unit) -> float:
+    """Share of the item's annotator pairs that gave the same label."""
+    pairs = list(itertools.combinations(unit.values(), 2))
+    return sum(a == b for a, b in pairs) / len(pairs) if pairs else 1.0
 
 
 @dataclass
@@ -67,6 +129,7 @@ class AgreementStats:
     n_annotators: int
     fleiss_kappa: float | None
     krippendorff_alpha: float | None
+    alpha_ci: dict[str, Any] = field(default_factory=dict)
     pairs: list[dict[str, Any]] = field(default_factory=list)
     per_label: list[dict[str, Any]] = field(default_factory=list)
     confusion: dict[str, Any] = field(default_factory=dict)
@@ -98,6 +161,7 @@ def agreement_stats(units: list[Unit], label_keys: list[str], threshold: float, 
         n_annotators=len(raters),
         fleiss_kappa=overall_fleiss,
         krippendorff_alpha=kripp_alpha(units, raters, encode),
+        alpha_ci=bootstrap_alpha_ci(units, raters, encode),
         pairs=_pair_kappas(units, raters),
     )
     for label in labels:
@@ -172,6 +236,7 @@ def compute_agreement(project: Project) -> list[AgreementReport]:
                 n_annotators=stats.n_annotators,
                 fleiss_kappa=stats.fleiss_kappa,
                 krippendorff_alpha=stats.krippendorff_alpha,
+                alpha_ci=stats.alpha_ci,
                 pairs=stats.pairs,
                 per_label=stats.per_label,
                 confusion=stats.confusion,
@@ -180,6 +245,35 @@ def compute_agreement(project: Project) -> list[AgreementReport]:
             )
         )
     return reports
+
+
+MAX_QUEUED = 200
+
+
+@transaction.atomic
+def queue_low_agreement(*, project: Project, report_id: int, limit: int = 50) -> list[ReviewTask]:
+    """The report's items with the lowest agreement (lowest first) go to the review queue, each with its
+    plurality label as the suggestion and its pair agreement as the confidence. Items already waiting there
+    keep their task."""
+    from labeling.selectors.agreement import items_by_agreement  # the selector reads this module's helpers
+
+    report = AgreementReport.objects.filter(project=project, pk=report_id).select_related("taxonomy").first()
+    if report is None:
+        raise NotFoundError(gettext("No agreement report %(report_id)s in this project.") % {"report_id": report_id})
+    waiting = set(
+        ReviewTask.objects.filter(project=project, status=ReviewTask.Status.OPEN).values_list("item_id", flat=True)
+    )
+    entries = [entry for entry in items_by_agreement(report, limit=None) if entry.item.pk not in waiting]
+    return [
+        create_review_task(
+            project=project,
+            item=entry.item,
+            kind=ReviewTask.Kind.LOW_AGREEMENT,
+            suggested_label=plurality_suggestion([label for _, label in entry.labels]) or "",
+            confidence=entry.agreement,
+        )
+        for entry in entries[: min(limit, MAX_QUEUED)]
+    ]
 
 
 def edge_case_text(item_text: str, resolution: str | None, given: list[str]) -> str:
