@@ -50,6 +50,7 @@ urlpatterns += [
 
 # Workspace, adjudication, review queue, agreement
 from labeling.views import agreement as agreement_views  # noqa: E402
+from labeling.views import annotators as annotators_views  # noqa: E402
 from labeling.views import review as review_views  # noqa: E402
 from labeling.views import workspace as workspace_views  # noqa: E402
 
@@ -69,4 +70,7 @@ urlpatterns += [
     path(f"{P}/agreement/recompute/", agreement_views.agreement_recompute, name="agreement_recompute"),
     path(f"{P}/agreement/edge-case/", agreement_views.agreement_edge_case, name="agreement_edge_case"),
     path(f"{P}/agreement/queue-review/", agreement_views.agreement_queue_review, name="agreement_queue_review"),
+    path(f"{P}/annotators/", annotators_views.annotators_page, name="annotators"),
+    path(f"{P}/annotators/check-items/", annotators_views.check_items_action, name="check_items_action"),
+    path(f"{P}/annotators/check-rate/", annotators_views.check_item_rate, name="check_item_rate"),
 ]

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from labeling.models import Annotation, Assignment, Item, Project, Skip
 from labeling.selectors.workspace import active_assignment, assignment_ttl, eligible_item_ids, target_k
+from labeling.services.check_items import check_item_due, claim_check_item
 
 logger = logging.getLogger(__name__)
 
@@ -23,11 +24,16 @@ MAX_ATTEMPTS = 8
 
 
 def claim_next(project: Project, annotator: Any) -> Assignment | None:
-    """The annotator's current item, or a newly claimed slot on the best eligible item; None when the queue
-    holds nothing for them."""
+    """The annotator's current item, or a newly claimed slot on the best eligible item (now and then, at the
+    workspace's rate, a check item instead); None when the queue holds nothing for them."""
     current = active_assignment(project, annotator)
     if current is not None:
         return current
+    if check_item_due(project, annotator) and eligible_item_ids(project, annotator):
+        # Only while real work is left: a queue of nothing but check items would give them away.
+        check = claim_check_item(project, annotator)
+        if check is not None:
+            return check
     for attempt in range(MAX_ATTEMPTS):
         try:
             assignment, contended = _claim_from_queue(project, annotator)

@@ -205,6 +205,8 @@ def undo_last(*, project: Project, annotator: Any) -> Item:
 def _undo_annotation(project: Project, annotator: Any, annotation: Annotation) -> Item:
     item = annotation.item
     gold = GoldLabel.objects.filter(item=item).first()
+    if gold is not None and gold.updated_at < annotation.created_at:
+        gold = None  # decided before this annotation (a check item): undoing the annotation leaves it alone
     if gold is not None and gold.method not in DERIVED_METHODS:
         raise ConflictError(
             gettext("This item was already decided (adjudicated or reviewed); it can no longer be undone."),
@@ -242,9 +244,12 @@ def _undo_skip(project: Project, annotator: Any, skip: Skip) -> Item:
     return item
 
 
+MAX_CHECK_ITEM_RATE = 0.5
+
+
 @transaction.atomic
 def update_workspace_settings(*, project: Project, **fields: Any) -> WorkspaceSettings:
-    allowed = {"assignment_ttl_minutes", "accept_majority", "agreement_batch_size"}
+    allowed = {"assignment_ttl_minutes", "accept_majority", "agreement_batch_size", "check_item_rate"}
     unknown = set(fields) - allowed
     if unknown:
         raise ServiceError(gettext("Unknown workspace setting(s): %(value)s.") % {"value": ", ".join(sorted(unknown))})
@@ -252,6 +257,10 @@ def update_workspace_settings(*, project: Project, **fields: Any) -> WorkspaceSe
         raise ServiceError(gettext("Assignment expiry must be between 1 minute and 24 hours."))
     if "agreement_batch_size" in fields and int(fields["agreement_batch_size"]) < 1:
         raise ServiceError(gettext("The agreement batch size must be at least 1."))
+    if "check_item_rate" in fields and not 0 <= float(fields["check_item_rate"]) <= MAX_CHECK_ITEM_RATE:
+        raise ServiceError(
+            gettext("The check-item rate is a share between 0 and %(max_rate)s.") % {"max_rate": MAX_CHECK_ITEM_RATE}
+        )
     settings_row, _ = WorkspaceSettings.objects.update_or_create(project=project, defaults=fields)
     return settings_row
 
