@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,13 +107,54 @@ class LabelChange:
         """(field, before, after) as text for pages: lists one entry a line, empty values as a dash."""
         return [(name, _readable(values["from"]), _readable(values["to"])) for name, values in self.changes.items()]
 
+    @property
+    def word_rows(self) -> list[tuple[str, list[Segment], list[Segment]]]:
+        """(field, before, after) with the words that changed marked (characters, for Chinese)."""
+        return [(name, *word_diff(before, after)) for name, before, after in self.rows]
+
 
 def _readable(value: Any) -> str:
     if isinstance(value, list):
         return "\n".join(value) or "—"
     if isinstance(value, bool):
-        return "yes" if value else "no"
+        return gettext("yes") if value else gettext("no")
     return "—" if value in (None, "") else str(value)
+
+
+# One token per CJK character (Chinese has no spaces between words), else a word, a run of spaces, or one mark.
+TOKEN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]|\w+|\s+|[^\w\s]")
+
+
+@dataclass(frozen=True)
+class Segment:
+    text: str
+    changed: bool
+
+
+def _tokens(text: str) -> list[str]:
+    return TOKEN.findall(text)
+
+
+def _append(segments: list[Segment], text: str, changed: bool) -> None:
+    if not text:
+        return
+    if segments and segments[-1].changed == changed:
+        segments[-1] = Segment(segments[-1].text + text, changed)
+    else:
+        segments.append(Segment(text, changed))
+
+
+def word_diff(before: str, after: str) -> tuple[list[Segment], list[Segment]]:
+    """Both texts as segments; the tokens only one side has are marked as changed."""
+    old, new = _tokens(before), _tokens(after)
+    old_segments: list[Segment] = []
+    new_segments: list[Segment] = []
+    matcher = difflib.SequenceMatcher(a=old, b=new, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        changed = tag != "equal"
+        _append(old_segments, "".join(old[i1:i2]), changed)
+        _append(new_segments, "".join(new[j1:j2]), changed)
+    return old_segments, new_segments
 
 
 @dataclass
