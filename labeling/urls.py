@@ -14,6 +14,7 @@ urlpatterns = [
     path(f"{P}/members/", projects.members, name="members"),
     path(f"{P}/members/<int:membership_id>/remove/", projects.member_remove, name="member_remove"),
     path(f"{P}/members/invite/", projects.member_invite, name="member_invite"),
+    path(f"{P}/members/create/", projects.member_create, name="member_create"),
     path("invite/<str:secret>/", projects.invite_accept, name="invite_accept"),
     path(f"{P}/tokens/", projects.tokens, name="tokens"),
     path(f"{P}/tokens/<int:token_id>/revoke/", projects.token_revoke, name="token_revoke"),

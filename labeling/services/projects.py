@@ -197,6 +197,31 @@ def open_invitation(secret: str) -> Invitation:
     return invitation
 
 
+def _new_account(username: str, password: str) -> Any:
+    username = (username or "").strip()
+    if not username or User.objects.filter(username__iexact=username).exists():
+        raise ServiceError(
+            gettext("The username '%(username)s' is taken or empty; choose another.") % {"username": username[:150]},
+            code="username_taken",
+        )
+    try:
+        validate_password(password, User(username=username))
+    except ValidationError as exc:
+        raise ServiceError(" ".join(exc.messages), code="weak_password") from exc
+    return User.objects.create_user(username=username, password=password)
+
+
+@transaction.atomic
+def create_member_account(*, project: Project, username: str, password: str, role: str) -> Membership:
+    """An owner creates someone's account directly (username and a first password they hand over) with a role
+    in this project; the password rules are the site's."""
+    if role not in Role.values:
+        raise ServiceError(
+            gettext("Unknown role '%(role)s'. Use one of: %(value)s.") % {"role": role, "value": ", ".join(Role.values)}
+        )
+    return add_member(project=project, user=_new_account(username, password), role=role)
+
+
 @transaction.atomic
 def accept_invitation(*, secret: str, username: str, password: str) -> Any:
     """Create the invitee's account with their own password and give it the invited role. A link works once."""
@@ -204,14 +229,7 @@ def accept_invitation(*, secret: str, username: str, password: str) -> Any:
     invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
     if invitation.used_at is not None:
         raise NotFoundError("This invitation link is not valid: it was used already, has expired or is mistyped.")
-    username = (username or "").strip()
-    if not username or User.objects.filter(username__iexact=username).exists():
-        raise ServiceError(f"The username '{username}' is taken or empty; choose another.", code="username_taken")
-    try:
-        validate_password(password, User(username=username))
-    except ValidationError as exc:
-        raise ServiceError(" ".join(exc.messages), code="weak_password") from exc
-    user = User.objects.create_user(username=username, password=password)
+    user = _new_account(username, password)
     add_member(project=invitation.project, user=user, role=invitation.role)
     invitation.used_at = timezone.now()
     invitation.used_by = user

@@ -31,6 +31,7 @@ from labeling.services.projects import (
     add_member_by_username,
     create_api_token,
     create_invitation,
+    create_member_account,
     create_project,
     open_invitation,
     remove_membership,
@@ -102,6 +103,7 @@ def members(request: HttpRequest, slug: str) -> HttpResponse:
         members=members_of(project),
         form=form,
         invite_form=InviteForm(),
+        account_form=AccountCreateForm(),
         invite=request.session.pop(ISSUED_INVITE_KEY, None),
     )
     return render(request, "labeling/projects/members.html", context)
@@ -117,6 +119,33 @@ def member_remove(request: HttpRequest, slug: str, membership_id: int) -> HttpRe
         messages.error(request, exc.message)
     else:
         messages.success(request, _("Member removed."))
+    return redirect("labeling:members", slug=slug)
+
+
+class AccountCreateForm(forms.Form):
+    username = forms.CharField(max_length=150, label=_("Username"))
+    password = forms.CharField(widget=forms.PasswordInput, label=_("First password (hand it over; they can change it)"))
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.ANNOTATOR, label=_("Role"))
+
+
+@login_required
+@require_POST
+def member_create(request: HttpRequest, slug: str) -> HttpResponse:
+    project = get_project_for(request.user, slug, "manage")
+    form = AccountCreateForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _("Fill in a username, a password and a role."))
+        return redirect("labeling:members", slug=slug)
+    try:
+        membership = create_member_account(project=project, **form.cleaned_data)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(
+            request,
+            _("Account %(username)s created as %(role)s.")
+            % {"username": membership.user.username, "role": membership.get_role_display()},
+        )
     return redirect("labeling:members", slug=slug)
 
 
