@@ -3,6 +3,7 @@ Chinese page, while the English pages keep rendering."""
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from django.urls import reverse
 from django.utils import translation
 
 from labeling.models import Annotation, GoldLabel, Role
+from labeling.services.agreement import compute_agreement
+from labeling.services.imports import run_import, start_import
 from labeling.services.projects import add_member, create_project
 from labeling.services.review import create_review_task
 from modeling.models import ModelVersion, Route, TrainingRun
@@ -23,7 +26,7 @@ PO_FILE = Path(settings.BASE_DIR) / "locale" / "zh_Hans" / "LC_MESSAGES" / "djan
 
 # Product names, formats, metric names, key names and test-data names that stay as they are in a Chinese UI.
 ALLOWED_WORDS = """
-    sceneclf api json yaml yml csv jsonl tsv macro ece train val test token tokens htmx http https url tfidf idf
+    sceneclf api json yaml yml csv jsonl xlsx tsv macro ece train val test token tokens htmx http https url tfidf idf
     lora utf pii id ids bearer authorization alpha owner annotator reviewer annotator2 e5 qwen
     prefix probe kappa krippendorff cohen fleiss ctrl shift esc enter tab space cleanlab oos
     swagger openapi redoc cpu gpu ram max min auc aurc mcc iou acc in_scope_acc python django
@@ -127,7 +130,11 @@ def world(owner, annotator, reviewer):
             }
         },
     )
-    return {"project": project, "items": items, "task": task}
+    compute_agreement(project)  # a report on one shared item: the small-overlap warning shows
+    lines = ['{"text": "海关扣了包裹", "label": "清关"}', '{"text": "付款成功但是订单显示未支付", "label": "旅行"}']
+    upload = io.BytesIO("\n".join(lines).encode())
+    job = run_import(start_import(project=project, content=upload, file_name="a.jsonl", enqueue=False).pk)
+    return {"project": project, "items": items, "task": task, "import_job": job}
 
 
 def pages(world) -> dict[str, list[str]]:
@@ -149,7 +156,10 @@ def pages(world) -> dict[str, list[str]]:
             lab("items"),
             lab("item_detail", item.pk),
             lab("item_import"),
+            lab("import_job", world["import_job"].pk),
             lab("agreement"),
+            lab("annotators"),
+            lab("taxonomy_diff"),
             lab("adjudication"),
             reverse("modeling:model_page", args=[slug]),
             reverse("modeling:version", args=[slug, 1]),
@@ -163,6 +173,7 @@ def pages(world) -> dict[str, list[str]]:
             lab("review"),
             lab("review_task", world["task"].pk),
             lab("adjudication"),
+            lab("annotators"),
         ],
     }
 

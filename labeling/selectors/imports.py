@@ -6,10 +6,26 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from django.db.models import Count
+from django.utils.translation import gettext_lazy as _
 
 from labeling.models import ImportHeldLine, ImportJob
 
 SAMPLE_LINES = 5
+# Stored reasons are in the language of the import; a group reads in the viewer's language by its code.
+REASON_TITLES = {
+    "empty_line": _("Empty line."),
+    "broken_json": _("Broken JSON."),
+    "too_deep": _("JSON nested too deep."),
+    "invalid_text": _("Invalid text (characters that cannot be stored)."),
+    "not_object": _("Not a JSON object."),
+    "broken_row": _("Broken CSV row."),
+    "no_text": _("No 'text' field."),
+    "field_type": _("A field of the wrong type ('text', 'label' or 'id')."),
+    "no_taxonomy": _("A label, but no published taxonomy yet."),
+    "unknown_label": _("Unknown label: not in the published taxonomy."),
+    "text_too_long": _("Text over the project's length limit."),
+    "empty_text": _("Empty text."),
+}
 
 
 @dataclass
@@ -20,6 +36,10 @@ class RejectionGroup:
     example: str  # the reason of the group's first line
     lines: list[int] = field(default_factory=list)  # the first few line numbers
     held: dict[str, int] = field(default_factory=dict)  # unknown labels: held lines by status
+
+    @property
+    def title(self) -> str:
+        return str(REASON_TITLES.get(self.code, self.example))
 
     @property
     def more(self) -> int:

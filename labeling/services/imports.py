@@ -523,7 +523,8 @@ def _raise_conflicts(job: ImportJob, copies: list[LabeledCopy]) -> int:
 
 
 def _record_import_conflict(job: ImportJob, copy: LabeledCopy, item_id: int, gold_label: str) -> None:
-    comment = gettext("Import of %(file_name)s, line %(line)s.") % {"file_name": job.file_name, "line": copy.line}
+    # file:line reads the same in every language (it is stored, and pages show it to everyone).
+    comment = f"{job.file_name}:{copy.line}"
     conflict = GoldConflict.objects.create(
         project_id=job.project_id,
         item_id=item_id,

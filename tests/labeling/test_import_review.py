@@ -115,7 +115,7 @@ def test_a_known_text_with_another_label_is_a_conflict_for_adjudication(project,
     assert (job.conflict_count, job.duplicate_count, job.created_count) == (1, 1, 0)
     conflict = GoldConflict.objects.get(project=project)
     assert (conflict.gold_label, conflict.proposed_label, conflict.status) == ("物流", "支付", "open")
-    assert conflict.proposed_by == owner and "line 1" in conflict.comment
+    assert conflict.proposed_by == owner and conflict.comment == "feedback.jsonl:1"
     assert GoldLabel.objects.get(item=conflict.item).label_key == "物流"  # gold stays until adjudicated
     assert [entry.item.pk for entry in adjudication_queue(project)] == [conflict.item_id]
     assert ItemEvent.objects.filter(item=conflict.item, kind=ItemEvent.Kind.IMPORT_CONFLICT).count() == 1
