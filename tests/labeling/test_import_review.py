@@ -175,5 +175,5 @@ def test_broken_xlsx_files_fail_with_a_clear_error(project, published, data, nee
 
 
 def test_old_excel_files_are_refused_at_upload(project):
-    with pytest.raises(ServiceError, match="save the sheet as .xlsx"):
+    with pytest.raises(ServiceError, match=r"save the sheet as \.xlsx"):
         start_import(project=project, content=io.BytesIO(b"\xd0\xcf\x11\xe0"), file_name="a.xls", enqueue=False)
