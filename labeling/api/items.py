@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import permissions, serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
@@ -13,7 +13,9 @@ from rest_framework.views import APIView
 
 from labeling.models import ImportJob, Item, Project
 from labeling.permissions import ProjectActionPermission
+from labeling.selectors.imports import rejection_groups
 from labeling.selectors.items import EXPORT_FORMATS, export_lines, import_job_get, import_job_list, item_list
+from labeling.services.import_review import HELD_ACTIONS, held_action
 from labeling.services.imports import start_import
 from labeling.services.splits import assign_splits
 from sceneclf_site.parsers import StrictFormParser, StrictMultiPartParser
@@ -21,16 +23,30 @@ from sceneclf_site.parsers import StrictFormParser, StrictMultiPartParser
 PERMISSIONS = [permissions.IsAuthenticated, ProjectActionPermission]
 
 
+class RejectionGroupSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    label = serializers.CharField(help_text="The unknown label, for code unknown_label; else empty.")
+    count = serializers.IntegerField()
+    lines = serializers.ListField(child=serializers.IntegerField(), help_text="The first few line numbers.")
+    held = serializers.DictField(child=serializers.IntegerField(), help_text="Held lines by status.")
+
+
 class ImportJobSerializer(serializers.ModelSerializer):
     progress = serializers.FloatField(read_only=True)
     rejections = serializers.ListField(child=serializers.DictField(), read_only=True)
+    rejection_groups = serializers.SerializerMethodField()
+
+    @extend_schema_field(RejectionGroupSerializer(many=True))
+    def get_rejection_groups(self, job: ImportJob) -> list[dict]:
+        return RejectionGroupSerializer(rejection_groups(job), many=True).data if job.rejections else []
 
     class Meta:
         model = ImportJob
         fields = [
             "id", "status", "file_name", "file_format", "encoding", "fallback_aliases", "source",
             "total_lines", "processed_lines", "progress",
-            "created_count", "duplicate_count", "rejected_count", "labeled_count", "rejections", "error",
+            "created_count", "duplicate_count", "conflict_count", "rejected_count", "labeled_count", "rejections",
+            "rejection_groups", "error",
             "created_at", "finished_at",
         ]  # fmt: skip
         read_only_fields = fields
@@ -90,6 +106,48 @@ class ImportDetailApi(APIView):
     @extend_schema(responses=ImportJobSerializer, summary="One import job and its progress")
     def get(self, request: Request, slug: str, job_id: int) -> Response:
         return Response(ImportJobSerializer(import_job_get(self.project, job_id)).data)
+
+
+class HeldActionSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=HELD_ACTIONS)
+    labels = serializers.ListField(
+        child=serializers.CharField(max_length=64), required=False, default=list, help_text="Not for rerun."
+    )
+
+
+class HeldOutcomeSerializer(serializers.Serializer):
+    lines = serializers.IntegerField()
+    created = serializers.IntegerField()
+    labeled = serializers.IntegerField()
+    conflicts = serializers.IntegerField()
+    still_held = serializers.IntegerField()
+    labels_added = serializers.ListField(child=serializers.CharField())
+
+
+@extend_schema(tags=["items"])
+class ImportHeldApi(APIView):
+    permission_classes = PERMISSIONS
+    project_action = "manage"
+
+    @extend_schema(
+        request=HeldActionSerializer,
+        responses=HeldOutcomeSerializer,
+        summary="Decide on lines held for an unknown label",
+        description=(
+            "add_to_draft: the labels join the taxonomy draft; rerun: held lines whose label the latest published "
+            "taxonomy now has are imported; without_label: the texts become items without gold; reject: the lines "
+            "are dropped and their texts erased."
+        ),
+    )
+    def post(self, request: Request, slug: str, job_id: int) -> Response:
+        body = HeldActionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        outcome = held_action(
+            job=import_job_get(self.project, job_id),
+            action=body.validated_data["action"],
+            labels=body.validated_data["labels"],
+        )
+        return Response(HeldOutcomeSerializer(outcome).data)
 
 
 class ItemSerializer(serializers.ModelSerializer):

@@ -35,6 +35,7 @@ from labeling.api import items as items_api  # noqa: E402
 urlpatterns += [
     path(f"{P}/imports", items_api.ImportListCreateApi.as_view(), name="import_list"),
     path(f"{P}/imports/<int:job_id>", items_api.ImportDetailApi.as_view(), name="import_detail"),
+    path(f"{P}/imports/<int:job_id>/held", items_api.ImportHeldApi.as_view(), name="import_held"),
     path(f"{P}/items", items_api.ItemListApi.as_view(), name="item_list"),
     path(f"{P}/items/<int:item_id>/history", history_api.ItemHistoryApi.as_view(), name="item_history"),
     path(f"{P}/split", items_api.SplitApi.as_view(), name="item_split"),

@@ -5,13 +5,12 @@ labelling), or rejects them. Held lines are masked like items, so no raw persona
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 from django.db import transaction
 from django.utils.translation import gettext
 
-from labeling.models import ImportHeldLine, ImportJob, Label
+from labeling.models import ImportHeldLine, ImportJob
 from labeling.selectors.items import latest_published_taxonomy
 from labeling.services.imports import LabelResolver, ParsedLine, store_lines
 from labeling.services.taxonomy import add_label, get_or_create_draft
@@ -25,6 +24,7 @@ class HeldOutcome:
     labeled: int = 0
     conflicts: int = 0
     still_held: int = 0  # lines whose label is still not in the published taxonomy
+    labels_added: list[str] = field(default_factory=list)  # keys that joined the taxonomy draft
 
 
 def _held(job: ImportJob, labels: Iterable[str] | None) -> list[ImportHeldLine]:
@@ -43,14 +43,15 @@ def _require_finished(job: ImportJob) -> None:
 
 
 @transaction.atomic
-def add_held_labels_to_draft(*, job: ImportJob, labels: list[str]) -> list[Label]:
+def add_held_labels_to_draft(*, job: ImportJob, labels: list[str]) -> HeldOutcome:
     """The unknown labels as new labels of the taxonomy draft (created from the latest published version if
-    there is none). Labels the draft already has are left as they are."""
+    there is none). Labels the draft already has are left as they are; the lines stay held until a run."""
     _require_finished(job)
     held = {line.label for line in _held(job, labels)}
     draft = get_or_create_draft(project=job.project)
     present = set(draft.labels.values_list("key", flat=True))
-    return [add_label(draft=draft, data={"key": label, "name": label}) for label in sorted(held - present)]
+    added = [add_label(draft=draft, data={"key": label, "name": label}).key for label in sorted(held - present)]
+    return HeldOutcome(lines=0, labels_added=added)
 
 
 def _store(job: ImportJob, lines: list[ImportHeldLine], with_label: bool) -> tuple[HeldOutcome, list[int]]:
@@ -115,7 +116,10 @@ def reject_held_lines(*, job: ImportJob, labels: list[str]) -> HeldOutcome:
     return HeldOutcome(lines=len(ids))
 
 
-def held_action(*, job: ImportJob, action: str, labels: list[str]) -> Any:
+HELD_ACTIONS = ("add_to_draft", "rerun", "without_label", "reject")
+
+
+def held_action(*, job: ImportJob, action: str, labels: list[str]) -> HeldOutcome:
     """One entry point for the page's buttons."""
     actions = {
         "add_to_draft": add_held_labels_to_draft,

@@ -755,8 +755,11 @@ def _open_workbook(path: Path) -> Any:
         return openpyxl.load_workbook(path, read_only=True, data_only=True)
     except Exception as exc:  # openpyxl raises zip, XML and key errors alike for a broken file
         raise ImportFileError(
-            f"The file is not a readable .xlsx workbook ({type(exc).__name__}). Open it in a spreadsheet program "
-            "and save it again as .xlsx, or export it as CSV."
+            gettext(
+                "The file is not a readable .xlsx workbook (%(name)s). Open it in a spreadsheet program and save it "
+                "again as .xlsx, or export it as CSV."
+            )
+            % {"name": type(exc).__name__}
         ) from None
 
 
@@ -764,7 +767,7 @@ def _check_workbook(path: Path) -> None:
     workbook = _open_workbook(path)
     try:
         if not workbook.worksheets:
-            raise ImportFileError("The workbook has no sheet.")
+            raise ImportFileError(gettext("The workbook has no sheet."))
         first = next(workbook.worksheets[0].iter_rows(max_row=1, values_only=True), ())
         header = [_header_name(cell) for cell in first]
     finally:
@@ -772,8 +775,11 @@ def _check_workbook(path: Path) -> None:
     if "text" not in header:
         found = ", ".join(name for name in header[:10] if name) or "nothing"
         raise ImportFileError(
-            f"The first sheet's first row has no 'text' column (found: {found}). Put the column names in row 1: "
-            "'text', optional 'label' and 'id'."
+            gettext(
+                "The first sheet's first row has no 'text' column (found: %(found)s). Put the column names in row 1: "
+                "'text', optional 'label' and 'id'."
+            )
+            % {"found": found}
         )
 
 

@@ -63,15 +63,13 @@ def _chosen_labels(request: HttpRequest, job: ImportJob) -> list[str]:
     return request.POST.getlist("label")
 
 
-def _outcome_message(action: str, outcome: object) -> str:
+def _outcome_message(action: str, outcome: HeldOutcome) -> str:
     if action == "add_to_draft":
-        keys = ", ".join(label.key for label in outcome)  # type: ignore[attr-defined]
-        if not keys:
+        if not outcome.labels_added:
             return _("The draft already has these labels. Publish it, then run the held lines again.")
         return _("Added to the taxonomy draft: %(keys)s. Publish the draft, then run the held lines again.") % {
-            "keys": keys
+            "keys": ", ".join(outcome.labels_added)
         }
-    assert isinstance(outcome, HeldOutcome)
     if action == "reject":
         return _("%(n)s held lines rejected.") % {"n": outcome.lines}
     return _(

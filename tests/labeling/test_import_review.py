@@ -74,7 +74,7 @@ def test_report_page_is_a_short_summary(project, published, owner):
 def test_unknown_labels_join_the_draft_and_held_lines_import_after_publishing(project, published):
     job = import_bytes(project, unknown_label_file(20))
     added = add_held_labels_to_draft(job=job, labels=["售后"])
-    assert [label.key for label in added] == ["售后"]
+    assert added.labels_added == ["售后"]
     assert set(current_draft(project).labels.values_list("key", flat=True)) >= {"售后", "旅行"}
     with pytest.raises(ServiceError):
         add_held_labels_to_draft(job=job, labels=[])
@@ -177,3 +177,24 @@ def test_broken_xlsx_files_fail_with_a_clear_error(project, published, data, nee
 def test_old_excel_files_are_refused_at_upload(project):
     with pytest.raises(ServiceError, match=r"save the sheet as \.xlsx"):
         start_import(project=project, content=io.BytesIO(b"\xd0\xcf\x11\xe0"), file_name="a.xls", enqueue=False)
+
+
+def test_api_reports_groups_and_takes_decisions(project, published, owner, annotator):
+    from rest_framework.test import APIClient
+
+    job = import_bytes(project, unknown_label_file(10))
+    api = APIClient()
+    api.force_authenticate(owner)
+    detail = api.get(f"/api/v1/projects/{project.slug}/imports/{job.pk}").json()
+    assert detail["conflict_count"] == 0
+    assert [(g["code"], g["label"], g["count"], g["held"]) for g in detail["rejection_groups"]][:2] == [
+        ("unknown_label", "售后", 5, {"held": 5}),
+        ("unknown_label", "退款", 5, {"held": 5}),
+    ]
+    url = f"/api/v1/projects/{project.slug}/imports/{job.pk}/held"
+    answer = api.post(url, {"action": "without_label", "labels": ["售后"]}, format="json")
+    assert answer.status_code == 200 and answer.json()["created"] == 5
+    bad = api.post(url, {"action": "explode"}, format="json")
+    assert bad.status_code == 400 and bad.json()["error"]["code"]
+    api.force_authenticate(annotator)
+    assert api.post(url, {"action": "reject", "labels": ["退款"]}, format="json").status_code == 403
