@@ -75,14 +75,17 @@ def _store(job: ImportJob, lines: list[ImportHeldLine], with_label: bool) -> tup
         duplicate_count=job.duplicate_count + result.duplicates,
         conflict_count=job.conflict_count + result.conflicts,
     )
+    # A line can fail now for its text (e.g. the project's length limit went down): it stays held.
+    refused = {rejection["line"] for rejection in result.rejections}
+    done = [line.pk for line in ready if line.line not in refused]
     outcome = HeldOutcome(
-        lines=len(ready),
+        lines=len(done),
         created=result.created,
         labeled=result.labeled,
         conflicts=result.conflicts,
-        still_held=len(lines) - len(ready),
+        still_held=len(lines) - len(done),
     )
-    return outcome, [line.pk for line in ready]
+    return outcome, done
 
 
 @transaction.atomic

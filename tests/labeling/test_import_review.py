@@ -198,3 +198,12 @@ def test_api_reports_groups_and_takes_decisions(project, published, owner, annot
     assert bad.status_code == 400 and bad.json()["error"]["code"]
     api.force_authenticate(annotator)
     assert api.post(url, {"action": "reject", "labels": ["退款"]}, format="json").status_code == 403
+
+
+def test_a_held_line_whose_text_fails_now_stays_held(project, published):
+    job = import_bytes(project, jsonl({"text": "短文本", "label": "售后"}, {"text": "长" * 50, "label": "售后"}))
+    project.max_text_chars = 10
+    project.save()
+    outcome = import_held_without_label(job=job, labels=["售后"])
+    assert (outcome.lines, outcome.created, outcome.still_held) == (1, 1, 1)
+    assert ImportHeldLine.objects.get(job=job, status=ImportHeldLine.Status.HELD).line == 2
