@@ -57,7 +57,7 @@ def test_agreement_warns_shows_the_interval_and_queues_the_lowest_first(
     assert first_rows.first.get_attribute("data-item-id") == str(items[1].pk)
     assert page.locator("#per-label .few-items").count() >= 3
     if screenshot_dir is not None:
-        page.screenshot(path=str(screenshot_dir / "agreement.png"), full_page=True)
+        page.screenshot(path=str(screenshot_dir / "agreement-small-overlap.png"), full_page=True)
 
     page.fill("input[name=limit]", "2")
     page.click("#queue-low-agreement")
