@@ -237,7 +237,7 @@ def test_import_command_inline(project, published, tmp_path, capsys):
     path.write_bytes(jsonl(*generated_rows(6)))
     call_command("import_items", str(path), "--project", project.slug, "--source", "cli", "--inline")
     out = capsys.readouterr().out
-    assert "6 created, 0 duplicates, 0 rejected, 5 gold labels" in out
+    assert "6 created, 0 duplicates, 0 conflicts, 0 rejected, 5 gold labels" in out
     assert set(Item.objects.values_list("source", flat=True)) == {"cli"}
 
 
@@ -247,8 +247,8 @@ def test_import_command_waits_for_the_queued_task(transactional_db, project, pub
     path.write_text("text,label\n快递丢了,物流\n,旅行\n", encoding="utf-8")
     call_command("import_items", str(path), "--project", project.slug, "--wait")
     out = capsys.readouterr().out
-    assert "1 created, 0 duplicates, 1 rejected, 1 gold labels" in out
-    assert "line 3: Empty text." in out
+    assert "1 created, 0 duplicates, 0 conflicts, 1 rejected, 1 gold labels" in out
+    assert "1 × Empty text. (lines 3)" in out
 
 
 def test_browser_upload_and_progress_page(project, published, owner, client, django_capture_on_commit_callbacks):

@@ -207,3 +207,14 @@ def test_a_held_line_whose_text_fails_now_stays_held(project, published):
     outcome = import_held_without_label(job=job, labels=["售后"])
     assert (outcome.lines, outcome.created, outcome.still_held) == (1, 1, 1)
     assert ImportHeldLine.objects.get(job=job, status=ImportHeldLine.Status.HELD).line == 2
+
+
+def test_import_command_prints_one_line_per_group(project, published, tmp_path, capsys):
+    from django.core.management import call_command
+
+    path = tmp_path / "many.jsonl"
+    path.write_bytes(unknown_label_file(2000))
+    call_command("import_items", str(path), "--project", project.slug, "--inline")
+    out = capsys.readouterr().out
+    assert "1000 × Unknown label '售后'" in out and "(lines 2, 4, 6, 8, 10 and 995 more)" in out
+    assert len(out.splitlines()) < 10

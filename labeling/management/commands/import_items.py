@@ -10,12 +10,13 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from labeling.models import ImportJob, Project
+from labeling.selectors.imports import rejection_groups
 from labeling.services.imports import run_import, start_import
 from sceneclf_site.api_errors import ServiceError
 
 
 class Command(BaseCommand):
-    help = "Import a JSONL or CSV file of feedback texts into a project (as a background import job)."
+    help = "Import a JSONL, CSV or XLSX file of feedback texts into a project (as a background import job)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", type=Path)
@@ -83,10 +84,13 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"Import job {job.pk} done: {job.created_count} created, {job.duplicate_count} duplicates, "
-                f"{job.rejected_count} rejected, {job.labeled_count} gold labels."
+                f"{job.conflict_count} conflicts, {job.rejected_count} rejected, {job.labeled_count} gold labels."
             )
         )
-        for rejection in job.rejections[:50]:
-            self.stdout.write(f"  line {rejection['line']}: {rejection['reason']}")
-        if len(job.rejections) > 50:
-            self.stdout.write(f"  ... and {len(job.rejections) - 50} more (see the job in the API or the import page)")
+        # Grouped by reason and label: 2,000 lines of one unknown label are one line here.
+        for group in rejection_groups(job):
+            more = f" and {group.more} more" if group.more else ""
+            lines = ", ".join(map(str, group.lines))
+            self.stdout.write(f"  {group.count} × {group.example} (lines {lines}{more})")
+        if job.rejections:
+            self.stdout.write(f"  every line: /api/v1/projects/{job.project.slug}/imports/{job.pk}")
