@@ -17,6 +17,7 @@ class ReviewTask(models.Model):
         LOW_CONFIDENCE = "low_confidence", _("Low-confidence prediction")
         LABEL_ISSUE = "label_issue", _("Likely mislabelled")
         CONFLICT = "conflict", _("Near-duplicate conflict")
+        REQUESTED = "requested", _("Sent from the item browser")
 
     class Status(models.TextChoices):
         OPEN = "open", _("Open")
