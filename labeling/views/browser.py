@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.utils.translation import gettext
+from django.utils.translation import gettext, gettext_lazy
 from django.views.decorators.http import require_GET, require_POST
 
 from labeling.models import Project
@@ -32,6 +32,7 @@ from sceneclf_site.api_errors import ServiceError
 PAGE_SIZE = 50
 # Who may run which bulk action (labeling.permissions actions).
 ACTION_PERMISSION = {"queue": "review", "relabel": "review", "split": "manage", "delete": "manage"}
+QUEUE_NAMES = {"review": gettext_lazy("review"), "annotation": gettext_lazy("annotation")}
 
 
 def _query_or_default(request: HttpRequest, project: Project, refs: list[str]) -> tuple[BrowserQuery, str]:
@@ -137,6 +138,7 @@ def bulk_action(request: HttpRequest, slug: str) -> HttpResponse:
                     "plan": plan,
                     "action": action,
                     "value": value,
+                    "value_display": _value_display(action, value),
                     "reason": reason,
                     "filter": request.POST.get("filter", ""),
                 },
@@ -147,8 +149,12 @@ def bulk_action(request: HttpRequest, slug: str) -> HttpResponse:
     except ServiceError as exc:
         messages.error(request, exc.message)
         return _back(request, project)
-    messages.success(request, _done_message(plan, value))
+    messages.success(request, _done_message(plan, _value_display(action, value)))
     return _back(request, project)
+
+
+def _value_display(action: str, value: str) -> str:
+    return str(QUEUE_NAMES.get(value, value)) if action == "queue" else value
 
 
 def _done_message(plan: browser_services.BulkPlan, value: str) -> str:

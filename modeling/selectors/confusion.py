@@ -9,12 +9,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from django.utils.translation import gettext_lazy as _
+
 from modeling.models import ModelVersion
 
 FULL_MATRIX_MAX_CLASSES = 30
 TOP_CONFUSIONS = 20
 HEAT_LEVELS = 5
 SUMMARY_METRICS = ("accuracy", "macro_f1")
+METRIC_LABELS = {
+    "accuracy": _("Accuracy"),
+    "macro_f1": _("Macro-F1"),
+    "ece": _("ECE after"),
+    "coverage": _("coverage"),
+    "aurc": _("Risk–coverage AURC"),
+}
 
 
 @dataclass(frozen=True)
@@ -110,6 +119,10 @@ class Delta:
     @property
     def change(self) -> float | None:
         return None if self.a is None or self.b is None else self.b - self.a
+
+    @property
+    def label(self) -> str:
+        return str(METRIC_LABELS.get(self.name, self.name))
 
 
 @dataclass(frozen=True)

@@ -178,7 +178,7 @@ def test_model_page_click_through_item_neighbours_and_compare(
     page.goto(f"{live_server.url}/projects/{project.slug}/models/")
     page.click("#compare-link")
     page.wait_for_selector("#compare-metrics")
-    assert "macro_f1" in page.inner_text("#compare-metrics")
+    assert "Macro-F1" in page.inner_text("#compare-metrics")
     assert page.locator("#compare-per-class tbody tr").count() >= 5
     if screenshot_dir is not None:
         page.screenshot(path=str(screenshot_dir / "model-compare.png"), full_page=True)
