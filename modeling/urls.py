@@ -18,6 +18,7 @@ urlpatterns: list = [
     path(f"{P}/v<int:number>/publish/", models_page.publish, name="publish"),
     path(f"{P}/v<int:number>/archive/", models_page.archive, name="archive"),
     path(f"{P}/v<int:number>/items/", models_page.version_items, name="version_items"),
+    path(f"{P}/v<int:number>/score-items/", models_page.score_items, name="score_items"),
     path(f"{P}/compare/", models_page.compare_page, name="compare"),
     path("projects/<slug:slug>/items/<int:item_id>/similar/", similar.item_similar, name="item_similar"),
 ]

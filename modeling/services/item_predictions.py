@@ -69,3 +69,11 @@ def ensure_split_predictions(*, version: ModelVersion, split: str) -> int:
     )
     missing = sorted(wanted - have)
     return predict_items_with_version(version=version, item_ids=missing) if missing else 0
+
+
+def request_item_scoring(*, version: ModelVersion) -> str:
+    """Queue the scoring of every item with this version (a worker on the ml queue runs it); the task id."""
+    from modeling.tasks_items import score_items_task
+    from sceneclf_site.queueing import send_task
+
+    return send_task(score_items_task, args=[version.pk])

@@ -20,7 +20,7 @@ from modeling.selectors import models as selectors
 from modeling.selectors.confusion import compare_versions, confusion_view, eval_split
 from modeling.selectors.model_health import version_warnings
 from modeling.services import publish_gate, training, versions
-from modeling.services.item_predictions import ensure_split_predictions
+from modeling.services.item_predictions import ensure_split_predictions, request_item_scoring
 from sceneclf_site.api_errors import ServiceError
 
 
@@ -224,6 +224,24 @@ def version_items(request: HttpRequest, slug: str, number: int) -> HttpResponse:
         if request.GET.get(name):
             params[target] = request.GET[name]
     return redirect(f"{reverse('labeling:items', args=[project.slug])}?{params.urlencode()}")
+
+
+@login_required
+@require_POST
+def score_items(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    """Score every item with this version, so the item browser can sort and filter all of them by its
+    confidence and margin."""
+
+    def queue(project: Any) -> int:
+        request_item_scoring(version=selectors.version_get(project, number))
+        return number
+
+    return _act(
+        request,
+        slug,
+        queue,
+        gettext("Every item is being scored with v{result}; the item browser shows the results as they arrive."),
+    )
 
 
 def _version_or_none(project: Any, raw: str | None) -> Any:

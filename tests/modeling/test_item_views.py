@@ -151,6 +151,13 @@ def test_confusion_cell_opens_exactly_the_items_behind_it(client, owner, no_auto
     row = client.get(f"/projects/alpha/models/v{version.number}/items/", {"gold": labels[0]})
     assert "pred" not in parse_qs(urlparse(row.url).query)  # a per-class row: every item of the class
 
+    # The owner scores every item: the browser then sorts all of them by this version's confidence.
+    client.post(f"/projects/alpha/models/v{version.number}/score-items/")
+    assert ItemPrediction.objects.filter(model_ref=version.ref).count() == scene_project.items.count()
+    ordered = list(browse_items(scene_project, parse_browser_query({"model": version.ref, "sort": "confidence"})))
+    confidences = [item.pred_confidence for item in ordered]
+    assert None not in confidences and confidences == sorted(confidences)
+
 
 @pytest.mark.django_db
 def test_items_like_this_one_from_the_published_versions_cached_features(
