@@ -49,6 +49,7 @@ SORT_FIELDS = {
     "disagreement": "disagreement",
     "issue": "issue_score",
 }
+NULLABLE_SORTS = {"confidence", "margin", "issue"}
 NUMBER_FILTERS = ("conf_min", "conf_max", "margin_max", "issue_min")
 TEXT_FILTERS = ("q", "label", "split", "source", "gold", "model", "pred", "sort")
 
@@ -142,9 +143,13 @@ def browse_items(project: Project, query: BrowserQuery) -> QuerySet[Item]:
     score, filtered and sorted as the query says."""
     items = _annotated(project, query.model)
     items = _filtered(items, query)
-    field = SORT_FIELDS[query.sort.lstrip("-")]
-    order = F(field).desc(nulls_last=True) if query.sort.startswith("-") else F(field).asc(nulls_last=True)
-    return items.order_by(order, "id")
+    key = query.sort.lstrip("-")
+    descending = query.sort.startswith("-")
+    if key in NULLABLE_SORTS:  # items the model never scored (or the check never saw) go last either way
+        field = SORT_FIELDS[key]
+        return items.order_by(F(field).desc(nulls_last=True) if descending else F(field).asc(nulls_last=True), "id")
+    # Plain columns: an index on (project, column) can hand over the first page without sorting every item.
+    return items.order_by(query.sort.replace(key, SORT_FIELDS[key]), "-id" if descending else "id")
 
 
 def _annotated(project: Project, model_ref: str) -> QuerySet[Item]:
@@ -212,12 +217,31 @@ def _day_start(day: date | None, *, next_day: bool = False) -> datetime | None:
 
 def browser_choices(project: Project) -> dict[str, list[str]]:
     """The values the filter dropdowns offer: gold labels and sources in use, model refs with predictions."""
-    items = Item.objects.filter(project=project)
-    return {
-        "labels": sorted(set(GoldLabel.objects.filter(item__project=project).values_list("label_key", flat=True))),
-        "sources": sorted(set(items.exclude(source="").values_list("source", flat=True))),
-        "models": model_refs(project),
-    }
+    labels = GoldLabel.objects.filter(item__project=project).order_by("label_key").values_list("label_key", flat=True)
+    sources = (
+        Item.objects.filter(project=project).exclude(source="").order_by("source").values_list("source", flat=True)
+    )
+    return {"labels": list(labels.distinct()), "sources": list(sources.distinct()), "models": model_refs(project)}
+
+
+def browser_counts(project: Project) -> dict[str, int]:
+    """Items, gold labels and items per split, in one query."""
+    counts = Item.objects.filter(project=project).aggregate(
+        total=Count("id"),
+        gold=Count("gold"),
+        train=Count("id", filter=Q(split="train")),
+        val=Count("id", filter=Q(split="val")),
+        test=Count("id", filter=Q(split="test")),
+        unassigned=Count("id", filter=Q(split="")),
+    )
+    return {key: int(value or 0) for key, value in counts.items()}
+
+
+def page_rows(project: Project, query: BrowserQuery, item_ids: list[int]) -> list[Item]:
+    """The full rows of one page, in the page's order. The page's ids come from a narrow query (ids and sort keys
+    only), so sorting 20k items never carries their texts along."""
+    rows = {item.pk: item for item in _annotated(project, query.model).filter(pk__in=item_ids)}
+    return [rows[item_id] for item_id in item_ids if item_id in rows]
 
 
 def items_in_project(project: Project, item_ids: list[int]) -> QuerySet[Item]:

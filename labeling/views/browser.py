@@ -22,10 +22,12 @@ from labeling.selectors.browser import (
     BrowserQuery,
     browse_items,
     browser_choices,
+    browser_counts,
+    page_rows,
     parse_browser_query,
     saved_views,
 )
-from labeling.selectors.items import item_counts, latest_published_taxonomy
+from labeling.selectors.items import latest_published_taxonomy
 from labeling.services import browser as browser_services
 from sceneclf_site.api_errors import ServiceError
 
@@ -71,16 +73,17 @@ def item_browser_page(request: HttpRequest, slug: str) -> HttpResponse:
     query, error = _query_or_default(request, project, choices["models"])
     if error:
         messages.error(request, error)
-    items = browse_items(project, query)
-    page = Paginator(items, PAGE_SIZE).get_page(request.GET.get("page"))
+    ids = browse_items(project, query).values_list("id", flat=True)
+    page = Paginator(ids, PAGE_SIZE).get_page(request.GET.get("page"))
     params = QueryDict(mutable=True)
     params.update(query.as_params())
     taxonomy = latest_published_taxonomy(project)
     context = {
         "project": project,
         "page": page,
+        "rows": page_rows(project, query, list(page.object_list)),
         "query": query,
-        "counts": item_counts(project),
+        "counts": browser_counts(project),
         "choices": choices,
         "filter_query": params.urlencode(),
         "sort_links": _sort_links(query),
