@@ -58,7 +58,9 @@ def _browser_project(project):
     return items
 
 
-def test_owner_filters_saves_a_view_and_runs_bulk_actions_with_confirmation(new_page, live_server, project, owner):
+def test_owner_filters_saves_a_view_and_runs_bulk_actions_with_confirmation(
+    new_page, live_server, project, owner, screenshot_dir
+):
     items = _browser_project(project)
     items[0].refresh_from_db()
     assert items[0].split  # gold gave it a split
@@ -72,6 +74,8 @@ def test_owner_filters_saves_a_view_and_runs_bulk_actions_with_confirmation(new_
     page.wait_for_url(re.compile(r"sort=margin"))
     ids = [int(row.get_attribute("data-item-id")) for row in page.locator("#browser-table tbody tr").all()]
     assert ids == [items[i].pk for i in range(5)]  # smallest margin first
+    if screenshot_dir is not None:
+        page.screenshot(path=str(screenshot_dir / "item-browser.png"), full_page=True)
 
     page.fill("#save-view-form input[name=name]", "unsure")
     page.click("#save-view-form button")
@@ -90,6 +94,8 @@ def test_owner_filters_saves_a_view_and_runs_bulk_actions_with_confirmation(new_
     page.select_option("select[name=value][data-for-action=split]", other)
     page.click("#bulk-form button[type=submit]")
     page.wait_for_selector("#bulk-plan")
+    if screenshot_dir is not None:
+        page.screenshot(path=str(screenshot_dir / "item-bulk-confirm.png"), full_page=True)
     assert "never moves once assigned" in page.inner_text("#bulk-refused")
     assert "1 item gets the split" in page.inner_text("#bulk-summary")
     assert Item.objects.get(pk=items[1].pk).split == ""  # nothing yet
