@@ -13,6 +13,7 @@ from labeling.selectors.browser import browse_items, parse_browser_query
 from labeling.services import browser as browser_services
 from labeling.services.gold import set_gold
 from labeling.services.predictions import IssueRow, PredictionRow, record_item_predictions, set_label_issue_scores
+from labeling.services.review import resolve_review_task
 from sceneclf_site.api_errors import ServiceError
 from tests.workspace.factories import make_items, numbered_texts, publish_scenes
 
@@ -199,6 +200,11 @@ def test_send_to_queues(project, scenes, owner):
     assert not again.changes and "already waits" in again.refused[0][1]
     fresh_again = browser_services.plan_queue(project=project, item_ids=[gold_item.pk, fresh.pk], queue="annotation")
     assert [i.pk for i in fresh_again.changes] == [fresh.pk]
+    # A reviewer works the sent item like any other review task.
+    outcome = resolve_review_task(
+        project=project, task_id=task.pk, resolved_by=owner, action="correct", label_key="物流"
+    )
+    assert outcome.outcome == "sent_to_adjudication" and GoldLabel.objects.get(item=gold_item).label_key == "支付"
 
 
 def test_bulk_view_asks_for_confirmation_first_and_checks_roles(client, owner, annotator, reviewer, project, scenes):
