@@ -1,8 +1,9 @@
 from django.urls import path
 
-from feedback.views import predictions
+from feedback.views import item_log, predictions
 
 app_name = "feedback"
 urlpatterns: list = [
     path("projects/<slug:slug>/predictions/", predictions.predictions_page, name="predictions"),
+    path("projects/<slug:slug>/items/<int:item_id>/served/", item_log.item_prediction_log, name="item_prediction_log"),
 ]

@@ -35,11 +35,15 @@ urlpatterns = [
 ]
 
 # Items: list, import (htmx progress), split, export
+from labeling.views import browser as browser_views  # noqa: E402
 from labeling.views import imports as imports_views  # noqa: E402
 from labeling.views import items as items_views  # noqa: E402
 
 urlpatterns += [
-    path(f"{P}/items/", items_views.item_list_page, name="items"),
+    path(f"{P}/items/", browser_views.item_browser_page, name="items"),
+    path(f"{P}/items/bulk/", browser_views.bulk_action, name="items_bulk"),
+    path(f"{P}/items/views/", browser_views.saved_view_save, name="saved_view_save"),
+    path(f"{P}/items/views/<int:view_id>/delete/", browser_views.saved_view_delete, name="saved_view_delete"),
     path(f"{P}/items/<int:item_id>/", items_views.item_detail_page, name="item_detail"),
     path(f"{P}/items/import/", items_views.import_page, name="item_import"),
     path(f"{P}/items/imports/<int:job_id>/", imports_views.import_job_page, name="import_job"),

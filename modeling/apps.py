@@ -7,5 +7,6 @@ class ModelingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Active learning's signal hooks (gold label saved → retrain check; new model version → re-score).
-        from modeling import tasks_al  # noqa: F401
+        # Active learning's signal hooks (gold label saved → retrain check; new model version → re-score), and
+        # the task that scores every item for the item browser.
+        from modeling import tasks_al, tasks_items  # noqa: F401

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from modeling.views import models_page
+from modeling.views import models_page, similar
 
 app_name = "modeling"
 
@@ -17,6 +17,10 @@ urlpatterns: list = [
     path(f"{P}/v<int:number>/", models_page.version_page, name="version"),
     path(f"{P}/v<int:number>/publish/", models_page.publish, name="publish"),
     path(f"{P}/v<int:number>/archive/", models_page.archive, name="archive"),
+    path(f"{P}/v<int:number>/items/", models_page.version_items, name="version_items"),
+    path(f"{P}/v<int:number>/score-items/", models_page.score_items, name="score_items"),
+    path(f"{P}/compare/", models_page.compare_page, name="compare"),
+    path("projects/<slug:slug>/items/<int:item_id>/similar/", similar.item_similar, name="item_similar"),
 ]
 from modeling.views.active_learning import urls as active_learning_urls  # noqa: E402  (appended: AL page)
 

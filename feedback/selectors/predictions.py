@@ -18,3 +18,12 @@ def prediction_stats(project: Project) -> dict[str, float | int | None]:
     )
     stats["abstain_rate"] = stats["abstained"] / stats["total"] if stats["total"] else None
     return stats
+
+
+def predictions_for_text(project: Project, text_hash: str, *, limit: int = 20) -> QuerySet[PredictionLog]:
+    """Served predictions of this exact (masked, normalised) text, newest first: how clients saw the item."""
+    return (
+        PredictionLog.objects.filter(project=project, text_hash=text_hash)
+        .select_related("model_version")
+        .order_by("-created_at")[:limit]
+    )

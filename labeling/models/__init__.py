@@ -1,5 +1,6 @@
 """Labeling data model. One module per concern; this package re-exports them for Django."""
 
+from .browser import ItemPrediction, LabelIssueScore, SavedView
 from .history import GoldConflict, ItemEvent
 from .items import GoldLabel, ImportHeldLine, ImportJob, Item
 from .projects import ApiToken, Invitation, Membership, Project, Role
@@ -30,12 +31,15 @@ __all__ = [
     "Invitation",
     "Item",
     "ItemEvent",
+    "ItemPrediction",
     "ItemSuggestion",
     "Label",
+    "LabelIssueScore",
     "Membership",
     "Project",
     "ReviewTask",
     "Role",
+    "SavedView",
     "Skip",
     "TaxonomyVersion",
     "WorkspaceSettings",

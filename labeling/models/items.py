@@ -36,7 +36,11 @@ class Item(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["project", "text_hash"], name="uniq_item_text_hash"),
         ]
-        indexes = [models.Index(fields=["project", "split"])]
+        indexes = [
+            models.Index(fields=["project", "split"]),
+            models.Index(fields=["project", "created_at"]),
+            models.Index(fields=["project", "source"]),
+        ]
 
     def __str__(self) -> str:
         return self.text[:40]

@@ -18,6 +18,7 @@ class ReviewTask(models.Model):
         LABEL_ISSUE = "label_issue", _("Likely mislabelled")
         CONFLICT = "conflict", _("Near-duplicate conflict")
         LOW_AGREEMENT = "low_agreement", _("Low annotator agreement")
+        REQUESTED = "requested", _("Sent from the item browser")
 
     class Status(models.TextChoices):
         OPEN = "open", _("Open")

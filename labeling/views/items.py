@@ -1,10 +1,9 @@
-"""Pages for items: list with search and filters, import upload with htmx-polled progress, split, export."""
+"""Pages for items: one item's page, import upload with htmx-polled progress, split, export."""
 
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext
@@ -12,55 +11,18 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from labeling.api.items import export_response
-from labeling.permissions import can, get_project_for
+from labeling.permissions import get_project_for
+from labeling.pii import protect_data
+from labeling.selectors.browser import item_label_issue, item_predictions, item_review_tasks
 from labeling.selectors.history import gold_provenance, item_annotations, item_get, item_history, open_conflicts
 from labeling.selectors.items import (
-    gold_label_keys_in_use,
     import_job_list,
-    item_counts,
-    item_list,
 )
 from labeling.services.imports import start_import
 from labeling.services.splits import assign_splits
 from sceneclf_site.api_errors import ServiceError
 
-PAGE_SIZE = 50
 DEFAULT_SHARES = {"train": 0.70, "val": 0.15, "test": 0.15}
-SPLIT_FILTERS = {"train": "train", "val": "val", "test": "test", "unassigned": ""}
-
-
-@login_required
-@require_GET
-def item_list_page(request: HttpRequest, slug: str) -> HttpResponse:
-    project = get_project_for(request.user, slug, "view")
-    query = request.GET.get("q", "").strip()
-    split_filter = request.GET.get("split", "")
-    label = request.GET.get("label", "").strip()
-    gold_filter = request.GET.get("gold", "")
-    items = item_list(
-        project,
-        query=query,
-        split=SPLIT_FILTERS.get(split_filter),
-        label=label,
-        has_gold={"yes": True, "no": False}.get(gold_filter),
-    )
-    page = Paginator(items, PAGE_SIZE).get_page(request.GET.get("page"))
-    filters = request.GET.copy()
-    filters.pop("page", None)
-    context = {
-        "project": project,
-        "page": page,
-        "counts": item_counts(project),
-        "labels": gold_label_keys_in_use(project),
-        "q": query,
-        "split_filter": split_filter,
-        "label_filter": label,
-        "gold_filter": gold_filter,
-        "filter_query": filters.urlencode(),
-        "can_manage": can(request.user, project, "manage"),
-        "can_review": can(request.user, project, "review"),
-    }
-    return render(request, "labeling/items/list.html", context)
 
 
 @login_required
@@ -78,6 +40,12 @@ def item_detail_page(request: HttpRequest, slug: str, item_id: int) -> HttpRespo
         "annotations": item_annotations(item),
         "events": item_history(item),
         "conflicts": open_conflicts(item),
+        "predictions": item_predictions(item),
+        "suggestion": getattr(item, "suggestion", None),
+        "review_tasks": item_review_tasks(item),
+        "label_issue": item_label_issue(item),
+        # Stored masked already; masked again on the way out, so an older row cannot show PII either.
+        "metadata": protect_data(item.metadata or {}, project.pii_field_mode),
     }
     return render(request, "labeling/items/detail.html", context)
 

@@ -163,7 +163,9 @@ def queue_label_issues(
     index = {key: i for i, key in enumerate(label_keys)}
     y = np.array([index[key] for key in given])
     probs = quality.out_of_fold_probs(features, y, len(label_keys), n_folds=n_folds, seed=seed)
-    ranked = [issue for issue in quality.rank_label_issues(y, probs) if issue.flagged]
+    issues = quality.rank_label_issues(y, probs)
+    _store_issue_scores(project, item_ids, label_keys, given, issues, model_ref)
+    ranked = [issue for issue in issues if issue.flagged]
     if max_issues is not None:
         ranked = ranked[:max_issues]
     items = Item.objects.in_bulk(item_ids)
@@ -210,6 +212,33 @@ def queue_label_issues(
         created["conflict"] += 1
     logger.info("label check on project %s: %s", project.slug, created)
     return created
+
+
+def _store_issue_scores(
+    project: Project,
+    item_ids: list[int],
+    label_keys: list[str],
+    given: list[str],
+    issues: list[quality.LabelIssue],
+    model_ref: str,
+) -> None:
+    """Every checked gold label's score goes to labeling, for the item browser and the item page."""
+    from labeling.services.predictions import IssueRow, set_label_issue_scores
+
+    set_label_issue_scores(
+        project=project,
+        model_ref=model_ref,
+        rows=[
+            IssueRow(
+                item_id=item_ids[issue.index],
+                label_key=given[issue.index],
+                score=1.0 - issue.quality,
+                suggested_label=label_keys[issue.suggested],
+                flagged=issue.flagged,
+            )
+            for issue in issues
+        ],
+    )
 
 
 def check_project_labels(project: Project, *, max_issues: int | None = 200) -> dict[str, int]:

@@ -7,17 +7,20 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.translation import gettext
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from labeling.permissions import can, get_project_for
 from labeling.selectors.training_data import gold_split_counts
 from modeling.models import Route
 from modeling.selectors import models as selectors
+from modeling.selectors.confusion import compare_versions, confusion_view, eval_split
 from modeling.selectors.model_health import version_warnings
 from modeling.services import publish_gate, training, versions
+from modeling.services.item_predictions import ensure_split_predictions, request_item_scoring
 from sceneclf_site.api_errors import ServiceError
 
 
@@ -33,9 +36,6 @@ def _plots(split_metrics: dict[str, Any] | None) -> dict[str, str]:
         out["reliability"] = plots.reliability_diagram(
             calibration["reliability"], calibration.get("reliability_before")
         )
-    confusion = split_metrics.get("confusion") or {}
-    if confusion.get("matrix"):
-        out["confusion"] = plots.confusion_matrix_plot(confusion["matrix"], confusion["labels"])
     if split_metrics.get("risk_coverage"):
         out["risk_coverage"] = plots.risk_coverage_plot(split_metrics["risk_coverage"], split_metrics.get("abstention"))
     return out
@@ -83,9 +83,10 @@ def _version_context(version: Any) -> dict[str, Any]:
     if version is None:
         return {"shown": None}
     metrics = version.metrics or {}
-    split = "test" if metrics.get("test") else "val"
+    split = eval_split(metrics)
     split_metrics = metrics.get(split) or {}
     return {
+        "confusion_view": confusion_view(split_metrics.get("confusion") or {}),
         "shown": version,
         "split": split,
         "m": split_metrics,
@@ -199,3 +200,71 @@ def gate(request: HttpRequest, slug: str) -> HttpResponse:
         return publish_gate.update_publish_gate(project=project, **values)
 
     return _act(request, slug, save, gettext("Publishing gate saved."))
+
+
+@login_required
+@require_GET
+def version_items(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    """The items behind a confusion-matrix cell (gold + predicted) or a per-class row (gold): the version
+    scores its evaluation split once, then the item browser opens filtered to them."""
+    project = get_project_for(request.user, slug, "view")
+    try:
+        version = selectors.version_get(project, number)
+    except ServiceError as exc:
+        raise Http404(exc.message) from exc
+    split = eval_split(version.metrics or {})
+    try:
+        ensure_split_predictions(version=version, split=split)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+        return redirect("modeling:version", slug=project.slug, number=number)
+    params = QueryDict(mutable=True)
+    params.update({"split": split, "model": version.ref, "sort": "confidence"})
+    for name, target in (("gold", "label"), ("pred", "pred")):
+        if request.GET.get(name):
+            params[target] = request.GET[name]
+    return redirect(f"{reverse('labeling:items', args=[project.slug])}?{params.urlencode()}")
+
+
+@login_required
+@require_POST
+def score_items(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    """Score every item with this version, so the item browser can sort and filter all of them by its
+    confidence and margin."""
+
+    def queue(project: Any) -> int:
+        request_item_scoring(version=selectors.version_get(project, number))
+        return number
+
+    return _act(
+        request,
+        slug,
+        queue,
+        gettext("Every item is being scored with v{result}; the item browser shows the results as they arrive."),
+    )
+
+
+def _version_or_none(project: Any, raw: str | None) -> Any:
+    try:
+        return selectors.version_get(project, int(raw)) if raw else None
+    except (ValueError, ServiceError):
+        return None
+
+
+@login_required
+@require_GET
+def compare_page(request: HttpRequest, slug: str) -> HttpResponse:
+    """Two versions side by side: summary metrics, per class, and the confusions that changed."""
+    project = get_project_for(request.user, slug, "view")
+    all_versions = list(selectors.version_list(project))
+    a = _version_or_none(project, request.GET.get("a"))
+    b = _version_or_none(project, request.GET.get("b"))
+    if b is None and all_versions:
+        b = all_versions[0]
+    if a is None and len(all_versions) > 1:
+        a = selectors.published_version(project)
+        if a is None or (b is not None and a.pk == b.pk):
+            a = next((v for v in all_versions if b is None or v.pk != b.pk), None)
+    comparison = compare_versions(a, b) if a is not None and b is not None else None
+    context = {"project": project, "versions": all_versions, "a": a, "b": b, "comparison": comparison}
+    return render(request, "modeling/compare.html", context)

@@ -82,7 +82,24 @@ def reliability_diagram(reliability_after: dict, reliability_before: dict | None
         )
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title="Reliability diagram")
     ax.legend(loc="upper left", fontsize=8)
+    _bin_counts(ax, reliability_after["bins"])
     return fig
+
+
+def _bin_counts(ax, bins: list[dict]) -> None:
+    """Items per bin (after calibration) as grey bars on a second axis, each labelled with its count: a
+    point drawn from 3 items and one from 300 look the same otherwise."""
+    counts = ax.twinx()
+    lows = [b["lower"] for b in bins]
+    widths = [b["upper"] - b["lower"] for b in bins]
+    heights = [b["count"] for b in bins]
+    bars = counts.bar(lows, heights, width=widths, align="edge", color="#a0aec0", alpha=0.35, zorder=0)
+    counts.bar_label(bars, labels=[str(n) if n else "" for n in heights], fontsize=7, color="#4a5568")
+    counts.set_ylim(0, max(max(heights, default=0), 1) * 4)  # bars stay in the lower quarter
+    counts.set_ylabel("items per bin", fontsize=8, color="#4a5568")
+    counts.tick_params(axis="y", labelsize=7, colors="#4a5568")
+    ax.set_zorder(counts.get_zorder() + 1)
+    ax.patch.set_visible(False)
 
 
 @_with_font
