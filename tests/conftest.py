@@ -47,3 +47,12 @@ def _empty_cache():
 
     cache.clear()
     yield
+
+
+@pytest.fixture(autouse=True)
+def _default_language():
+    """A request in zh-hans leaves that language active in the test thread; commands then print in it."""
+    from django.utils import translation
+
+    yield
+    translation.activate("en")
