@@ -261,7 +261,9 @@ class ProjectSettingsForm(forms.ModelForm):
             "agreement_threshold": _("Agreement below this flags a label (0–1)."),
             "abstain_target": _("Target precision on answered texts, or target coverage (0–1)."),
             "retrain_every_n_gold": _("Retrain automatically after this many new gold labels."),
-            "alert_webhook_url": _("Monitoring alerts are POSTed here as JSON (http or https only; leave empty for none)."),
+            "alert_webhook_url": _(
+                "Monitoring alerts are POSTed here as JSON (http or https only; leave empty for none)."
+            ),
         }
 
 

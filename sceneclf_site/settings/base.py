@@ -291,6 +291,7 @@ DEFAULT_BACKBONE = env_str("DEFAULT_BACKBONE", "multilingual-e5-small")
 MAX_TEXT_CHARS = env_int("MAX_TEXT_CHARS", 2000)
 PREDICT_MAX_TEXTS = env_int("PREDICT_MAX_TEXTS", 256)
 PREDICT_MAX_CHARS = env_int("PREDICT_MAX_CHARS", 2000)
+FEEDBACK_MAX_ITEMS = env_int("FEEDBACK_MAX_ITEMS", 500)
 # One torch thread per predict request: on small machines a second thread slows one text down; scale with
 # more web workers instead.
 PREDICT_TORCH_THREADS = env_int("PREDICT_TORCH_THREADS", 1)
