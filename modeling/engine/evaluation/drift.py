@@ -114,7 +114,7 @@ def feature_drift(
         null_mean=round(float(null.mean()), 6),
         null_std=round(float(null.std()), 6),
         n_reference=int(min(len(reference), len(window))),
-        n_window=int(len(window)),
+        n_window=len(window),
     )
 
 
