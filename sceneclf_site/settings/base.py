@@ -300,6 +300,18 @@ PREDICT_TORCH_THREADS = env_int("PREDICT_TORCH_THREADS", 1)
 TRAINING_HEARTBEAT_SECONDS = env_float("TRAINING_HEARTBEAT_SECONDS", 10.0)
 TRAINING_STALE_AFTER_SECONDS = env_int("TRAINING_STALE_AFTER_SECONDS", 45)
 
+# --- Monitoring (docs/OPERATIONS.md, "Monitoring") ----------------------------------------------------
+# Drift: every DRIFT_CHECK_MINUTES, the last DRIFT_WINDOW_HOURS of each project's traffic (at most
+# DRIFT_MAX_SAMPLES predictions, and at least DRIFT_MIN_WINDOW) against the served version's training snapshot.
+DRIFT_CHECK_MINUTES = env_int("DRIFT_CHECK_MINUTES", 60)
+DRIFT_WINDOW_HOURS = env_float("DRIFT_WINDOW_HOURS", 24.0)
+DRIFT_MAX_SAMPLES = env_int("DRIFT_MAX_SAMPLES", 500)
+DRIFT_MIN_WINDOW = env_int("DRIFT_MIN_WINDOW", 50)
+ALERT_WEBHOOK_TIMEOUT_SECONDS = env_float("ALERT_WEBHOOK_TIMEOUT_SECONDS", 5.0)
+# GET /metrics (Prometheus): allowed from these client addresses, or with `Authorization: Bearer <token>`.
+METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", ["127.0.0.1", "::1"])
+METRICS_BEARER_TOKEN = env_str("METRICS_BEARER_TOKEN", "")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
