@@ -39,6 +39,14 @@ app.conf.update(
 app.autodiscover_tasks()
 
 
+@signals.task_postrun.connect
+def _count_task_outcome(sender: Any = None, state: str | None = None, **kwargs: Any) -> None:
+    """Every finished task, in whichever process ran it (GET /metrics adds the processes up)."""
+    from sceneclf_site.metrics import record_task_outcome
+
+    record_task_outcome(sender, state)
+
+
 def _beat_schedule() -> dict[str, dict[str, Any]]:
     """Every periodic job in one place. Exactly one beat process runs in a deployment."""
     from django.conf import settings
