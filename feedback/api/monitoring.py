@@ -30,7 +30,7 @@ def parse_days(raw: str | None, default: int = 14) -> int:
     return days
 
 
-@extend_schema(tags=["monitoring"])
+@extend_schema(tags=["predict"])
 class MonitoringView(APIView):
     permission_classes = [IsAuthenticated, ProjectActionPermission]
     project_action = "view"
