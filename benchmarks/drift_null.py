@@ -20,10 +20,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.extract import default_model_root  # noqa: E402
-from modeling.engine.backbones.features import FeatureConfig, FeatureExtractor  # noqa: E402
-from modeling.engine.backbones.specs import resolve_backbone  # noqa: E402
-from modeling.engine.evaluation.drift import feature_drift  # noqa: E402
+from benchmarks.extract import default_model_root
+from modeling.engine.backbones.features import FeatureConfig, FeatureExtractor
+from modeling.engine.backbones.specs import resolve_backbone
+from modeling.engine.evaluation.drift import feature_drift
 
 
 def read(path: Path) -> list[dict]:
@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=200)
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--shares", default="0.1,0.2,0.3,1.0")
+    parser.add_argument("--no-same", action="store_true", help="skip the same-distribution windows")
     args = parser.parse_args()
     held = set(args.hold_back.split(","))
     train, test = read(args.data / "train.jsonl"), read(args.data / "test.jsonl")
@@ -54,7 +55,8 @@ def main() -> None:
         "held": rng.choice(held_test, size=min(len(held_test), args.window * 3), replace=False),
     }
     vectors = {name: np.asarray(extractor.encode(list(texts))) for name, texts in pools.items()}
-    kinds = {"same": 0.0, **{f"mixed-{share}": float(share) for share in args.shares.split(",")}}
+    kinds = {} if args.no_same else {"same": 0.0}
+    kinds.update({f"mixed-{share}": float(share) for share in args.shares.split(",")})
     for kind, share in kinds.items():
         aucs, thresholds, alerts = [], [], 0
         for seed in range(args.seeds):
