@@ -46,6 +46,7 @@ def request_drift_check(
         return None
     with transaction.atomic():
         Project.objects.select_for_update().filter(pk=project.pk).first()
+        _give_up_unsent_checks(project, now=end)
         if DriftCheck.objects.filter(project=project, status=DriftCheck.Status.PENDING).exists():
             return None
         check = DriftCheck.objects.create(
@@ -53,6 +54,15 @@ def request_drift_check(
         )
         transaction.on_commit(lambda: _send_check(check.pk))
     return check
+
+
+def _give_up_unsent_checks(project: Project, *, now: datetime) -> None:
+    """A check still pending after two scheduling periods never reached a worker (the broker was down): it
+    is marked failed, so the next one can start."""
+    stale_before = now - timedelta(minutes=2 * int(settings.DRIFT_CHECK_MINUTES))
+    DriftCheck.objects.filter(project=project, status=DriftCheck.Status.PENDING, created_at__lt=stale_before).update(
+        status=DriftCheck.Status.FAILED, error=gettext("Never ran: the task queue did not take it."), finished_at=now
+    )
 
 
 def _busiest_version(project: Project, start: datetime, end: datetime) -> int | None:

@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import threading
 import time
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.test import TestCase
+from django.utils import timezone
 
 from feedback.models import DriftCheck, MonitoringAlert, PredictionLog
 from feedback.services.monitoring import deliver_alert, request_drift_check
@@ -160,3 +162,15 @@ def test_worker_checks_shifted_traffic_and_posts_the_alert(published_model, scen
     (body,) = [b for b in hook.received if b["alert"]["kind"] == "feature_drift"]
     assert body["project"] == scene_project.slug and body["alert"]["id"] == alert.pk
     assert body["alert"]["detail"]["auc"] == check.domain_auc
+
+
+@pytest.mark.django_db
+def test_a_check_that_never_reached_a_worker_does_not_block_the_next(published_model, scene_project):
+    log_traffic(published_model, shifted_texts(5))
+    stuck = request_drift_check(project=scene_project)  # its on_commit send never runs in this test
+    assert request_drift_check(project=scene_project) is None  # one pending check at a time
+    DriftCheck.objects.filter(pk=stuck.pk).update(created_at=timezone.now() - timedelta(hours=3))
+
+    assert request_drift_check(project=scene_project) is not None
+    stuck.refresh_from_db()
+    assert stuck.status == DriftCheck.Status.FAILED and "Never ran" in stuck.error
