@@ -15,9 +15,12 @@ from django.test import TestCase
 from django.utils import timezone
 
 from feedback.models import DriftCheck, MonitoringAlert, PredictionLog
-from feedback.services.monitoring import deliver_alert, request_drift_check
+from feedback.services.monitoring import deliver_alert, request_drift_check, request_due_checks
 from feedback.services.predict import mask_and_hash
 from labeling.models import Item
+from labeling.services.projects import create_project, update_project_settings
+from sceneclf_site.api_errors import ServiceError
+from sceneclf_site.celery import app
 from tests.worker import running_worker
 
 WINDOW = 60
@@ -174,3 +177,28 @@ def test_a_check_that_never_reached_a_worker_does_not_block_the_next(published_m
     assert request_drift_check(project=scene_project) is not None
     stuck.refresh_from_db()
     assert stuck.status == DriftCheck.Status.FAILED and "Never ran" in stuck.error
+
+
+@pytest.mark.django_db
+def test_beat_starts_a_check_only_where_one_is_due(published_model, scene_project, owner):
+    create_project(slug="quiet", name="Quiet", owner=owner)  # no traffic: no check
+    log_traffic(published_model, shifted_texts(3))
+    schedule = app.conf.beat_schedule["feedback-drift-checks"]
+    assert schedule["task"] == "feedback.tasks.request_due_drift_checks"
+
+    first = request_due_checks()
+    again = request_due_checks()  # the first is still pending (its send waits for the commit)
+
+    assert len(first) == 1 and again == []
+    assert DriftCheck.objects.get(pk=first[0]).project_id == scene_project.pk
+
+
+@pytest.mark.django_db
+def test_webhook_url_must_be_http_or_https(scene_project):
+    for bad in ("ftp://example.com/hook", "file:///etc/passwd", "http://"):
+        with pytest.raises(ServiceError) as raised:
+            update_project_settings(project=scene_project, alert_webhook_url=bad)
+        assert "alert_webhook_url" in raised.value.details
+    update_project_settings(project=scene_project, alert_webhook_url="https://hooks.example.com/sceneclf")
+    scene_project.refresh_from_db()
+    assert scene_project.alert_webhook_url == "https://hooks.example.com/sceneclf"
