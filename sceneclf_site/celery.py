@@ -23,6 +23,7 @@ app.conf.update(
     # Every modeling task (extraction, training, scoring) goes to `ml`; the rest to `default`.
     task_routes={
         "modeling.tasks.*": {"queue": "ml"},
+        "feedback.tasks.check_drift": {"queue": "ml"},  # extracts features
     },
     # A worker killed mid-task must not lose it silently: ack late, reject on lost worker.
     task_acks_late=True,
@@ -36,6 +37,14 @@ app.conf.update(
     result_expires=24 * 3600,
 )
 app.autodiscover_tasks()
+
+
+@signals.task_postrun.connect
+def _count_task_outcome(sender: Any = None, state: str | None = None, **kwargs: Any) -> None:
+    """Every finished task, in whichever process ran it (GET /metrics adds the processes up)."""
+    from sceneclf_site.metrics import record_task_outcome
+
+    record_task_outcome(sender, state)
 
 
 def _beat_schedule() -> dict[str, dict[str, Any]]:
@@ -62,6 +71,11 @@ def _beat_schedule() -> dict[str, dict[str, Any]]:
         "modeling-active-learning": {"task": "modeling.tasks_al.beat", "schedule": timedelta(minutes=minutes)},
         # Imports whose task never reached the broker (e.g. Redis was down) are queued again.
         "labeling-resume-imports": {"task": "labeling.tasks.resume_stalled_imports", "schedule": requeue},
+        # Production traffic against each served version's training data (docs/OPERATIONS.md, "Monitoring").
+        "feedback-drift-checks": {
+            "task": "feedback.tasks.request_due_drift_checks",
+            "schedule": timedelta(minutes=max(1, settings.DRIFT_CHECK_MINUTES)),
+        },
     }
 
 

@@ -33,3 +33,11 @@ def post_fork(server, worker):  # type: ignore[no-untyped-def]
     from modeling.services.serving import start_preload
 
     start_preload()
+
+
+def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    """prometheus_client's multiprocess mode: a dead worker's live gauges leave the next scrape."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

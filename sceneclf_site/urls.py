@@ -6,6 +6,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
 from sceneclf_site.health import health
+from sceneclf_site.metrics import metrics_view
 
 # Swagger UI and ReDoc (served from this server) style themselves with inline <style> and run ReDoc's search in
 # a blob: worker; their scripts stay external files (the split Swagger view serves its init script as a file).
@@ -28,6 +29,7 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
+    path("metrics", metrics_view, name="metrics"),
     path("", include("labeling.urls")),
     path("", include("modeling.urls")),
     path("", include("feedback.urls")),

@@ -11,6 +11,11 @@ URL="http://127.0.0.1:${PORT}"
 TZ="$(.venv/bin/python -c 'from sceneclf_site.settings import base; print(base.TIME_ZONE)')"
 export TZ
 
+# Prometheus metrics of every web and worker process, added up by GET /metrics; emptied at each start so
+# counters of an earlier run are not counted again.
+export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$PWD/var/prometheus}"
+rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+
 # honcho hands each process PORT (5000 unless told): give the web process the announced port.
 .venv/bin/honcho start -f "${PROCFILE:-Procfile}" --port "$PORT" &
 HONCHO=$!

@@ -163,7 +163,11 @@ def test_the_schema_documents_what_the_issue_found_missing(db):
         for method, operation in operations.items()
         if {"projectToken": []} in operation.get("security", [])
     )
-    assert token_operations == ["GET /api/v1/projects/{slug}/whoami", "POST /api/v1/projects/{slug}/predict"]
+    assert token_operations == [
+        "GET /api/v1/projects/{slug}/whoami",
+        "POST /api/v1/projects/{slug}/feedback",
+        "POST /api/v1/projects/{slug}/predict",
+    ]
     for path, operations in paths.items():
         for method, operation in operations.items():
             if operation.get("security") != [{}]:

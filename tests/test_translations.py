@@ -165,6 +165,7 @@ def pages(world) -> dict[str, list[str]]:
             reverse("modeling:version", args=[slug, 1]),
             reverse("modeling:active_learning", args=[slug]),
             reverse("feedback:predictions", args=[slug]),
+            reverse("feedback:monitoring", args=[slug]),
             lab("workspace_settings"),
         ],
         "annotator": [reverse("labeling:project_list"), lab("project_detail"), lab("workspace")],

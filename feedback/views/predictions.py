@@ -1,15 +1,18 @@
-"""The predictions page: try the published model in the browser and read the (masked) prediction log."""
+"""The predictions page: try the published model in the browser, and read the (masked) prediction log with
+filters, the feedback next to each prediction, and a CSV export of what the filters show."""
 
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 
-from feedback.selectors.predictions import prediction_stats, recent_predictions
+from feedback.selectors.predictions import LogFilters, csv_lines, filter_choices, filtered_predictions, prediction_stats
 from feedback.services.predict import parse_predict_request, predict_for_project
 from labeling.permissions import can, get_project_for
 from sceneclf_site.api_errors import ServiceError
+
+PAGE_ROWS = 100
 
 
 @login_required
@@ -24,6 +27,19 @@ def predictions_page(request: HttpRequest, slug: str) -> HttpResponse:
         except ServiceError as exc:
             context["error"] = exc.message
     if can(request.user, project, "view"):
-        context.update(log=recent_predictions(project), stats=prediction_stats(project))
+        filters = LogFilters.from_query(request.GET)
+        logs = filtered_predictions(project, filters)
+        if request.method == "GET" and request.GET.get("format") == "csv":
+            response = StreamingHttpResponse(csv_lines(logs), content_type="text/csv; charset=utf-8")
+            response["Content-Disposition"] = f'attachment; filename="{project.slug}-predictions.csv"'
+            return response
+        context.update(
+            log=logs[:PAGE_ROWS],
+            matching=logs.count(),
+            stats=prediction_stats(project),
+            filters=filters,
+            choices=filter_choices(project),
+            query=request.GET.urlencode(),
+        )
     template = "feedback/_result.html" if request.htmx else "feedback/predictions.html"
     return render(request, template, context)

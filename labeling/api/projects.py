@@ -42,7 +42,8 @@ class ProjectSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Project
-        fields = ["slug", "language", "created_at", *SETTINGS_FIELDS, "roles"]
+        # The webhook URL often carries a secret: set through the API or the settings page, never read back here.
+        fields = ["slug", "language", "created_at", *(f for f in SETTINGS_FIELDS if f != "alert_webhook_url"), "roles"]
         read_only_fields = fields
 
     @extend_schema_field(serializers.ListField(child=serializers.CharField(), help_text="owner / annotator / reviewer"))

@@ -270,7 +270,9 @@ class ReviewTaskSerializer(serializers.ModelSerializer):
     gold = serializers.SerializerMethodField(help_text="the item's current gold label, or null")
     # Plain strings in the schema: the choice sets are documented on the model, and several models name a
     # field `status`, which would make drf-spectacular invent enum names.
-    kind = serializers.CharField(read_only=True, help_text="abstained | low_confidence | label_issue | conflict")
+    kind = serializers.CharField(
+        read_only=True, help_text="abstained | low_confidence | label_issue | conflict | feedback"
+    )
     status = serializers.CharField(read_only=True, help_text="open | resolved")
     resolution = serializers.CharField(
         read_only=True, help_text="confirmed | corrected | out_of_scope | adjudication (sent there), or empty"
@@ -289,6 +291,8 @@ class ReviewTaskSerializer(serializers.ModelSerializer):
             "topk",
             "neighbours",
             "model_version_ref",
+            "risk",
+            "source_ref",
             "status",
             "resolution",
             "resolved_label",

@@ -56,6 +56,8 @@ class GoldLabel(models.Model):
         MAJORITY = "majority", _("Majority")
         ADJUDICATED = "adjudicated", _("Adjudicated")
         REVIEW = "review", _("Review")
+        # A reviewer accepted (or corrected) a correction sent by a downstream app through the feedback API.
+        FEEDBACK = "feedback", _("Reviewed feedback")
 
     item = models.OneToOneField(Item, on_delete=models.CASCADE, related_name="gold")
     label_key = models.CharField(max_length=64)

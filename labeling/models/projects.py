@@ -41,6 +41,8 @@ class Project(models.Model):
     abstain_target_kind = models.CharField(max_length=16, default="precision")
     abstain_target = models.FloatField(default=0.9)
     retrain_every_n_gold = models.PositiveIntegerField(default=50)
+    # Monitoring alerts (drift, accuracy estimate) are POSTed here as JSON; http(s) only (docs/OPERATIONS.md).
+    alert_webhook_url = models.URLField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

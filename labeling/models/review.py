@@ -19,6 +19,7 @@ class ReviewTask(models.Model):
         CONFLICT = "conflict", _("Near-duplicate conflict")
         LOW_AGREEMENT = "low_agreement", _("Low annotator agreement")
         REQUESTED = "requested", _("Sent from the item browser")
+        FEEDBACK = "feedback", _("Correction from a downstream app")
 
     class Status(models.TextChoices):
         OPEN = "open", _("Open")
@@ -39,6 +40,11 @@ class ReviewTask(models.Model):
     topk = models.JSONField(default=list, blank=True)  # [{"label": k, "probability": p}]
     neighbours = models.JSONField(default=list, blank=True)  # [{"text", "label", "similarity"}]
     model_version_ref = models.CharField(max_length=64, blank=True)
+    # Higher is reviewed sooner (downstream corrections: model confidence and how often that label pair is
+    # confused); 0 for the kinds that keep the queue's first-come order.
+    risk = models.FloatField(default=0.0)
+    # Where the task came from outside labeling, e.g. the predict request id a correction names.
+    source_ref = models.CharField(max_length=64, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
     resolution = models.CharField(max_length=16, choices=Resolution.choices, blank=True)
     resolved_label = models.CharField(max_length=64, blank=True)
@@ -48,5 +54,5 @@ class ReviewTask(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["created_at"]
+        ordering = ["-risk", "created_at"]
         indexes = [models.Index(fields=["project", "status", "kind"])]

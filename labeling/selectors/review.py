@@ -66,8 +66,11 @@ def adjudication_queue(project: Project, limit: int | None = None) -> list[Adjud
 
 
 def open_review_tasks(project: Project, kind: str | None = None) -> QuerySet[ReviewTask]:
-    tasks = ReviewTask.objects.filter(project=project, status=ReviewTask.Status.OPEN).select_related(
-        "item", "item__gold"
+    """Riskiest first (reviewed downstream corrections carry a risk), then first come, first served."""
+    tasks = (
+        ReviewTask.objects.filter(project=project, status=ReviewTask.Status.OPEN)
+        .select_related("item", "item__gold")
+        .order_by("-risk", "created_at", "id")
     )
     return tasks.filter(kind=kind) if kind else tasks
 

@@ -22,6 +22,7 @@ EVENT_OF_METHOD = {
     GoldLabel.Method.MAJORITY: ItemEvent.Kind.GOLD_DERIVED,
     GoldLabel.Method.ADJUDICATED: ItemEvent.Kind.ADJUDICATED,
     GoldLabel.Method.REVIEW: ItemEvent.Kind.REVIEWED,
+    GoldLabel.Method.FEEDBACK: ItemEvent.Kind.REVIEWED,
 }
 
 

@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
@@ -93,7 +94,9 @@ SETTINGS_FIELDS = (
     "abstain_target_kind",
     "abstain_target",
     "retrain_every_n_gold",
+    "alert_webhook_url",
 )
+WEBHOOK_SCHEMES = ("http", "https")
 
 
 def _settings_problems(values: dict[str, Any]) -> dict[str, str]:
@@ -113,6 +116,9 @@ def _settings_problems(values: dict[str, Any]) -> dict[str, str]:
         problems["pii_field_mode"] = f"Use one of: {', '.join(FIELD_MODES)}."
     if values["retrain_every_n_gold"] < 1:
         problems["retrain_every_n_gold"] = "Must be at least 1."
+    webhook = str(values["alert_webhook_url"] or "").strip()
+    if webhook and (urlsplit(webhook).scheme.lower() not in WEBHOOK_SCHEMES or not urlsplit(webhook).hostname):
+        problems["alert_webhook_url"] = "Use an http:// or https:// URL with a host."
     return problems
 
 

@@ -17,6 +17,8 @@ from labeling.services.history import record_event
 from sceneclf_site.api_errors import ConflictError, NotFoundError, ServiceError
 
 MAX_COMMENT = 2000
+# A reviewed downstream correction keeps its origin in the gold label's method; every other kind is `review`.
+GOLD_METHOD_OF_KIND = {ReviewTask.Kind.FEEDBACK: GoldLabel.Method.FEEDBACK}
 
 
 def create_review_task(
@@ -29,9 +31,12 @@ def create_review_task(
     topk: list[dict[str, Any]] | None = None,
     neighbours: list[dict[str, Any]] | None = None,
     model_version_ref: str = "",
+    risk: float = 0.0,
+    source_ref: str = "",
 ) -> ReviewTask:
     """Queue an item for review. topk: [{"label", "probability"}]; neighbours: [{"text", "label",
-    "similarity"}]. An open task of the same kind for the item is refreshed rather than duplicated."""
+    "similarity"}]; a higher `risk` is reviewed sooner. An open task of the same kind for the item is
+    refreshed rather than duplicated."""
     if kind not in ReviewTask.Kind.values:
         raise ServiceError(
             gettext("Unknown review kind '%(kind)s'. Use one of: %(value)s.")
@@ -45,6 +50,8 @@ def create_review_task(
         "topk": list(topk or []),
         "neighbours": list(neighbours or []),
         "model_version_ref": (model_version_ref or "")[:64],
+        "risk": float(risk),
+        "source_ref": (source_ref or "")[:64],
     }
     task = ReviewTask.objects.filter(project=project, item=item, kind=kind, status=ReviewTask.Status.OPEN).first()
     if task is None:
@@ -96,6 +103,8 @@ def resolve_review_task(
     taxonomy = require_published(project)
     label, resolution = _decision(task, taxonomy, action, label_key)
     detail = {"review_task": task.pk, "task_kind": task.kind, "action": action, "comment": comment}
+    if task.source_ref:
+        detail["source_ref"] = task.source_ref
     gold = GoldLabel.objects.select_for_update().filter(item=task.item).first()
     conflict = None
     if gold is None:
@@ -151,7 +160,7 @@ def _review_gold(
         item=task.item,
         label_key=label,
         taxonomy=taxonomy,
-        method=GoldLabel.Method.REVIEW,
+        method=GOLD_METHOD_OF_KIND.get(task.kind, GoldLabel.Method.REVIEW),
         decided_by=user,
         event=event,
         reason=reason,

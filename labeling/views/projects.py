@@ -281,6 +281,7 @@ class ProjectSettingsForm(forms.ModelForm):
             "show_model_suggestion": _("Show model suggestion"),
             "abstain_target": _("Abstain target"),
             "retrain_every_n_gold": _("Retrain every n gold"),
+            "alert_webhook_url": _("Alert webhook URL"),
         }
         help_texts = {
             "keep_raw_text": _("Also store the unmasked text of imported items (off: only PII-masked text is kept)."),
@@ -289,6 +290,9 @@ class ProjectSettingsForm(forms.ModelForm):
             "agreement_threshold": _("Agreement below this flags a label (0–1)."),
             "abstain_target": _("Target precision on answered texts, or target coverage (0–1)."),
             "retrain_every_n_gold": _("Retrain automatically after this many new gold labels."),
+            "alert_webhook_url": _(
+                "Monitoring alerts are POSTed here as JSON (http or https only; leave empty for none)."
+            ),
         }
 
 

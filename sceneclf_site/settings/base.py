@@ -71,6 +71,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "sceneclf_site.metrics.MetricsMiddleware",  # first: times everything below it
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -291,6 +292,7 @@ DEFAULT_BACKBONE = env_str("DEFAULT_BACKBONE", "multilingual-e5-small")
 MAX_TEXT_CHARS = env_int("MAX_TEXT_CHARS", 2000)
 PREDICT_MAX_TEXTS = env_int("PREDICT_MAX_TEXTS", 256)
 PREDICT_MAX_CHARS = env_int("PREDICT_MAX_CHARS", 2000)
+FEEDBACK_MAX_ITEMS = env_int("FEEDBACK_MAX_ITEMS", 500)
 # One torch thread per predict request: on small machines a second thread slows one text down; scale with
 # more web workers instead.
 PREDICT_TORCH_THREADS = env_int("PREDICT_TORCH_THREADS", 1)
@@ -298,6 +300,18 @@ PREDICT_TORCH_THREADS = env_int("PREDICT_TORCH_THREADS", 1)
 # heartbeat is older than TRAINING_STALE_AFTER_SECONDS is failed (its worker died), so the project can train again.
 TRAINING_HEARTBEAT_SECONDS = env_float("TRAINING_HEARTBEAT_SECONDS", 10.0)
 TRAINING_STALE_AFTER_SECONDS = env_int("TRAINING_STALE_AFTER_SECONDS", 45)
+
+# --- Monitoring (docs/OPERATIONS.md, "Monitoring") ----------------------------------------------------
+# Drift: every DRIFT_CHECK_MINUTES, the last DRIFT_WINDOW_HOURS of each project's traffic (at most
+# DRIFT_MAX_SAMPLES predictions, and at least DRIFT_MIN_WINDOW) against the served version's training snapshot.
+DRIFT_CHECK_MINUTES = env_int("DRIFT_CHECK_MINUTES", 60)
+DRIFT_WINDOW_HOURS = env_float("DRIFT_WINDOW_HOURS", 24.0)
+DRIFT_MAX_SAMPLES = env_int("DRIFT_MAX_SAMPLES", 500)
+DRIFT_MIN_WINDOW = env_int("DRIFT_MIN_WINDOW", 50)
+ALERT_WEBHOOK_TIMEOUT_SECONDS = env_float("ALERT_WEBHOOK_TIMEOUT_SECONDS", 5.0)
+# GET /metrics (Prometheus): allowed from these client addresses, or with `Authorization: Bearer <token>`.
+METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", ["127.0.0.1", "::1"])
+METRICS_BEARER_TOKEN = env_str("METRICS_BEARER_TOKEN", "")
 
 LOGGING = {
     "version": 1,
