@@ -27,20 +27,20 @@ def test_evaluate_dataset_runs_the_app_and_cleans_up(tmp_path, tiny_backbone, ca
         "evaluate_dataset",
         "--train", str(tmp_path / "train.jsonl"), "--val", str(tmp_path / "val.jsonl"),
         "--test", str(tmp_path / "test.jsonl"), "--backbone", str(tiny_backbone),
-        "--fallback-label", "oos", "--params", '{"head_options": {"max_epochs": 20}}', "--json", str(out),
+        "--fallback-label", "oos", "--params", '{"max_epochs": 20}', "--json", str(out),
     )  # fmt: skip
 
     result = json.loads(out.read_text())
     for key in ("accuracy", "macro_f1", "ece_before", "ece_after", "temperature", "threshold", "coverage",
-                "selective_accuracy", "extract_texts_per_s", "fit_seconds", "total_seconds",
+                "selective_accuracy", "extract_texts_per_s", "train_seconds", "predict_ms_per_text",
                 "in_scope_accuracy", "oos_recall", "oos_precision"):  # fmt: skip
         assert key in result, key
     assert result["n_train"] == len(files["train"]) and result["n_test"] == len(files["test"])
     assert 0.0 <= result["macro_f1"] <= 1.0 and result["extract_texts_per_s"] > 0
+    assert result["train_seconds"] > 0 and result["predict_ms_per_text"] > 0
     assert json.loads(capsys.readouterr().out)["macro_f1"] == result["macro_f1"]
-    # The throw-away project is gone with everything it created.
-    assert not Project.objects.filter(slug__startswith="eval-").exists()
-    assert not Item.objects.exists() and not ModelVersion.objects.exists()
+    # The engine alone: no project, item or version was created.
+    assert not Project.objects.exists() and not Item.objects.exists() and not ModelVersion.objects.exists()
 
 
 @pytest.mark.django_db
@@ -64,7 +64,7 @@ def test_a_dataset_with_its_own_qita_label_trains_it_as_the_fallback(tmp_path, t
         "evaluate_dataset",
         "--train", str(tmp_path / "train.jsonl"), "--val", str(tmp_path / "val.jsonl"),
         "--test", str(tmp_path / "test.jsonl"), "--backbone", str(tiny_backbone),
-        "--params", '{"head_options": {"max_epochs": 20}}', "--json", str(out),
+        "--params", '{"max_epochs": 20}', "--json", str(out),
     )  # fmt: skip
 
     result = json.loads(out.read_text())
@@ -90,18 +90,18 @@ def test_out_of_scope_only_in_val_is_left_out_of_the_temperature(tmp_path, tiny_
         "evaluate_dataset",
         "--train", str(tmp_path / "train.jsonl"), "--val", str(tmp_path / "val.jsonl"),
         "--test", str(tmp_path / "test.jsonl"), "--backbone", str(tiny_backbone), "--fallback-label", "oos",
-        "--params", '{"head_options": {"max_epochs": 20}}', "--json", str(out),
+        "--params", '{"max_epochs": 20}', "--json", str(out),
     )  # fmt: skip
 
     items = json.loads(out.read_text())["calibration_items"]
-    assert items["val_excluded_untrained_class"] == len(oos[0::2]) and items["untrained_classes"] == ["其他"]
+    assert items["val_excluded_untrained_class"] == len(oos[0::2]) and items["untrained_classes"] == ["oos"]
     assert items["n"] == len(files["val"]) - len(oos[0::2])
     assert items["ood_threshold"]["n_out_of_scope"] == len(oos[0::2])
     assert "turns away at most" in items["ood_threshold"]["rule"]  # untrained fallback: precision 0.97 as before
 
 
 def test_pooled_figures_weigh_each_split_by_its_texts():
-    from modeling.management.commands.evaluate_dataset import _pooled
+    from modeling.engine.evaluation.dataset import pooled as _pooled
 
     val = {"in_scope_accuracy": 1.0, "oos_recall": 0.5, "n_oos": 10}
     test = {"in_scope_accuracy": 0.8, "oos_recall": 1.0, "n_oos": 30}

@@ -90,7 +90,9 @@ def evaluate_files(
     """(the result dict, the loaded predictor) of one route on the splits."""
     route = get_route(route_name)
     route_params = parse_params(route_name, params)
-    if fallback_label is None and taxonomy is None and FALLBACK_KEY in set(splits.test.labels):
+    used = {label for part in (splits.train, splits.val, splits.test) if part for label in part.labels}
+    if fallback_label is None and taxonomy is None and FALLBACK_KEY in used:
+        fallback_label = FALLBACK_KEY
         log(f"the dataset's label {FALLBACK_KEY!r} is used as the fallback label")
     keys, fallback = label_set(splits, fallback_label, taxonomy)
     taxonomy = taxonomy or Taxonomy(tuple(LabelInfo(key=k, name=k) for k in keys), fallback)
