@@ -14,7 +14,7 @@ from django.utils import translation
 from labeling.models import Annotation, GoldLabel, Role
 from labeling.services.projects import add_member, create_project
 from labeling.services.review import create_review_task
-from modeling.models import ModelVersion, Route, TrainingRun
+from modeling.models import ModelVersion, TrainingRun
 from tests.workspace.factories import make_items, publish_scenes
 
 pytestmark = pytest.mark.django_db
@@ -114,7 +114,7 @@ def world(owner, annotator, reviewer):
         project=project,
         run=run,
         number=1,
-        route=Route.PROBE,
+        route="probe",
         taxonomy=taxonomy,
         label_keys=["旅行", "支付", "物流", "其他"],
         artifacts_dir="unused",

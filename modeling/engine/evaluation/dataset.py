@@ -121,9 +121,8 @@ def evaluate_files(
         )
         train_seconds = time.perf_counter() - started
         version.save(Path(tmp) / "version")
-        predictor = Predictor.load(
-            Path(tmp) / "version", LoadContext(model_root=model_root, cache_dir=None, threads=threads)
-        )
+        # One torch thread, as serving runs (PREDICT_TORCH_THREADS): the latency measured is the served one.
+        predictor = Predictor.load(Path(tmp) / "version", LoadContext(model_root=model_root, cache_dir=None, threads=1))
         test = predictor.evaluate(splits.test)
         latency = predict_ms_per_text(predictor, splits.test.texts)
     return summary(route_name, version, test, train_seconds, latency, splits, fallback_label), predictor
