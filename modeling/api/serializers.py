@@ -17,7 +17,7 @@ def route_params_schema() -> dict[str, Any]:
 
     options = []
     for name in route_names():
-        schema = params_schema(name)
+        schema = openapi_30(params_schema(name))
         schema.pop("additionalProperties", None)  # a run's params also carry calibration and run keys
         schema["title"] = f"{name} params"
         options.append(schema)
@@ -27,6 +27,31 @@ def route_params_schema() -> dict[str, Any]:
         "abstain_target_kind and budget_minutes. An unknown key is a 400 that names it.",
         "anyOf": options,
     }
+
+
+def openapi_30(node: Any) -> Any:
+    """Pydantic writes JSON Schema 2020-12; OpenAPI 3.0 spells null as ``nullable`` and exclusive bounds as
+    booleans beside ``minimum`` / ``maximum``."""
+    if isinstance(node, list):
+        return [openapi_30(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: openapi_30(value) for key, value in node.items()}
+    options = out.get("anyOf")
+    if isinstance(options, list) and {"type": "null"} in options:
+        options = [option for option in options if option != {"type": "null"}]
+        out["nullable"] = True
+        if len(options) == 1:
+            del out["anyOf"]
+            out.update(options[0])
+        else:
+            out["anyOf"] = options
+    for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(out.get(bound), int | float) and not isinstance(out.get(bound), bool):
+            out[plain], out[bound] = out[bound], True
+    if "const" in out:
+        out["enum"] = [out.pop("const")]
+    return out
 
 
 @extend_schema_field(route_params_schema())

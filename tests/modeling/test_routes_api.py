@@ -26,7 +26,9 @@ def test_routes_endpoint_lists_every_registered_route_with_its_parameters(api):
     probe = next(route for route in body if route["name"] == "probe")
     assert probe["title"] and probe["help"] and probe["needs_training"]
     params = {param["name"]: param for param in probe["params"]}
-    assert params["head_kind"]["choices"] == ["linear", "mlp", "sklearn_lr"] and params["head_kind"]["default"] == "linear"
+    assert (
+        params["head_kind"]["choices"] == ["linear", "mlp", "sklearn_lr"] and params["head_kind"]["default"] == "linear"
+    )
     assert params["hidden_dim"]["min"] == 8 and params["hidden_dim"]["type"] == "integer"
     assert params["hybrid"]["description"]
 
