@@ -138,7 +138,7 @@ def test_a_budget_ends_training_and_still_calibrates(tiny_encoder, tmp_path):
     ctx = context(tiny_encoder, tmp_path, deadline=time.monotonic())
     version = train_version(
         "probe",
-        {"hybrid": False, "max_epochs": 500, "patience": 100},
+        {"hybrid": False, "max_epochs": 500, "patience": 500},
         examples(0),
         examples(1),
         ctx,
