@@ -71,7 +71,9 @@ class ProbeParams(TrainingDataParams):
     linear_lr: float = Field(1e-3, gt=0.0, le=1.0, description="Learning rate of the linear head.")
     weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="AdamW weight decay.")
     batch_size: int = Field(64, ge=1, le=8192, description="Head training batch size.")
-    max_epochs: int = Field(200, ge=1, le=1_000_000, description="Epoch cap; early stopping on val macro-F1 ends sooner.")
+    max_epochs: int = Field(
+        200, ge=1, le=1_000_000, description="Epoch cap; early stopping on val macro-F1 ends sooner."
+    )
     patience: int = Field(3, ge=1, le=1_000_000, description="Epochs without a val macro-F1 gain before stopping.")
     sklearn_c: float = Field(1.0, gt=0.0, description="Inverse regularisation of the sklearn_lr head.")
     tfidf_c: float = Field(10.0, gt=0.0, description="Inverse regularisation of the TF-IDF part.")
