@@ -40,6 +40,12 @@ class JsonlError(ValueError):
 
 def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
     """The records of a JSONL file (blank lines skipped); each must be an object holding ``required``."""
+    for _, record in numbered_jsonl(path, required):
+        yield record
+
+
+def numbered_jsonl(path: Path, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) of a JSONL file, as ``read_jsonl``."""
     path = Path(path)
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
@@ -52,4 +58,4 @@ def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> Iterator[dict[str,
             missing = [key for key in required if not isinstance(record, dict) or key not in record]
             if missing:
                 raise JsonlError(f"{path}:{number}: every line needs {', '.join(repr(k) for k in missing)}")
-            yield record
+            yield number, record
