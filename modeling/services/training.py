@@ -269,11 +269,11 @@ def start_training_run(
     if params is not None and not isinstance(params, dict):
         raise ServiceError(gettext("Training params must be an object."), code="invalid_params")
     params = dict(params or {})
-    run_params_for(route, params, project)  # a misspelt or out-of-range key is a 400 naming it, before anything
+    checked = run_params_for(route, params, project)  # a misspelt or out-of-range key: a 400 naming it, first
     sweep_stale_runs(project=project)  # a run whose worker died no longer blocks a new one
     _refuse_if_active(project)
     collect_training_data(project)
-    if "backbone" in type(run_params_for(route, params, project).route).model_fields:
+    if "backbone" in type(checked.route).model_fields:
         feature_services.resolve_backbone_spec(params.get("backbone"))
     params["auto_publish"] = bool(auto_publish)
     fields = {"route": route, "params": params, "trigger": trigger, "created_by": _real_user(user)}

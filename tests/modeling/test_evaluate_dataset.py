@@ -4,6 +4,7 @@ import json
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from labeling.models import Item, Project
 from modeling.models import ModelVersion
@@ -45,8 +46,6 @@ def test_evaluate_dataset_runs_the_app_and_cleans_up(tmp_path, tiny_backbone, ca
 
 @pytest.mark.django_db
 def test_evaluate_dataset_reports_missing_file(tmp_path):
-    from django.core.management.base import CommandError
-
     with pytest.raises(CommandError, match="does not exist"):
         call_command("evaluate_dataset", "--train", "x", "--val", "y", "--test", str(tmp_path / "nope.jsonl"))
 
@@ -107,3 +106,33 @@ def test_pooled_figures_weigh_each_split_by_its_texts():
     test = {"in_scope_accuracy": 0.8, "oos_recall": 1.0, "n_oos": 30}
     assert _pooled(val, 110, test, 130) == {"in_scope_accuracy": 0.9, "oos_recall": 0.875}
     assert _pooled({}, 110, test, 130) == {"in_scope_accuracy": None, "oos_recall": None}
+
+
+def _taxonomy_file(path, keys):
+    from labeling.taxonomy_io import LabelSpec, build_document, dump_document
+
+    specs = [LabelSpec(key=k, name=f"{k}场景", definition=f"关于{k}的反馈", examples=[f"{k}的问题"]) for k in keys]
+    specs.append(LabelSpec(key="其他", name="其他", is_fallback=True))
+    path.write_text(dump_document(build_document(project="x", number=1, status="published", notes="", labels=specs),
+                                  "yaml"), encoding="utf-8")  # fmt: skip
+
+
+@pytest.mark.django_db
+def test_a_taxonomy_file_gives_the_label_set_and_an_unknown_label_is_named(tmp_path, tiny_backbone):
+    rows = scene_texts(20)
+    files = {"train": rows[0::2], "val": rows[1::4], "test": rows[3::4]}
+    for split, split_rows in files.items():
+        _write(tmp_path / f"{split}.jsonl", split_rows)
+    keys = ["账户", "售后", "支付", "物流", "旅行"]
+    _taxonomy_file(tmp_path / "tax.yaml", keys)
+    out = tmp_path / "result.json"
+    args = ["--train", str(tmp_path / "train.jsonl"), "--val", str(tmp_path / "val.jsonl"),
+            "--test", str(tmp_path / "test.jsonl"), "--backbone", str(tiny_backbone), "--params", '{"max_epochs": 5}']  # fmt: skip
+
+    call_command("evaluate_dataset", *args, "--taxonomy", str(tmp_path / "tax.yaml"), "--json", str(out))
+    result = json.loads(out.read_text())
+    assert result["label_keys"] == [*keys, "其他"] and result["fallback_key"] == "其他"
+
+    _taxonomy_file(tmp_path / "small.yaml", keys[:-1])
+    with pytest.raises(CommandError, match="旅行"):
+        call_command("evaluate_dataset", *args, "--taxonomy", str(tmp_path / "small.yaml"))

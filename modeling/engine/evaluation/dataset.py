@@ -162,6 +162,8 @@ def summary(
         "n_train": len(splits.train) if splits.train else 0,
         "n_val": len(splits.val) if splits.val else 0,
         "n_test": len(splits.test),
+        "label_keys": version.label_keys,
+        "fallback_key": version.fallback_key,
         "accuracy": test.get("accuracy"),
         "macro_f1": test.get("macro_f1"),
         "ece_before": calibration.get("ece_before"),
