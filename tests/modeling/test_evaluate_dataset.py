@@ -127,7 +127,8 @@ def test_a_taxonomy_file_gives_the_label_set_and_an_unknown_label_is_named(tmp_p
     _taxonomy_file(tmp_path / "tax.yaml", keys)
     out = tmp_path / "result.json"
     args = ["--train", str(tmp_path / "train.jsonl"), "--val", str(tmp_path / "val.jsonl"),
-            "--test", str(tmp_path / "test.jsonl"), "--backbone", str(tiny_backbone), "--params", '{"max_epochs": 5}']  # fmt: skip
+            "--test", str(tmp_path / "test.jsonl"), "--backbone", str(tiny_backbone),
+            "--params", '{"max_epochs": 5}']  # fmt: skip
 
     call_command("evaluate_dataset", *args, "--taxonomy", str(tmp_path / "tax.yaml"), "--json", str(out))
     result = json.loads(out.read_text())
