@@ -401,10 +401,12 @@ def train_version(
     params = params if isinstance(params, RouteParams) else parse_params(route_name, params)
     calibration = calibration or CalibrationParams()
     _check_label_set(ctx.label_keys, ctx.taxonomy.fallback_key)
-    ytr, yva = encode_labels(train.labels, ctx.label_keys, "train"), encode_labels(val.labels, ctx.label_keys, "val")
-    _check_val(yva, calibration)
     if budget_minutes is not None and ctx.deadline is None:
         ctx = replace(ctx, deadline=time.monotonic() + 60.0 * float(budget_minutes))
+    if not route.needs_training and not len(val):
+        return _uncalibrated(route_name, route, params, calibration, ctx)
+    ytr, yva = encode_labels(train.labels, ctx.label_keys, "train"), encode_labels(val.labels, ctx.label_keys, "val")
+    _check_val(yva, calibration)
     fit_set, data_report = prepare_training_set(train, ctx, params)
     started = time.perf_counter()
     fitted = route.fit(fit_set, val, params, ctx)
@@ -456,6 +458,42 @@ def train_version(
         ExplainIndex.build(train_features, rows),
         items,
     )
+
+
+UNCALIBRATED_WARNING = (
+    "No validation texts: the probabilities are not calibrated and every text is answered. Label validation "
+    "texts and train again to calibrate and abstain."
+)
+
+
+def _uncalibrated(
+    route_name: str, route: Any, params: RouteParams, calibration: CalibrationParams, ctx: FitContext
+) -> TrainedVersion:
+    """A route that needs no training (zero-shot), without validation texts: temperature 1, no abstention."""
+    started = time.perf_counter()
+    fitted = route.fit(Examples([], []), Examples([], []), params, ctx)
+    choice = ThresholdChoice(
+        calibration.abstain_target_kind,
+        calibration.abstain_target,
+        0.0,
+        target_met=False,
+        val_coverage=1.0,
+        coverage_floor=calibration.coverage_floor,
+        warning=UNCALIBRATED_WARNING,
+    )
+    metrics = {
+        "val": None,
+        "route": route_name,
+        "n_train": 0,
+        "n_val": 0,
+        "target_met_on_val": False,
+        "abstention_warning": UNCALIBRATED_WARNING,
+        "calibration_items": {"source": "none", "n": 0},
+        "train_seconds": round(time.perf_counter() - started, 3),
+        "stopped_by_budget": ctx.out_of_time(),
+    }
+    keys, fallback = list(ctx.label_keys), ctx.taxonomy.fallback_key
+    return TrainedVersion(route_name, params, calibration, fitted, 1.0, choice, keys, fallback, metrics)
 
 
 @dataclass

@@ -10,9 +10,20 @@ import time
 import numpy as np
 import pytest
 
+from modeling.engine import routes
 from modeling.engine.artifacts import ArtifactError
+from modeling.engine.data import TrainingDataParams
 from modeling.engine.routes import ROUTE_MODULES, get_route, parse_params
-from modeling.engine.routes.base import Examples, FitContext, LoadContext, ParamsError, ProgressEvent, Taxonomy
+from modeling.engine.routes.base import (
+    Encoded,
+    Examples,
+    FitContext,
+    LabelInfo,
+    LoadContext,
+    ParamsError,
+    ProgressEvent,
+    Taxonomy,
+)
 from modeling.engine.versions import CalibrationParams, Predictor, calibration_params, train_version
 
 WORDS = {
@@ -168,3 +179,61 @@ def test_unknown_route_and_calibration_key_are_named():
     with pytest.raises(ParamsError, match="abstain_targt") as caught:
         calibration_params({"abstain_targt": 0.9})
     assert caught.value.key == "abstain_targt"
+
+
+class KeywordParams(TrainingDataParams):
+    pass
+
+
+class FittedKeywords:
+    """Scores each label by whether its name occurs in the text: a route that learns nothing."""
+
+    def __init__(self, taxonomy: Taxonomy, label_keys: list[str]) -> None:
+        self.taxonomy, self.label_keys = taxonomy, label_keys
+
+    def logits(self, texts):
+        names = [self.taxonomy.get(key).name for key in self.label_keys]
+        return np.array([[3.0 if name in text else 0.0 for name in names] for text in texts], dtype=np.float32)
+
+    def encode(self, texts):
+        return Encoded(self.logits(texts), None)
+
+    def save(self, folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        labels = [{"key": label.key, "name": label.name} for label in self.taxonomy.labels]
+        (folder / "keywords.json").write_text(json.dumps({"labels": labels, "fallback": self.taxonomy.fallback_key}))
+
+    def describe(self):
+        return {}
+
+
+class KeywordRoute:
+    name, title, help, Params, needs_training = (
+        "keywords_test",
+        "Keywords (tests)",
+        "Label names.",
+        KeywordParams,
+        False,
+    )
+
+    def fit(self, train, val, params, ctx):
+        return FittedKeywords(ctx.taxonomy, list(ctx.label_keys))
+
+    def load(self, folder, ctx):
+        data = json.loads((folder / "keywords.json").read_text())
+        taxonomy = Taxonomy(tuple(LabelInfo(**label) for label in data["labels"]), data["fallback"])
+        return FittedKeywords(taxonomy, [label.key for label in taxonomy.labels])
+
+
+def test_a_route_without_training_or_validation_answers_uncalibrated(tmp_path, monkeypatch):
+    monkeypatch.setitem(routes.ROUTE_MODULES, "keywords_test", __name__)
+    routes.register(KeywordRoute())
+    taxonomy = Taxonomy(
+        tuple(LabelInfo(key=k, name=n) for k, n in (("pay", "付款"), ("ship", "快递"), (FALLBACK, "其他"))), FALLBACK
+    )
+    ctx = FitContext(label_keys=["pay", "ship", FALLBACK], taxonomy=taxonomy)
+    version = train_version("keywords_test", {}, Examples([], []), Examples([], []), ctx)
+    assert version.temperature == 1.0 and "not calibrated" in version.metrics["abstention_warning"]
+    version.save(tmp_path / "v")
+    predictions = Predictor.load(tmp_path / "v").predict(["付款失败了", "快递没到"])
+    assert [p.label for p in predictions] == ["pay", "ship"] and not any(p.abstained for p in predictions)
