@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from modeling.engine.pipeline import TrainConfig, evaluate, train_and_calibrate
-from modeling.engine.routes.heads import HeadInputs
+from modeling.engine.evaluation.dataset import Splits, evaluate_files
+from modeling.engine.routes.base import Examples
 
 HEADS = {
     "tfidf": {"head_kind": "tfidf"},
@@ -55,22 +55,6 @@ def load_splits(dataset: str, root: Path, seed: int) -> dict[str, tuple[list[str
     return {name: read_jsonl(folder / f"{name if name != 'val' else 'dev'}.jsonl") for name in ("train", "val", "test")}
 
 
-def extract(texts_by_split: dict[str, list[str]], backbone: str, model_root: Path, cache_dir: Path) -> dict:
-    from modeling.engine.backbones.cache import FeatureCache, cached_encode
-    from modeling.engine.backbones.features import FeatureExtractor
-    from modeling.engine.backbones.specs import resolve_backbone
-
-    extractor = FeatureExtractor(resolve_backbone(backbone, model_root))
-    extractor.choose_max_len(texts_by_split["train"])
-    cache = FeatureCache(cache_dir)
-    out, timings = {}, {}
-    for split, texts in texts_by_split.items():
-        start = time.perf_counter()
-        out[split], n_new = cached_encode(extractor, texts, None, cache)
-        timings[split] = {"seconds": round(time.perf_counter() - start, 1), "extracted": n_new}
-    return {"features": out, "timings": timings, "extractor": extractor.describe()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=["cic", "smp2017"], required=True)
@@ -81,7 +65,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/sceneclf_bench_feature_cache"))
     parser.add_argument("--fallback", default=None, help="fallback label key (default: chat for smp2017)")
     parser.add_argument("--target-precision", type=float, default=0.9)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the CIC dev halves")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -97,52 +81,55 @@ def main() -> None:
             splits[name] = ([splits[name][0][i] for i in keep], [labels[i] for i in keep])
             print(f"{name}: dropped {len(labels) - len(keep)} texts whose label is not in train", file=sys.stderr)
     heads = [h.strip() for h in args.heads.split(",") if h.strip()]
-    needs_features = any(HEADS[h]["head_kind"] != "tfidf" for h in heads)
-    features, extraction = {name: None for name in splits}, None
-    if needs_features:
-        extraction = extract({k: v[0] for k, v in splits.items()}, args.backbone, args.model_root, args.cache_dir)
-        features = extraction["features"]
-    inputs = {name: HeadInputs(features[name], splits[name][0]) for name in splits}
+    data = Splits(*(Examples(*splits[name]) for name in ("train", "val", "test")))
 
     report = {
         "dataset": args.dataset,
         "sizes": {k: len(v[0]) for k, v in splits.items()},
         "n_labels": len(label_keys),
         "fallback": fallback,
-        "extraction": extraction and {"timings": extraction["timings"], "extractor": extraction["extractor"]},
         "heads": {},
     }
     print(
-        f"{'head':26} {'val F1':>7} {'test acc':>8} {'test F1':>7} {'ECE raw':>7} {'ECE cal':>7} {'T':>5} "
+        f"{'head':26} {'test acc':>8} {'test F1':>7} {'ECE raw':>7} {'ECE cal':>7} {'T':>5} "
         f"{'cover':>6} {'sel.acc':>7} {'train s':>7}"
     )
     for name in heads:
-        config = TrainConfig(**HEADS[name], seed=args.seed, abstain_target=args.target_precision)
+        head = dict(HEADS[name])
+        route = "tfidf" if head.pop("head_kind") == "tfidf" else "probe"
+        if route == "probe":
+            head = {"head_kind": HEADS[name]["head_kind"], "hybrid": False, "backbone": args.backbone, **head}
         start = time.perf_counter()
-        result = train_and_calibrate(
-            inputs["train"], splits["train"][1], inputs["val"], splits["val"][1], label_keys, fallback, config
+        result, predictor = evaluate_files(
+            route,
+            data,
+            params=head,
+            calibration={"abstain_target_kind": "precision", "abstain_target": args.target_precision},
+            fallback_label=fallback,
+            model_root=args.model_root,
+            cache_dir=args.cache_dir,
+            threads=args.threads,
+            log=lambda message: print(message, file=sys.stderr),
         )
         seconds = time.perf_counter() - start
-        test = evaluate(result.predictor(), inputs["test"], splits["test"][1])
-        cal, abst = test["calibration"], test["abstention"]
+        described = predictor.fitted.describe()
         row = {
-            "val_macro_f1": result.metrics["val"]["macro_f1"],
-            "test_accuracy": test["accuracy"],
-            "test_macro_f1": test["macro_f1"],
-            "test_ece_before": cal["ece_before"],
-            "test_ece_after": cal["ece"],
-            "temperature": round(result.temperature, 4),
-            "test_coverage": abst["coverage"],
-            "test_selective_accuracy": abst["selective_accuracy"],
-            "test_oos_recall": abst.get("oos_recall"),
-            "test_in_scope_accuracy": abst.get("in_scope_accuracy"),
-            "ensemble_alpha": result.head.alpha,
-            "best_epoch": result.head.best_epoch,
+            "test_accuracy": result["accuracy"],
+            "test_macro_f1": result["macro_f1"],
+            "test_ece_before": result["ece_before"],
+            "test_ece_after": result["ece_after"],
+            "temperature": round(result["temperature"], 4),
+            "test_coverage": result["coverage"],
+            "test_selective_accuracy": result["selective_accuracy"],
+            "test_oos_recall": result.get("oos_recall"),
+            "test_in_scope_accuracy": result.get("in_scope_accuracy"),
+            "ensemble_alpha": described.get("ensemble_alpha"),
+            "best_epoch": described.get("best_epoch"),
             "train_seconds": round(seconds, 1),
         }
         report["heads"][name] = row
         print(
-            f"{name:26} {row['val_macro_f1']:7.4f} {row['test_accuracy']:8.4f} {row['test_macro_f1']:7.4f} "
+            f"{name:26} {row['test_accuracy']:8.4f} {row['test_macro_f1']:7.4f} "
             f"{row['test_ece_before']:7.4f} {row['test_ece_after']:7.4f} {row['temperature']:5.2f} "
             f"{row['test_coverage']:6.3f} {row['test_selective_accuracy'] or 0:7.4f} {seconds:7.1f}",
             flush=True,

@@ -54,9 +54,7 @@ def features_for(texts_by_split: dict[str, list[str]]) -> dict[str, np.ndarray]:
     django.setup()
     from modeling.services import features as fs
 
-    spec = fs.resolve_backbone_spec(None)
-    extractor = fs.build_extractor(spec, fs.feature_config(spec, {}))
-    fs.fit_max_len(extractor, texts_by_split["train"])
+    extractor = fs.training_extractor({}, texts_by_split["train"])
     return {split: fs.extract_with_cache(extractor, texts)[0] for split, texts in texts_by_split.items()}
 
 
@@ -89,10 +87,13 @@ def best_thresholds(msp, dist, pred, y, fb, target, use_msp, use_dist):
 
 
 def run_setup(name: str, train, val_a, val_b, feats, args) -> dict:
+    from django.conf import settings
+
     from modeling.engine.evaluation.calibration import fit_temperature, probabilities
     from modeling.engine.evaluation.ood import OodScorer
-    from modeling.engine.pipeline import TrainConfig, train_and_calibrate
+    from modeling.engine.routes.base import Examples, FitContext, Taxonomy
     from modeling.engine.routes.heads import HeadInputs
+    from modeling.engine.versions import CalibrationParams, train_version
 
     keys = [*sorted({r["label"] for r in train} - {FALLBACK}), FALLBACK]
     index = {k: i for i, k in enumerate(keys)}
@@ -101,9 +102,20 @@ def run_setup(name: str, train, val_a, val_b, feats, args) -> dict:
     inputs = {
         s: HeadInputs(feats[s], [r["text"] for r in rows]) for s, rows in (("train", train), ("a", val_a), ("b", val_b))
     }
-    config = TrainConfig(head_kind="linear", hybrid=True, ood_kind="none", seed=0)
-    result = train_and_calibrate(inputs["train"], y["train"], inputs["a"], y["a"], keys, FALLBACK, config)
-    head = result.head
+    ctx = FitContext(
+        keys,
+        Taxonomy.from_keys(keys, FALLBACK),
+        Path(settings.MODEL_ROOT),
+        Path(settings.FEATURE_CACHE_DIR),
+        extras={"default_backbone": settings.DEFAULT_BACKBONE},
+        threads=int(settings.TORCH_THREADS),
+    )
+    examples = {s: Examples(inputs[s].texts, [keys[c] for c in y[s]]) for s in ("train", "a")}
+    version = train_version(
+        "probe", {"head_kind": "linear", "hybrid": True}, examples["train"], examples["a"], ctx,
+        CalibrationParams(ood_kind="none"),
+    )  # fmt: skip
+    head = version.fitted.head
     trained = np.unique(y["train"])
     in_a = np.isin(y["a"], trained)
     temperature = fit_temperature(head.logits(inputs["a"])[in_a], y["a"][in_a])

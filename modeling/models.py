@@ -1,17 +1,24 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from labeling.models import Project, TaxonomyVersion
 
+DEFAULT_ROUTE = "probe"
 
-class Route(models.TextChoices):
-    PROBE = "probe", _("Route 1: frozen features + head")
-    TFIDF = "tfidf", _("TF-IDF baseline")
-    LORA = "lora", _("Route 2: LoRA decoder")
-    PREFIX = "prefix", _("Route 3: prefix tuning")
+
+def validate_route(value: str) -> None:
+    """A route is any name in the engine's registry (modeling.engine.routes), not a fixed list."""
+    from modeling.engine.routes import route_names
+
+    if value not in route_names():
+        raise ValidationError(
+            _("Unknown route %(value)s; choose one of %(routes)s."),
+            params={"value": value, "routes": ", ".join(route_names())},
+        )
 
 
 class TrainingRun(models.Model):
@@ -25,11 +32,12 @@ class TrainingRun(models.Model):
         CANCELLED = "cancelled", _("Cancelled")
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="training_runs")
-    route = models.CharField(max_length=16, choices=Route.choices, default=Route.PROBE)
+    route = models.CharField(max_length=32, default=DEFAULT_ROUTE, validators=[validate_route])
     params = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     stage = models.CharField(max_length=64, blank=True)
     progress = models.FloatField(default=0.0)
+    eta_seconds = models.FloatField(null=True, blank=True)  # of the current stage, from the engine's progress
     log = models.TextField(blank=True)
     error = models.TextField(blank=True)
     timings = models.JSONField(default=dict, blank=True)
@@ -72,7 +80,7 @@ class ModelVersion(models.Model):
         TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="model_version"
     )
     number = models.PositiveIntegerField()
-    route = models.CharField(max_length=16, choices=Route.choices)
+    route = models.CharField(max_length=32, validators=[validate_route])
     backbone_name = models.CharField(max_length=200, blank=True)
     backbone_fingerprint = models.CharField(max_length=64, blank=True)
     taxonomy = models.ForeignKey(TaxonomyVersion, on_delete=models.RESTRICT, related_name="model_versions")

@@ -1,16 +1,17 @@
-"""Shared fixtures: users per role and a project with a published taxonomy."""
+"""Shared fixtures: users per role and a project with a published taxonomy.
+
+Django is imported inside the fixtures, not here: the engine's tests (tests/engine) run without Django
+(``pytest tests/engine -p no:django``), and this file is loaded for them too."""
 
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth import get_user_model
-
-from labeling.models import Role
-from labeling.services.projects import add_member, create_project
 
 
 @pytest.fixture
 def make_user(db):
+    from django.contrib.auth import get_user_model
+
     def _make(username: str, password: str = "pw-for-tests"):
         return get_user_model().objects.create_user(username=username, password=password)
 
@@ -34,6 +35,9 @@ def reviewer(make_user):
 
 @pytest.fixture
 def project(owner, annotator, reviewer):
+    from labeling.models import Role
+    from labeling.services.projects import add_member, create_project
+
     project = create_project(slug="alpha", name="Alpha", owner=owner)
     add_member(project=project, user=annotator, role=Role.ANNOTATOR)
     add_member(project=project, user=reviewer, role=Role.REVIEWER)
@@ -41,11 +45,12 @@ def project(owner, annotator, reviewer):
 
 
 @pytest.fixture(autouse=True)
-def _empty_cache():
-    """Throttle counters start from zero in every test."""
-    from django.core.cache import cache
+def _empty_cache(request):
+    """Throttle counters start from zero in every test (only where Django runs)."""
+    if request.config.pluginmanager.has_plugin("django"):
+        from django.core.cache import cache
 
-    cache.clear()
+        cache.clear()
     yield
 
 

@@ -17,7 +17,7 @@ from labeling.services.agreement import compute_agreement
 from labeling.services.imports import run_import, start_import
 from labeling.services.projects import add_member, create_project
 from labeling.services.review import create_review_task
-from modeling.models import ModelVersion, Route, TrainingRun
+from modeling.models import ModelVersion, TrainingRun
 from tests.workspace.factories import make_items, publish_scenes
 
 pytestmark = pytest.mark.django_db
@@ -117,7 +117,7 @@ def world(owner, annotator, reviewer):
         project=project,
         run=run,
         number=1,
-        route=Route.PROBE,
+        route="probe",
         taxonomy=taxonomy,
         label_keys=["旅行", "支付", "物流", "其他"],
         artifacts_dir="unused",

@@ -2,9 +2,61 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from modeling.models import ModelVersion, Route, TrainingRun
+from modeling.models import DEFAULT_ROUTE, ModelVersion, TrainingRun
+
+
+def route_params_schema() -> dict[str, Any]:
+    """One JSON schema per registered route (its Params), so the OpenAPI document lists every parameter."""
+    from modeling.engine.routes import route_names
+    from modeling.engine.routes.catalogue import params_schema
+
+    options = []
+    for name in route_names():
+        schema = openapi_30(params_schema(name))
+        schema.pop("additionalProperties", None)  # a run's params also carry calibration and run keys
+        schema["title"] = f"{name} params"
+        options.append(schema)
+    return {
+        "type": "object",
+        "description": "The chosen route's parameters (see GET /api/v1/routes), plus calibration keys such as "
+        "abstain_target_kind and budget_minutes. An unknown key is a 400 that names it.",
+        "anyOf": options,
+    }
+
+
+def openapi_30(node: Any) -> Any:
+    """Pydantic writes JSON Schema 2020-12; OpenAPI 3.0 spells null as ``nullable`` and exclusive bounds as
+    booleans beside ``minimum`` / ``maximum``."""
+    if isinstance(node, list):
+        return [openapi_30(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: openapi_30(value) for key, value in node.items()}
+    options = out.get("anyOf")
+    if isinstance(options, list) and {"type": "null"} in options:
+        options = [option for option in options if option != {"type": "null"}]
+        out["nullable"] = True
+        if len(options) == 1:
+            del out["anyOf"]
+            out.update(options[0])
+        else:
+            out["anyOf"] = options
+    for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(out.get(bound), int | float) and not isinstance(out.get(bound), bool):
+            out[plain], out[bound] = out[bound], True
+    if "const" in out:
+        out["enum"] = [out.pop("const")]
+    return out
+
+
+@extend_schema_field(route_params_schema())
+class RouteParamsField(serializers.DictField):
+    pass
 
 
 class TrainingRunSerializer(serializers.ModelSerializer):
@@ -13,7 +65,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
     class Meta:
         model = TrainingRun
         fields = [
-            "id", "route", "params", "status", "stage", "progress", "log", "error", "timings", "task_id",
+            "id", "route", "params", "status", "stage", "progress", "eta_seconds", "log", "error", "timings", "task_id",
             "cancel_requested", "trigger", "created_at", "started_at", "finished_at", "heartbeat_at", "model_version",
         ]  # fmt: skip
         read_only_fields = fields
@@ -24,8 +76,8 @@ class TrainingRunSerializer(serializers.ModelSerializer):
 
 
 class TrainingRunCreateSerializer(serializers.Serializer):
-    route = serializers.ChoiceField(choices=[Route.PROBE, Route.TFIDF], default=Route.PROBE)
-    params = serializers.DictField(required=False, default=dict)
+    route = serializers.CharField(default=DEFAULT_ROUTE, help_text="A registered route; see GET /api/v1/routes.")
+    params = RouteParamsField(required=False, default=dict)
     auto_publish = serializers.BooleanField(required=False, default=False)
 
 
@@ -46,3 +98,23 @@ class ModelVersionSerializer(serializers.ModelSerializer):
 
     def get_training_items(self, version: ModelVersion) -> int:
         return len(version.training_snapshot or [])
+
+
+class RouteParamSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    type = serializers.CharField()
+    default = serializers.JSONField(allow_null=True)
+    description = serializers.CharField()
+    choices = serializers.ListField(child=serializers.JSONField(), required=False)
+    min = serializers.FloatField(required=False)
+    max = serializers.FloatField(required=False)
+    min_exclusive = serializers.FloatField(required=False)
+    max_exclusive = serializers.FloatField(required=False)
+
+
+class RouteSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    title = serializers.CharField()
+    help = serializers.CharField()
+    needs_training = serializers.BooleanField()
+    params = RouteParamSerializer(many=True)

@@ -4,6 +4,7 @@ from modeling.api import views
 
 app_name = "modeling_api"
 urlpatterns: list = [
+    path("routes", views.RouteListView.as_view(), name="route_list"),
     path("projects/<slug:slug>/training-runs", views.TrainingRunListView.as_view(), name="run_list"),
     path("projects/<slug:slug>/training-runs/<int:run_id>", views.TrainingRunDetailView.as_view(), name="run_detail"),
     path(

@@ -1,15 +1,22 @@
-"""REST endpoints of route 1: training runs and model versions. Thin: each calls a selector or service."""
+"""REST endpoints of training: the routes, training runs and model versions. Thin: each calls a selector or
+service."""
 
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from labeling.permissions import ProjectActionPermission
-from modeling.api.serializers import ModelVersionSerializer, TrainingRunCreateSerializer, TrainingRunSerializer
+from modeling.api.serializers import (
+    ModelVersionSerializer,
+    RouteSerializer,
+    TrainingRunCreateSerializer,
+    TrainingRunSerializer,
+)
 from modeling.selectors import models as selectors
 from modeling.services import training, versions
 
@@ -88,3 +95,14 @@ class ModelRollbackView(ProjectView):
     def post(self, request: Request, slug: str) -> Response:
         version = versions.rollback_model(project=self.project, user=request.user)
         return Response(ModelVersionSerializer(version).data)
+
+
+@extend_schema(tags=["models"])
+class RouteListView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses=RouteSerializer(many=True), summary="The training routes and their parameters")
+    def get(self, request: Request) -> Response:
+        from modeling.engine.routes.catalogue import describe_routes
+
+        return Response(RouteSerializer(describe_routes(), many=True).data)

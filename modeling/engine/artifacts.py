@@ -6,7 +6,6 @@ renamed into place in one ``os.rename``: readers see either no folder or a compl
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -15,21 +14,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from modeling.engine.files import sha256_file
+
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
-_CHUNK = 1 << 20
 
 
 class ArtifactError(Exception):
     """An artifact folder is missing, incomplete or does not match its manifest."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def hash_tree(directory: Path) -> dict[str, str]:

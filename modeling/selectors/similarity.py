@@ -56,8 +56,10 @@ def _extractor(project: Project) -> tuple[Any, str]:
         model = get_serving_model(project)
     except ServiceError:  # none published, or it cannot be loaded: the default backbone's features
         model = None
-    if model is not None and model.extractor is not None:
-        return model.extractor, model.version_ref
+    # Routes on frozen features (probe) keep their extractor in a feature source; the cache is keyed by it.
+    source = getattr(model.predictor.fitted, "source", None) if model is not None else None
+    if source is not None:
+        return source.extractor, model.version_ref
     with _extractor_lock:
         return _default_extractor(settings.DEFAULT_BACKBONE), str(settings.DEFAULT_BACKBONE)
 

@@ -63,15 +63,10 @@ def update_al_settings(
 
 def _model_inputs(version: ModelVersion, texts: list[str]) -> tuple[np.ndarray | None, np.ndarray]:
     """(features or None for a text-only model, calibrated probabilities) of a model version on texts."""
-    from modeling.engine.routes.heads import HeadInputs
-    from modeling.services.serving import load_version
+    from modeling.services.serving import load_predictor
 
-    loaded = load_version(version)
-    features = None
-    if loaded.extractor is not None:
-        features, _ = feature_services.extract_with_cache(loaded.extractor, texts)
-    probs, _ = loaded.predictor.predict_proba(HeadInputs(features, texts))
-    return features, np.asarray(probs, dtype=np.float64)
+    scored = load_predictor(version, cached=True).score(texts)
+    return scored.features, np.asarray(scored.probs, dtype=np.float64)
 
 
 def _default_features(texts: list[str]) -> np.ndarray:
@@ -83,16 +78,15 @@ def _default_features(texts: list[str]) -> np.ndarray:
 
 
 def _labelled_features(version: ModelVersion, pool_features: np.ndarray | None) -> np.ndarray | None:
-    """Normalised features of the version's training examples (stored for explanations), as diversity anchors."""
-    from pathlib import Path
+    """Normalised features of the version's training examples (its explain index), as diversity anchors."""
+    from modeling.services.serving import load_predictor
 
-    from modeling.services.training import EXPLAIN_SUBDIR
-
-    path = Path(version.artifacts_dir) / EXPLAIN_SUBDIR / "features.npy"
-    if pool_features is None or not path.exists():
+    if pool_features is None:
         return None
-    anchors = np.load(path)
-    return anchors if anchors.shape[1] == pool_features.shape[1] else None
+    index = load_predictor(version, cached=True).explain
+    if index is None:
+        return None
+    return index.features if index.features.shape[1] == pool_features.shape[1] else None
 
 
 def _labelled_counts(version: ModelVersion) -> np.ndarray:
@@ -274,7 +268,7 @@ def _start_retrain(project: Project) -> Any:
 def _last_route_and_params(project: Project) -> tuple[str, dict[str, Any]]:
     """Retrain with the route and settings of the latest successful run (backbone, head...), minus one-off
     flags."""
-    from modeling.models import Route, TrainingRun
+    from modeling.models import DEFAULT_ROUTE, TrainingRun
 
     last = (
         TrainingRun.objects.filter(project=project, status=TrainingRun.Status.SUCCEEDED)
@@ -284,7 +278,7 @@ def _last_route_and_params(project: Project) -> tuple[str, dict[str, Any]]:
     )
     params = dict(last.params) if last else {}
     params.pop("auto_publish", None)
-    return (last.route if last else Route.PROBE), params
+    return (last.route if last else DEFAULT_ROUTE), params
 
 
 def rescore_if_new_items(project: Project) -> ActiveLearningRound | None:

@@ -5,7 +5,6 @@ about backbones into ServiceErrors a person can act on."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import fields, replace
 from typing import Any
@@ -16,13 +15,8 @@ from django.utils.translation import gettext
 
 from sceneclf_site.api_errors import ServiceError
 
-# Run params that configure feature extraction (everything else goes to the head/pipeline).
+# Run params that configure feature extraction (the probe route's feature params).
 FEATURE_PARAM_NAMES = ("pooling", "layer", "max_len", "max_len_cap", "batch_tokens", "dtype")
-
-
-def text_sha256(text: str) -> str:
-    """Cache key of a text: the sha256 of exactly the string the extractor sees."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def resolve_backbone_spec(name: str | None) -> Any:
@@ -59,17 +53,15 @@ def feature_config(spec: Any, params: dict[str, Any]) -> Any:
     return config
 
 
-MAX_LEN_STEP = 16
+def training_extractor(params: dict[str, Any], train_texts: list[str]) -> Any:
+    """The extractor a probe training run with these params would use now (its max_len from the training
+    texts), so a warm-up run fills the very cache entries training reads."""
+    from modeling.engine.routes import parse_params
+    from modeling.engine.routes.probe import build_extractor as probe_extractor
 
-
-def fit_max_len(extractor: Any, train_texts: list[str], explicit: Any = None) -> int:
-    """Training's max_len: the P95 of the tokenised training lengths, rounded up to a multiple of 16 and capped.
-    Rounding keeps the value (and so the feature-cache key) steady while the training set grows a little, so a
-    retrain on already-seen items extracts nothing. An explicit `max_len` run parameter wins."""
-    if explicit is None and train_texts:
-        p95 = int(extractor.choose_max_len(train_texts))
-        extractor.max_len = int(min(extractor.config.max_len_cap, -(-p95 // MAX_LEN_STEP) * MAX_LEN_STEP))
-    return int(extractor.max_len)
+    probe_params = parse_params("probe", {k: v for k, v in params.items() if k in ("backbone", *FEATURE_PARAM_NAMES)})
+    spec = resolve_backbone_spec(probe_params.backbone)
+    return probe_extractor(probe_params, spec, train_texts, int(settings.TORCH_THREADS))
 
 
 def build_extractor(spec: Any, config: Any) -> Any:
@@ -90,6 +82,5 @@ def extract_with_cache(
     """Features for `texts` in input order, extracting only the ones the cache has not seen."""
     from modeling.engine.backbones.cache import cached_encode
 
-    hashes = [text_sha256(text) for text in texts]
-    matrix, n_extracted = cached_encode(extractor, texts, hashes, feature_cache(), progress)
+    matrix, n_extracted = cached_encode(extractor, texts, None, feature_cache(), progress)
     return np.asarray(matrix, dtype=np.float32), int(n_extracted)

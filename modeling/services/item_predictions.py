@@ -1,6 +1,6 @@
 """A model version's predictions on the project's items, handed to labeling for the item browser and the
-confusion-matrix click-through. Features come from the feature cache (training already filled it for the
-version's own items), so scoring the validation or test split runs only the head."""
+confusion-matrix click-through. Routes on frozen features read the feature cache (training already filled it
+for the version's own items), so scoring the validation or test split runs only the head."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from django.db import transaction
 from labeling.models import Item, ItemPrediction
 from labeling.services.predictions import PredictionRow, record_item_predictions
 from modeling.models import ModelVersion
-from modeling.services import features as feature_services
-from modeling.services.serving import load_version
+from modeling.services.serving import load_predictor
 
 CHUNK = 2000
 
@@ -25,22 +24,16 @@ def predict_items_with_version(*, version: ModelVersion, item_ids: list[int] | N
     rows = list(items.values_list("id", "text"))
     if not rows:
         return 0
-    model = load_version(version)
+    predictor = load_predictor(version, cached=True)
     done = 0
     for start in range(0, len(rows), CHUNK):
         chunk = rows[start : start + CHUNK]
-        done += _score_chunk(version, model, chunk)
+        done += _score_chunk(version, predictor, chunk)
     return done
 
 
-def _score_chunk(version: ModelVersion, model: Any, rows: list[tuple[int, str]]) -> int:
-    from modeling.engine.routes.heads import HeadInputs
-
-    texts = [text for _, text in rows]
-    matrix = None
-    if model.extractor is not None:
-        matrix, _ = feature_services.extract_with_cache(model.extractor, texts)
-    predictions = model.predictor.predict(HeadInputs(matrix, texts), k=3)
+def _score_chunk(version: ModelVersion, predictor: Any, rows: list[tuple[int, str]]) -> int:
+    predictions = predictor.predict([text for _, text in rows], k=3)
     with transaction.atomic():
         return record_item_predictions(
             project=version.project,

@@ -6,7 +6,6 @@ label errors with cleanlab; near-duplicates with different gold labels are repor
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from django.db import transaction
 from django.utils.translation import gettext
 
 from labeling.models import Item, Project, ReviewTask
+from modeling.engine.files import JsonlError, numbered_jsonl
 from modeling.engine.selection import quality
 from modeling.services.features import (
     build_extractor,
@@ -47,24 +47,17 @@ def read_labelled_jsonl(path: str | Path) -> LabelledFile:
     path = Path(path)
     if not path.is_file():
         raise ServiceError(gettext("%(path)s: no such file") % {"path": path})
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ServiceError(
-                    gettext("%(path)s:%(line_no)s: not valid JSON (%(msg)s)")
-                    % {"path": path, "line_no": line_no, "msg": exc.msg}
-                ) from exc
-            if not isinstance(row, dict) or not str(row.get("text") or "").strip() or row.get("label") in (None, ""):
+    try:
+        for line_no, row in numbered_jsonl(path, required=("text", "label")):
+            if not str(row.get("text") or "").strip() or row.get("label") in (None, ""):
                 raise ServiceError(
                     gettext("%(path)s:%(line_no)s: needs a non-empty 'text' and a 'label'")
                     % {"path": path, "line_no": line_no}
                 )
             texts.append(str(row["text"]))
             labels.append(str(row["label"]))
+    except JsonlError as exc:
+        raise ServiceError(str(exc)) from exc
     if not texts:
         raise ServiceError(gettext("%(path)s: no labelled lines") % {"path": path})
     return LabelledFile(texts, labels)

@@ -51,15 +51,9 @@ def score_version(version: ModelVersion, texts: list[str], label_keys: list[str]
     """Macro-F1 (of the top label, over the labels present in `label_keys`) and abstain rate of `version`."""
     from sklearn.metrics import f1_score
 
-    from modeling.engine.routes.heads import HeadInputs
-    from modeling.services import features as feature_services
-    from modeling.services.serving import load_version
+    from modeling.services.serving import load_predictor
 
-    model = load_version(version)
-    features = None
-    if model.extractor is not None:
-        features, _ = feature_services.extract_with_cache(model.extractor, texts)
-    predictions = model.predictor.predict(HeadInputs(features, texts), k=1)
+    predictions = load_predictor(version, cached=True).predict(texts, k=1)
     predicted = [p.topk[0][0] for p in predictions]
     macro_f1 = f1_score(label_keys, predicted, labels=sorted(set(label_keys)), average="macro", zero_division=0)
     abstain_rate = sum(p.abstained for p in predictions) / max(1, len(predictions))

@@ -7,23 +7,20 @@ itself stays loaded once per process (the engine's extractor caches it by path).
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from django.conf import settings
 from django.utils.translation import gettext
 
 from labeling.models import Project
 from labeling.selectors.training_data import latest_published_taxonomy
-from modeling.models import ModelVersion, Route
+from modeling.models import ModelVersion
 from modeling.selectors.model_health import LabelMapping, label_mapping
-from modeling.services import features as feature_services
-from modeling.services.training import EXPLAIN_SUBDIR, SERVING_FILE
+from modeling.services.training import engine_load_context
 from sceneclf_site.api_errors import ServiceError
 
 
@@ -42,10 +39,7 @@ class LoadedModel:
     version_id: int
     version_ref: str
     route: str
-    predictor: Any
-    extractor: Any | None
-    explain_features: np.ndarray | None = None
-    explain_examples: list[dict[str, Any]] = field(default_factory=list)
+    predictor: Any  # modeling.engine.versions.Predictor
     loaded_at: float = field(default_factory=time.time)
     taxonomy_version: int | None = None  # the taxonomy version number the model was trained on
     # How predicted labels map onto the latest published taxonomy, and that taxonomy's id.
@@ -172,48 +166,38 @@ def forget_loaded_models() -> None:
         _loaded.clear()
 
 
-def load_version(version: ModelVersion) -> LoadedModel:
-    from modeling.engine.pipeline import Predictor
+def load_predictor(version: ModelVersion, *, cached: bool = False, threads: int | None = None) -> Any:
+    """The engine's Predictor of a version, its files verified against the manifest recorded at training.
+    ``cached`` reads and fills the feature cache (scoring stored items); serving computes request features
+    without storing them."""
+    from modeling.engine.routes.probe import BackboneMismatch
+    from modeling.engine.versions import Predictor
 
-    folder = Path(version.artifacts_dir)
-    serving = json.loads((folder / SERVING_FILE).read_text(encoding="utf-8"))
-    predictor = Predictor.load(folder, verify=True, expected_manifest=version.manifest or None)
-    extractor = None
-    if version.route == Route.PROBE:
-        extractor = _extractor_for_serving(version, serving)
-    features, examples = _load_explain(folder / EXPLAIN_SUBDIR)
-    return LoadedModel(
-        version_id=version.id,
-        version_ref=version.ref,
-        route=version.route,
-        predictor=predictor,
-        extractor=extractor,
-        explain_features=features,
-        explain_examples=examples,
-        taxonomy_version=version.taxonomy.number,
-    )
-
-
-def _extractor_for_serving(version: ModelVersion, serving: dict[str, Any]) -> Any:
-    from modeling.engine.backbones.features import FeatureConfig
-
-    spec = feature_services.resolve_backbone_spec(serving.get("backbone_ref") or serving["backbone_name"])
-    if spec.fingerprint != version.backbone_fingerprint:
+    try:
+        return Predictor.load(
+            Path(version.artifacts_dir),
+            engine_load_context(cached=cached, threads=threads),
+            expected_manifest=version.manifest or None,
+        )
+    except BackboneMismatch as exc:
         raise ServiceError(
             gettext(
                 "The installed backbone '%(name)s' (fingerprint %(value)s) is not the one %(ref)s was trained on "
                 "(%(value2)s); reinstall it or retrain."
             )
-            % {
-                "name": spec.name,
-                "value": spec.fingerprint[:12],
-                "ref": version.ref,
-                "value2": version.backbone_fingerprint[:12],
-            },
+            % {"name": exc.name, "value": exc.installed[:12], "ref": version.ref, "value2": exc.trained[:12]},
             code="backbone_mismatch",
-        )
-    config = FeatureConfig(**{**serving["feature_config"], "threads": serving_threads()})
-    return feature_services.build_extractor(spec, config)
+        ) from exc
+
+
+def load_version(version: ModelVersion) -> LoadedModel:
+    return LoadedModel(
+        version_id=version.id,
+        version_ref=version.ref,
+        route=version.route,
+        predictor=load_predictor(version, threads=serving_threads()),
+        taxonomy_version=version.taxonomy.number,
+    )
 
 
 def serving_threads() -> int:
@@ -223,29 +207,13 @@ def serving_threads() -> int:
     return max(1, int(settings.PREDICT_TORCH_THREADS))
 
 
-def _load_explain(folder: Path) -> tuple[np.ndarray | None, list[dict[str, Any]]]:
-    if not (folder / "features.npy").exists():
-        return None, []
-    features = np.load(folder / "features.npy")
-    examples = json.loads((folder / "examples.json").read_text(encoding="utf-8"))
-    return features, examples
-
-
 def predict_with(model: LoadedModel, texts: list[str], *, k: int = 3, explain: bool = False) -> list[ServedPrediction]:
-    from modeling.engine.routes.heads import HeadInputs
-
-    features = model.extractor.encode(texts) if model.extractor is not None else None
-    predictions = model.predictor.predict(HeadInputs(features, texts), k=k)
-    # Abstained texts always carry their nearest labelled examples: reviewers see them in the review queue.
-    wanted = [i for i, p in enumerate(predictions) if explain or p.abstained]
-    neighbours: list[list[dict[str, Any]]] = [[] for _ in texts]
-    if wanted and features is not None:
-        for i, near in zip(wanted, nearest_examples(model, features[wanted], n=k), strict=True):
-            neighbours[i] = near
-    return [_served(model, p, near) for p, near in zip(predictions, neighbours, strict=True)]
+    """Abstained texts always carry their nearest labelled examples: reviewers see them in the review queue."""
+    predictions = model.predictor.predict(texts, k=k, explain=explain)
+    return [_served(model, p) for p in predictions]
 
 
-def _served(model: LoadedModel, p: Any, neighbours: list[dict[str, Any]]) -> ServedPrediction:
+def _served(model: LoadedModel, p: Any) -> ServedPrediction:
     """The engine's prediction, with labels the latest taxonomy renamed or retired mapped as it says."""
     from modeling.engine.evaluation.calibration import LABEL_RETIRED
 
@@ -266,22 +234,8 @@ def _served(model: LoadedModel, p: Any, neighbours: list[dict[str, Any]]) -> Ser
         confidence=confidence,
         topk=[{"label": key, "probability": round(float(prob), 6)} for key, prob in p.topk],
         abstained=abstained,
-        neighbours=neighbours,
+        neighbours=list(p.neighbours),
         top_label=p.top_label,
         top_confidence=float(p.top_confidence),
         abstain_reason=reason,
     )
-
-
-def nearest_examples(model: LoadedModel, features: np.ndarray | None, *, n: int = 3) -> list[list[dict[str, Any]]]:
-    """The n most similar labelled training examples (cosine on the backbone features) for each row."""
-    if features is None or model.explain_features is None:
-        return [[] for _ in range(0 if features is None else len(features))]  # tfidf route: no feature space
-    queries = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-    similarity = queries @ model.explain_features.T
-    n = min(n, similarity.shape[1])
-    top = np.argsort(-similarity, axis=1)[:, :n]
-    return [
-        [{**model.explain_examples[j], "similarity": round(float(similarity[row, j]), 4)} for j in top[row]]
-        for row in range(len(queries))
-    ]

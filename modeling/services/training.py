@@ -1,4 +1,4 @@
-"""Training runs of route 1: start, execute (the body of the Celery task), cancel, and sweep dead runs.
+"""Training runs of any registered route: start, execute (the body of the Celery task), cancel, sweep dead runs.
 
 A run goes queued → running → succeeded | failed | cancelled. Artifacts are written to a temporary folder
 and renamed into place by the engine, and the ModelVersion row is created only after the files verify: a
@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,19 +33,21 @@ from labeling.selectors.training_data import (
     latest_published_taxonomy,
     taxonomy_label_keys,
 )
-from modeling.models import ModelVersion, Route, TrainingRun
+from modeling.models import ModelVersion, TrainingRun
 from modeling.services import features as feature_services
 from sceneclf_site.api_errors import BrokerUnavailable, ConflictError, ServiceError
 from sceneclf_site.queueing import send_task
 
 logger = logging.getLogger(__name__)
 
-ROUTE1_ROUTES = (Route.PROBE, Route.TFIDF)
 MIN_TRAIN_PER_CLASS = 1
 HEARTBEAT_EVERY_S = 1.0  # progress/heartbeat DB writes are throttled to this interval
 CANCEL_CHECK_EVERY_S = 0.5
-SERVING_FILE = "serving.json"
-EXPLAIN_SUBDIR = "explain"
+# Run params that belong to the run, not to the route or the calibration.
+RUN_PARAM_NAMES = ("auto_publish", "budget_minutes")
+# Overall progress span of each engine stage; a stage a route adds keeps the current span.
+STAGE_SPANS = {"prepare": (0.02, 0.05), "extract": (0.05, 0.6), "fit": (0.6, 0.9), "calibrate": (0.9, 0.95)}
+STAGE_NAMES = {"extract": "extracting features", "fit": "training", "calibrate": "calibrating"}
 
 
 class RunCancelled(Exception):
@@ -141,11 +143,14 @@ class RunReporter:
         self._last_write = 0.0
         self._last_cancel_check = 0.0
         self._cancelled = False
+        self._stage_name = ""
 
     def stage(self, name: str, start: float, end: float) -> None:
         self.span = (start, end)
         self.log(f"stage: {name}")
-        TrainingRun.objects.filter(pk=self.run_id).update(stage=name, progress=start, heartbeat_at=timezone.now())
+        TrainingRun.objects.filter(pk=self.run_id).update(
+            stage=name, progress=start, eta_seconds=None, heartbeat_at=timezone.now()
+        )
         self._last_write = time.monotonic()
         self.check_cancel()
 
@@ -160,6 +165,24 @@ class RunReporter:
             start, end = self.span
             value = start + (end - start) * min(max(fraction, 0.0), 1.0)
             TrainingRun.objects.filter(pk=self.run_id).update(progress=value, heartbeat_at=timezone.now())
+            self._last_write = now
+        self.check_cancel()
+
+    def event(self, event: Any) -> None:
+        """An engine ProgressEvent (stage, fraction, ETA): the run's stage, overall progress and ETA."""
+        name = STAGE_NAMES.get(event.stage, event.stage)
+        if name != self._stage_name:
+            self._stage_name = name
+            start, end = STAGE_SPANS.get(event.stage, self.span)
+            self.stage(name, start, end)
+        now = time.monotonic()
+        if now - self._last_write >= HEARTBEAT_EVERY_S or event.fraction >= 1.0:
+            start, end = self.span
+            value = start + (end - start) * min(max(event.fraction, 0.0), 1.0)
+            eta = None if event.eta_seconds is None else round(float(event.eta_seconds), 1)
+            TrainingRun.objects.filter(pk=self.run_id).update(
+                progress=value, eta_seconds=eta, heartbeat_at=timezone.now()
+            )
             self._last_write = now
         self.check_cancel()
 
@@ -230,7 +253,7 @@ def start_training_run(
     *,
     project: Project,
     user: Any | None = None,
-    route: str = Route.PROBE,
+    route: str = "probe",
     params: dict[str, Any] | None = None,
     auto_publish: bool = False,
     trigger: str = "manual",
@@ -243,19 +266,14 @@ def start_training_run(
     With dispatch=False the run stays queued for the caller to execute in-process (`execute_training_run`)."""
     from modeling.tasks import train_model
 
-    if route not in ROUTE1_ROUTES:
-        raise ServiceError(
-            gettext("Route '%(route)s' is not trained here; use one of: %(value)s.")
-            % {"route": route, "value": ", ".join(ROUTE1_ROUTES)}
-        )
     if params is not None and not isinstance(params, dict):
-        raise ServiceError(gettext("Training params must be an object."))
+        raise ServiceError(gettext("Training params must be an object."), code="invalid_params")
     params = dict(params or {})
+    checked = run_params_for(route, params, project)  # a misspelt or out-of-range key: a 400 naming it, first
     sweep_stale_runs(project=project)  # a run whose worker died no longer blocks a new one
     _refuse_if_active(project)
     collect_training_data(project)
-    train_config_for(route, params, project)
-    if route == Route.PROBE:
+    if "backbone" in type(checked.route).model_fields:
         feature_services.resolve_backbone_spec(params.get("backbone"))
     params["auto_publish"] = bool(auto_publish)
     fields = {"route": route, "params": params, "trigger": trigger, "created_by": _real_user(user)}
@@ -274,7 +292,7 @@ def start_feature_extraction(*, project: Project, user: Any | None = None, backb
     return _create_and_send(
         project,
         extract_features,
-        route=Route.PROBE,
+        route="probe",
         params={"backbone": backbone} if backbone else {},
         trigger="extract",
         created_by=_real_user(user),
@@ -497,10 +515,8 @@ def _guarded(run_id: int, body: Callable[[TrainingRun, RunReporter, dict[str, fl
 def _is_cancel(exc: BaseException) -> bool:
     if isinstance(exc, RunCancelled):
         return True
-    try:
-        from modeling.engine.routes.heads import Cancelled
-    except ImportError:
-        return False
+    from modeling.engine.routes.base import Cancelled
+
     return isinstance(exc, Cancelled)
 
 
@@ -516,11 +532,9 @@ def execute_extraction_run(run_id: int) -> int | None:
 
     def body(run: TrainingRun, reporter: RunReporter, timings: dict[str, float]) -> int:
         reporter.stage("loading backbone", 0.0, 0.05)
-        spec = feature_services.resolve_backbone_spec(run.params.get("backbone"))
         texts = list(Item.objects.filter(project_id=run.project_id).order_by("id").values_list("text", flat=True))
-        extractor, _ = _extractor_for(spec, run.params)
         # The same max_len a training run would pick now, so the warmed cache is the one training reads.
-        feature_services.fit_max_len(extractor, _train_texts_or_none(run.project), run.params.get("max_len"))
+        extractor = feature_services.training_extractor(run.params, _train_texts_or_none(run.project))
         reporter.stage("extracting features", 0.05, 1.0)
         t0 = time.perf_counter()
         _, n_extracted = feature_services.extract_with_cache(extractor, texts, reporter.progress)
@@ -539,97 +553,56 @@ def execute_training_run(run_id: int) -> int | None:
     return _guarded(run_id, _train)
 
 
-def _extractor_for(spec: Any, params: dict[str, Any]) -> tuple[Any, Any]:
-    config = feature_services.feature_config(spec, params)
-    return feature_services.build_extractor(spec, config), config
-
-
 def _train(run: TrainingRun, reporter: RunReporter, timings: dict[str, float]) -> int:
-    from modeling.engine.artifacts import verify_artifacts
-    from modeling.engine.pipeline import Predictor, evaluate, train_and_calibrate
-    from modeling.engine.routes.heads import HeadInputs
+    from modeling.engine.routes.base import Examples
+    from modeling.engine.versions import Predictor, train_version
 
     project = run.project
     reporter.stage("loading data", 0.0, 0.02)
     data = collect_training_data(project)
     reporter.log(
-        f"taxonomy v{data.taxonomy.number}; {len(data.label_keys)} classes; train {len(data.train)}, "
-        f"val {len(data.val)}, test {len(data.test)}; skipped {data.skipped}"
+        f"route {run.route}; taxonomy v{data.taxonomy.number}; {len(data.label_keys)} classes; train "
+        f"{len(data.train)}, val {len(data.val)}, test {len(data.test)}; skipped {data.skipped}"
     )
-    splits = ("train", "val", "test")
-    matrices: dict[str, np.ndarray | None] = dict.fromkeys(splits)
-    serving: dict[str, Any] = {"route": run.route, "label_keys": data.label_keys, "fallback_key": data.fallback_key}
-    if run.route == Route.PROBE:
-        reporter.stage("loading backbone", 0.02, 0.05)
-        spec = feature_services.resolve_backbone_spec(run.params.get("backbone"))
-        extractor, config = _extractor_for(spec, run.params)
-        max_len = feature_services.fit_max_len(extractor, data.texts("train"), run.params.get("max_len"))
-        reporter.log(f"max_len {max_len} (P95 of the training lengths, rounded up to 16, capped)")
-        reporter.stage("extracting features", 0.05, 0.6)
-        all_texts = [t for split in splits for t in data.texts(split)]
-        t0 = time.perf_counter()
-        matrix, n_extracted = feature_services.extract_with_cache(extractor, all_texts, reporter.progress)
-        seconds = time.perf_counter() - t0
-        timings.update(extract_seconds=round(seconds, 3), n_texts=len(all_texts), n_extracted=n_extracted)
-        if n_extracted:
-            timings["extract_texts_per_s"] = round(n_extracted / max(seconds, 1e-9), 1)
-        reporter.log(f"features: {len(all_texts)} texts, {n_extracted} extracted, rest from cache")
-        offset = 0
-        for split in splits:
-            n = len(getattr(data, split))
-            matrices[split] = matrix[offset : offset + n]
-            offset += n
-        serving.update(
-            backbone_ref=run.params.get("backbone") or settings.DEFAULT_BACKBONE,
-            backbone_name=spec.name,
-            backbone_fingerprint=spec.fingerprint,
-            # What the extractor resolved (dtype "auto" -> bf16/fp32, max_len), so serving computes the same features.
-            feature_config={**asdict(config), "dtype": extractor.dtype, "max_len": extractor.max_len},
-            feature_dim=int(matrix.shape[1]),
-        )
-
-    reporter.stage("training head", 0.6, 0.9)
-    inputs = {split: HeadInputs(matrices[split], data.texts(split)) for split in splits}
+    params = run_params_for(run.route, run.params, project)
     t0 = time.perf_counter()
-    result = train_and_calibrate(
-        inputs["train"],
-        data.y("train"),
-        inputs["val"],
-        data.y("val"),
-        data.label_keys,
-        data.fallback_key,
-        train_config_for(run.route, run.params, project),
-        progress=reporter.progress,
-        should_stop=reporter.should_stop,
+    version = train_version(
+        run.route,
+        params.route,
+        Examples(data.texts("train"), data.keys("train")),
+        Examples(data.texts("val"), data.keys("val")),
+        fit_context(data, reporter),
+        params.calibration,
+        budget_minutes=params.budget_minutes,
+        # Item texts are stored PII-masked; serving shows them as the nearest labelled examples.
+        explain_rows=[{"item_id": e.item_id, "text": e.text, "label": e.label_key} for e in data.train],
     )
     timings["fit_seconds"] = round(time.perf_counter() - t0, 3)
+    described = version.describe()
+    for key in ("extract_seconds", "n_texts", "n_extracted", "extract_texts_per_s"):
+        if key in described:
+            timings[key] = described[key]
+    reporter.log(f"trained in {timings['fit_seconds']} s; {described.get('n_extracted', 0)} texts extracted")
 
-    reporter.stage("writing artifacts", 0.9, 0.95)
+    reporter.stage("writing artifacts", 0.95, 0.97)
     final_dir = artifacts_dir_for(run)
-    snapshot = [[e.item_id, e.label_key] for e in data.train + data.val]
-
-    def write_extra(tmp: Path) -> None:
-        _write_json(tmp / SERVING_FILE, serving)
-        _write_json(tmp / "snapshot.json", {"train_val": snapshot})
-        _write_explain(tmp / EXPLAIN_SUBDIR, matrices["train"], data.train)
-
-    manifest = result.save(final_dir, extra=write_extra)
-    verify_artifacts(final_dir, manifest)
+    manifest = version.save(final_dir)
     reporter.check_cancel()
 
-    reporter.stage("evaluating on test", 0.95, 0.99)
-    predictor = Predictor.load(final_dir, verify=True, expected_manifest=manifest)
-    metrics: dict[str, Any] = _jsonable(result.metrics)
+    reporter.stage("evaluating on test", 0.97, 0.99)
+    predictor = Predictor.load(final_dir, engine_load_context(cached=True), expected_manifest=manifest)
+    metrics: dict[str, Any] = dict(version.metrics)
     if data.test:
-        metrics["test"] = _jsonable(evaluate(predictor, inputs["test"], data.keys("test")))
+        metrics["test"] = predictor.evaluate(Examples(data.texts("test"), data.keys("test")))
     metrics["counts"] = {"train": len(data.train), "val": len(data.val), "test": len(data.test), **data.skipped}
     metrics["val_set"] = val_set_fingerprint([e.item_id for e in data.val])
     metrics["timings"] = dict(timings)
-    version = _create_version(run, data, serving, final_dir, manifest, metrics, result, snapshot)
-    reporter.log(f"created model version v{version.number}")
+    snapshot = [[e.item_id, e.label_key] for e in data.train + data.val]
+    model_version = _create_version(run, data, version, final_dir, manifest, _jsonable(metrics), snapshot)
+    reporter.log(f"created model version v{model_version.number}")
     if run.params.get("auto_publish"):
-        _auto_publish(version, data, reporter)
-    return version.id
+        _auto_publish(model_version, data, reporter)
+    return model_version.id
 
 
 def _auto_publish(version: ModelVersion, data: TrainingData, reporter: RunReporter) -> None:
@@ -642,44 +615,104 @@ def _auto_publish(version: ModelVersion, data: TrainingData, reporter: RunReport
         reporter.log(f"v{version.number} stays a candidate: {version.gate['reason']}")
 
 
-# Route 1's default head: see docs for the measurement that picked it.
-DEFAULT_PROBE_PARAMS: dict[str, Any] = {"head_kind": "linear", "hybrid": True}
+@dataclass(frozen=True)
+class RunParams:
+    route: Any  # the route's validated Params
+    calibration: Any  # versions.CalibrationParams
+    budget_minutes: float | None
 
 
-def train_config_for(route: str, params: dict[str, Any], project: Project) -> Any:
-    from modeling.engine.pipeline import TrainConfig
+def run_params_for(route: str, params: dict[str, Any], project: Project) -> RunParams:
+    """A run's params split into the route's, the calibration's (the project's abstention target by default)
+    and the run's own. An unknown route, or an unknown or invalid key, is a 400 that names it."""
+    from modeling.engine.routes import parse_params
+    from modeling.engine.routes.base import ParamsError
+    from modeling.engine.versions import CalibrationParams, calibration_params
 
-    known = {f.name for f in fields(TrainConfig)}
-    values: dict[str, Any] = {
-        "abstain_target_kind": project.abstain_target_kind,
-        "abstain_target": project.abstain_target,
-    }
-    if route == Route.TFIDF:
-        values["head_kind"] = "tfidf"
-    else:
-        values.update(DEFAULT_PROBE_PARAMS)
-    values.update({k: v for k, v in params.items() if k in known})
-    if route == Route.TFIDF:
-        values.update(head_kind="tfidf", hybrid=False)
+    calibration_keys = set(CalibrationParams.model_fields)
+    calibration = {"abstain_target_kind": project.abstain_target_kind, "abstain_target": project.abstain_target}
+    calibration.update({k: v for k, v in params.items() if k in calibration_keys})
+    route_params = {k: v for k, v in params.items() if k not in calibration_keys and k not in RUN_PARAM_NAMES}
+    budget = params.get("budget_minutes")
     try:
-        return TrainConfig(**values)
-    except (TypeError, ValueError) as exc:
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | float) or budget <= 0):
+            raise ParamsError("parameter 'budget_minutes' must be a positive number of minutes", key="budget_minutes")
+        return RunParams(
+            parse_params(route, route_params),
+            calibration_params(calibration),
+            None if budget is None else float(budget),
+        )
+    except ParamsError as exc:
         raise ServiceError(
-            gettext("Invalid training parameters: %(exc)s") % {"exc": exc}, code="invalid_params"
+            gettext("Invalid training parameters: %(exc)s") % {"exc": exc},
+            code="invalid_params",
+            details={"key": exc.key} if exc.key else None,
         ) from exc
+
+
+def engine_load_context(*, cached: bool, threads: int | None = None) -> Any:
+    """Where the engine finds backbones (and, for scoring stored items, the feature cache) when it loads a
+    version. Serving passes cached=False: request texts are not written to the cache."""
+    from modeling.engine.routes.base import LoadContext
+
+    return LoadContext(
+        model_root=Path(settings.MODEL_ROOT),
+        cache_dir=Path(settings.FEATURE_CACHE_DIR) if cached else None,
+        threads=int(settings.TORCH_THREADS if threads is None else threads),
+    )
+
+
+def fit_context(data: TrainingData, reporter: RunReporter) -> Any:
+    from modeling.engine.routes.base import FitContext
+
+    return FitContext(
+        label_keys=list(data.label_keys),
+        taxonomy=engine_taxonomy(data.taxonomy, data.fallback_key),
+        model_root=Path(settings.MODEL_ROOT),
+        cache_dir=Path(settings.FEATURE_CACHE_DIR),
+        progress=reporter.event,
+        should_stop=reporter.should_stop,
+        extras={"default_backbone": settings.DEFAULT_BACKBONE},
+        threads=int(settings.TORCH_THREADS),
+    )
+
+
+def engine_taxonomy(taxonomy: TaxonomyVersion, fallback_key: str) -> Any:
+    """The taxonomy as routes read it: each label's name, definition, rules, examples and edge cases."""
+    from labeling.models import Label
+    from modeling.engine.routes.base import LabelInfo, Taxonomy
+
+    def lines(text: str) -> tuple[str, ...]:
+        return tuple(line.strip() for line in (text or "").splitlines() if line.strip())
+
+    labels = Label.objects.filter(taxonomy=taxonomy).order_by("order", "key")
+    return Taxonomy(
+        tuple(
+            LabelInfo(
+                key=label.key,
+                name=label.name,
+                definition=label.definition,
+                rules=lines(label.decision_rules),
+                examples=tuple(str(x) for x in label.examples or ()),
+                edge_cases=tuple(str(x) for x in label.counter_examples or ()),
+            )
+            for label in labels
+        ),
+        fallback_key,
+    )
 
 
 def _create_version(
     run: TrainingRun,
     data: TrainingData,
-    serving: dict[str, Any],
+    version: Any,
     final_dir: Path,
     manifest: Any,
     metrics: dict[str, Any],
-    result: Any,
     snapshot: list[list[Any]],
 ) -> ModelVersion:
-    calibration = _calibration(result)
+    calibration = version.calibration_record()
+    described = version.describe()
     with transaction.atomic():
         # Lock the project row so two runs finishing together never take the same number.
         Project.objects.select_for_update().filter(pk=run.project_id).first()
@@ -696,8 +729,8 @@ def _create_version(
             run=run,
             number=number,
             route=run.route,
-            backbone_name=serving.get("backbone_name", ""),
-            backbone_fingerprint=serving.get("backbone_fingerprint", ""),
+            backbone_name=described.get("backbone_name", ""),
+            backbone_fingerprint=described.get("backbone_fingerprint", ""),
             taxonomy=data.taxonomy,
             label_keys=data.label_keys,
             training_snapshot=snapshot,
@@ -710,44 +743,7 @@ def _create_version(
         )
 
 
-def _calibration(result: Any) -> dict[str, Any]:
-    return _jsonable(result.calibration_record())
-
-
-def _write_explain(folder: Path, matrix: np.ndarray | None, examples: list[GoldExample]) -> None:
-    """Normalised training features + who they are, for nearest-example explanations at predict time."""
-    if matrix is None or not len(examples):
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    np.save(folder / "features.npy", (matrix / np.maximum(norms, 1e-12)).astype(np.float32))
-    _write_json(
-        folder / "examples.json",
-        [{"item_id": e.item_id, "text": e.text, "label": e.label_key} for e in examples],
-    )
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    import json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(payload), ensure_ascii=False, indent=1), encoding="utf-8")
-
-
 def _jsonable(value: Any) -> Any:
-    """numpy scalars/arrays and dataclasses → plain JSON types."""
-    import dataclasses
+    from modeling.engine.versions import jsonable
 
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(dataclasses.asdict(value))
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
+    return jsonable(value)

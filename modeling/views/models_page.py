@@ -3,6 +3,7 @@ roll back / archive. Thin: permissions via labeling.permissions, work via modeli
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.contrib import messages
@@ -15,7 +16,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from labeling.permissions import can, get_project_for
 from labeling.selectors.training_data import gold_split_counts
-from modeling.models import Route
+from modeling.engine.routes.catalogue import describe_routes
+from modeling.models import DEFAULT_ROUTE
 from modeling.selectors import models as selectors
 from modeling.selectors.confusion import compare_versions, confusion_view, eval_split
 from modeling.selectors.model_health import version_warnings
@@ -52,7 +54,7 @@ def _context(request: HttpRequest, project: Any) -> dict[str, Any]:
         "published": selectors.published_version(project),
         "can_manage": can(request.user, project, "manage"),
         "can_roll_back": selectors.can_roll_back(project),
-        "routes": [(Route.PROBE, Route.PROBE.label), (Route.TFIDF, Route.TFIDF.label)],
+        "routes": describe_routes(),
         "gold_splits": gold_split_counts(project),
         "gate": publish_gate.gate_for(project),
     }
@@ -118,8 +120,12 @@ def _act(request: HttpRequest, slug: str, action: Any, success: str) -> HttpResp
 @login_required
 @require_POST
 def train(request: HttpRequest, slug: str) -> HttpResponse:
-    route = request.POST.get("route", Route.PROBE)
-    params: dict[str, Any] = {}
+    route = request.POST.get("route", DEFAULT_ROUTE)
+    try:
+        params = _form_params(request.POST.get("params", ""))
+    except ValueError as exc:
+        messages.error(request, str(exc))
+        return redirect("modeling:model_page", slug=slug)
     if request.POST.get("backbone", "").strip():
         params["backbone"] = request.POST["backbone"].strip()
     auto_publish = request.POST.get("auto_publish") == "on"
@@ -131,6 +137,18 @@ def train(request: HttpRequest, slug: str) -> HttpResponse:
         ),
         gettext("Training run #{result.id} queued."),
     )
+
+
+def _form_params(text: str) -> dict[str, Any]:
+    if not text.strip():
+        return {}
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(gettext("Parameters are not valid JSON: %(exc)s") % {"exc": exc}) from exc
+    if not isinstance(params, dict):
+        raise ValueError(gettext("Parameters must be a JSON object."))
+    return params
 
 
 @login_required

@@ -223,8 +223,6 @@ SPECTACULAR_SETTINGS = {
         "ImportStatusEnum": "labeling.models.ImportJob.Status",
         "TrainingRunStatusEnum": "modeling.models.TrainingRun.Status",
         "ModelVersionStatusEnum": "modeling.models.ModelVersion.Status",
-        "RouteEnum": "modeling.models.Route",
-        "TrainableRouteEnum": [("probe", "Route 1: frozen features + head"), ("tfidf", "TF-IDF baseline")],
     },
 }
 

@@ -7,14 +7,11 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from modeling.engine.backbones.cache import FeatureCache, cached_encode
-from modeling.engine.backbones.features import FeatureConfig, FeatureExtractor
 from modeling.engine.backbones.specs import BackboneError, resolve_backbone
-from modeling.engine.pipeline import TrainConfig, train_and_calibrate
-from modeling.engine.routes.heads import HeadInputs
+from modeling.engine.routes.base import Examples, FitContext, Taxonomy
+from modeling.engine.versions import train_version
 from tests.engine.conftest import REAL_MODEL_ROOT
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,34 +55,28 @@ def _read(path: Path) -> tuple[list[str], list[str]]:
 
 
 @pytest.fixture(scope="module")
-def extractor():
+def model_root() -> Path:
     try:
-        spec = resolve_backbone("multilingual-e5-small", REAL_MODEL_ROOT)
+        resolve_backbone("multilingual-e5-small", REAL_MODEL_ROOT)
     except BackboneError as exc:
         pytest.skip(str(exc))
-    return FeatureExtractor(spec, FeatureConfig(dtype="fp32", threads=1, max_len=64))
-
-
-def _encode(extractor, texts: list[str]) -> np.ndarray:
-    cache = FeatureCache(ROOT / "var" / "features") if (ROOT / "var" / "features").is_dir() else None
-    if cache is None:
-        return extractor.encode(texts)
-    return cached_encode(extractor, texts, None, cache)[0]
+    return REAL_MODEL_ROOT
 
 
 @pytest.mark.slow
-def test_gibberish_goes_to_the_fallback(extractor):
+def test_gibberish_goes_to_the_fallback(model_root, tmp_path):
     """Trained on smp2017 (31 Chinese domains, chit-chat as 其他) with the default abstention rule."""
     folder = _smp2017()
     (train_texts, y_train), (val_texts, y_val) = _read(folder / "train.jsonl"), _read(folder / "dev.jsonl")
     keys = [*sorted(set(y_train) - {"其他"}), "其他"]
-    result = train_and_calibrate(
-        HeadInputs(_encode(extractor, train_texts), train_texts), y_train,
-        HeadInputs(_encode(extractor, val_texts), val_texts), y_val, keys, "其他", TrainConfig(head_kind="linear"),
-    )  # fmt: skip
+    cache = ROOT / "var" / "features"
+    ctx = FitContext(
+        keys, Taxonomy.from_keys(keys, "其他"), model_root, cache if cache.is_dir() else tmp_path, threads=1
+    )
+    params = {"head_kind": "linear", "hybrid": False, "dtype": "fp32", "max_len": 64}
+    result = train_version("probe", params, Examples(train_texts, y_train), Examples(val_texts, y_val), ctx)
     predictor = result.predictor()
-    predictions = dict(zip(GIBBERISH, predictor.predict(HeadInputs(_encode(extractor, GIBBERISH), GIBBERISH)),
-                           strict=True))  # fmt: skip
+    predictions = dict(zip(GIBBERISH, predictor.predict(GIBBERISH), strict=True))
     # ASCII letters, digits and symbols lie far from every trained text: rejected by the distance score,
     # although several get a top probability the threshold alone would answer.
     assert all(predictions[t].abstain_reason == "out_of_scope" for t in LATIN_AND_SYMBOLS)

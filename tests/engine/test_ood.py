@@ -16,8 +16,9 @@ from modeling.engine.evaluation.calibration import (
     probabilities,
 )
 from modeling.engine.evaluation.ood import OodScorer
-from modeling.engine.pipeline import Predictor, TrainConfig, train_and_calibrate
-from modeling.engine.routes.heads import HeadInputs
+from modeling.engine.routes.base import ParamsError
+from modeling.engine.versions import Predictor, calibration_params
+from tests.engine.vector_route import fit, texts_for
 
 torch.set_num_threads(1)
 
@@ -112,19 +113,19 @@ def oos_only_in_val():
     oos = far_points(60, 5)
     xva = np.r_[xva, oos]
     yva = np.r_[yva, np.full(len(oos), KEYS.index(FALLBACK))]
-    return HeadInputs(xtr), ytr, HeadInputs(xva), yva
+    return texts_for(xtr), ytr, texts_for(xva), yva
 
 
 def test_temperature_is_fitted_only_on_trained_classes():
     # Fitting on val items of 其他, which the head never saw, flattened every probability (T > 50 on CLINC150).
     train, ytr, val, yva = oos_only_in_val()
-    config = TrainConfig(head_kind="linear", abstain_target=0.9, ood_kind="none")
-    result = train_and_calibrate(train, ytr, val, yva, KEYS, FALLBACK, config)
+    config = dict(head_kind="linear", abstain_target=0.9, ood_kind="none")
+    result = fit(train, ytr, val, yva, config, KEYS, FALLBACK)
     items = result.calibration_items
     assert items["val_excluded_untrained_class"] == 60 and items["untrained_classes"] == [FALLBACK]
     assert items["n"] == 150 and items["split"] == "val"
     in_scope = yva != KEYS.index(FALLBACK)
-    probs = result.predictor().predict_proba(val)[0]
+    probs = result.predictor().score(val).probs
     # With the 其他 items in the fit, the in-scope ECE was 0.54 here (0.55 measured on CLINC150).
     assert expected_calibration_error(probs[in_scope], yva[in_scope]) < 0.06
     # Tau saw the 其他 texts too (answered, they count as errors).
@@ -134,14 +135,14 @@ def test_temperature_is_fitted_only_on_trained_classes():
 
 def test_far_texts_abstain_as_out_of_scope_even_when_the_head_is_confident(tmp_path):
     train, ytr, val, yva = oos_only_in_val()
-    config = TrainConfig(
+    config = dict(
         head_kind="linear", abstain_target=0.9, ood_kind="mahalanobis", ood_in_scope_loss=0.02,
         ood_with_probability=False,  # the distance alone: these far points are confident by construction
     )  # fmt: skip
-    result = train_and_calibrate(train, ytr, val, yva, KEYS, FALLBACK, config)
+    result = fit(train, ytr, val, yva, config, KEYS, FALLBACK)
     result.save(tmp_path / "v1")
     predictor = Predictor.load(tmp_path / "v1")
-    gibberish = HeadInputs(far_points(40, 9))
+    gibberish = texts_for(far_points(40, 9))
     predictions = predictor.predict(gibberish)
     # A linear head grows more confident the further a point lies: the top probability alone would answer.
     assert np.mean([p.top_confidence > 0.9 for p in predictions]) > 0.5
@@ -154,8 +155,8 @@ def test_far_texts_abstain_as_out_of_scope_even_when_the_head_is_confident(tmp_p
 
 def test_auto_picks_a_score_and_records_it():
     train, ytr, val, yva = oos_only_in_val()
-    config = TrainConfig(head_kind="linear", ood_kind="auto")
-    result = train_and_calibrate(train, ytr, val, yva, KEYS, FALLBACK, config)
+    config = dict(head_kind="linear", ood_kind="auto")
+    result = fit(train, ytr, val, yva, config, KEYS, FALLBACK)
     assert result.choice.ood_kind in {"mahalanobis", "knn"}
     assert result.calibration_items["ood_threshold"]["kind"] == result.choice.ood_kind
 
@@ -167,8 +168,8 @@ def test_other_calibration_sources_say_which_items_they_used(source):
     noisy = yva.copy()
     flip = np.random.default_rng(0).choice(200, 40, replace=False)
     noisy[flip] = (noisy[flip] + 1) % 3  # 20% wrong validation labels
-    config = TrainConfig(head_kind="linear", calibration_source=source, calibration_folds=3, ood_kind="none")
-    result = train_and_calibrate(HeadInputs(xtr), ytr, HeadInputs(xva), noisy, KEYS, FALLBACK, config)
+    config = dict(head_kind="linear", calibration_source=source, calibration_folds=3, ood_kind="none")
+    result = fit(texts_for(xtr), ytr, texts_for(xva), noisy, config, KEYS, FALLBACK)
     items = result.calibration_items
     assert items["source"] == source
     if source == "val_clean":
@@ -178,8 +179,8 @@ def test_other_calibration_sources_say_which_items_they_used(source):
         assert items["split"] == "train (out-of-fold)" and items["n"] == 300 and items["folds"] == 3
     # Clean (or out-of-fold) items reach the precision target that the noisy val labels alone cannot.
     assert result.choice.target_met
-    with pytest.raises(ValueError, match="calibration source"):
-        TrainConfig(calibration_source="test")
+    with pytest.raises(ParamsError, match="calibration_source"):
+        calibration_params({"calibration_source": "test"})
 
 
 def test_a_target_met_only_on_a_sliver_of_texts_counts_as_out_of_reach():
@@ -211,7 +212,7 @@ def oos_in_train():
     fallback = KEYS.index(FALLBACK)
     xtr, ytr = blobs(360, 1, classes=(0, 1, 2, fallback), spread=1.5)
     xva, yva = blobs(200, 2, classes=(0, 1, 2, fallback), spread=1.5)
-    return HeadInputs(np.r_[xtr]), ytr, HeadInputs(np.r_[xva, far_points(20, 6)]), np.r_[yva, np.full(20, fallback)]
+    return texts_for(np.r_[xtr]), ytr, texts_for(np.r_[xva, far_points(20, 6)]), np.r_[yva, np.full(20, fallback)]
 
 
 def test_a_trained_fallback_adds_its_own_probability_to_the_score(tmp_path):
@@ -229,8 +230,8 @@ def test_a_trained_fallback_adds_its_own_probability_to_the_score(tmp_path):
 
 def test_in_scope_accuracy_target_chooses_the_score_threshold_on_val():
     train, ytr, val, yva = oos_in_train()
-    config = TrainConfig(head_kind="linear", abstain_target_kind="in_scope_acc", abstain_target=0.85)
-    result = train_and_calibrate(train, ytr, val, yva, KEYS, FALLBACK, config)
+    config = dict(head_kind="linear", abstain_target_kind="in_scope_acc", abstain_target=0.85)
+    result = fit(train, ytr, val, yva, config, KEYS, FALLBACK)
     choice, scorer = result.choice, result.ood
     assert choice.target_kind == "in_scope_acc" and choice.ood_kind == "mahalanobis"
     assert choice.threshold == 0.0 and choice.ood_threshold is not None
@@ -238,13 +239,13 @@ def test_in_scope_accuracy_target_chooses_the_score_threshold_on_val():
     abstention = result.metrics["val"]["abstention"]
     assert choice.target_met, choice.warning
     assert abstention["in_scope_accuracy"] >= 0.85
-    argmax_recall = (result.predictor().predict_proba(val)[0].argmax(axis=1)[yva == 3] == 3).mean()
+    argmax_recall = (result.predictor().score(val).probs.argmax(axis=1)[yva == 3] == 3).mean()
     assert abstention["oos_recall"] > argmax_recall + 0.1  # the score catches what the head calls in scope
     assert "in-scope val accuracy >= 0.85" in result.calibration_items["ood_threshold"]["rule"]
 
 
 def test_an_untrained_fallback_keeps_its_probability_out_of_the_score():
     train, ytr, val, yva = oos_only_in_val()
-    config = TrainConfig(head_kind="linear", abstain_target_kind="in_scope_acc", abstain_target=0.9)
-    result = train_and_calibrate(train, ytr, val, yva, KEYS, FALLBACK, config)
+    config = dict(head_kind="linear", abstain_target_kind="in_scope_acc", abstain_target=0.9)
+    result = fit(train, ytr, val, yva, config, KEYS, FALLBACK)
     assert "fallback_index" not in result.ood.mix

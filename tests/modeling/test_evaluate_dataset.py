@@ -4,6 +4,7 @@ import json
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from labeling.models import Item, Project
 from modeling.models import ModelVersion
@@ -27,26 +28,24 @@ def test_evaluate_dataset_runs_the_app_and_cleans_up(tmp_path, tiny_backbone, ca
         "evaluate_dataset",
         "--train", str(tmp_path / "train.jsonl"), "--val", str(tmp_path / "val.jsonl"),
         "--test", str(tmp_path / "test.jsonl"), "--backbone", str(tiny_backbone),
-        "--fallback-label", "oos", "--params", '{"head_options": {"max_epochs": 20}}', "--json", str(out),
+        "--fallback-label", "oos", "--params", '{"max_epochs": 20}', "--json", str(out),
     )  # fmt: skip
 
     result = json.loads(out.read_text())
     for key in ("accuracy", "macro_f1", "ece_before", "ece_after", "temperature", "threshold", "coverage",
-                "selective_accuracy", "extract_texts_per_s", "fit_seconds", "total_seconds",
+                "selective_accuracy", "extract_texts_per_s", "train_seconds", "predict_ms_per_text",
                 "in_scope_accuracy", "oos_recall", "oos_precision"):  # fmt: skip
         assert key in result, key
     assert result["n_train"] == len(files["train"]) and result["n_test"] == len(files["test"])
     assert 0.0 <= result["macro_f1"] <= 1.0 and result["extract_texts_per_s"] > 0
+    assert result["train_seconds"] > 0 and result["predict_ms_per_text"] > 0
     assert json.loads(capsys.readouterr().out)["macro_f1"] == result["macro_f1"]
-    # The throw-away project is gone with everything it created.
-    assert not Project.objects.filter(slug__startswith="eval-").exists()
-    assert not Item.objects.exists() and not ModelVersion.objects.exists()
+    # The engine alone: no project, item or version was created.
+    assert not Project.objects.exists() and not Item.objects.exists() and not ModelVersion.objects.exists()
 
 
 @pytest.mark.django_db
 def test_evaluate_dataset_reports_missing_file(tmp_path):
-    from django.core.management.base import CommandError
-
     with pytest.raises(CommandError, match="does not exist"):
         call_command("evaluate_dataset", "--train", "x", "--val", "y", "--test", str(tmp_path / "nope.jsonl"))
 
@@ -64,7 +63,7 @@ def test_a_dataset_with_its_own_qita_label_trains_it_as_the_fallback(tmp_path, t
         "evaluate_dataset",
         "--train", str(tmp_path / "train.jsonl"), "--val", str(tmp_path / "val.jsonl"),
         "--test", str(tmp_path / "test.jsonl"), "--backbone", str(tiny_backbone),
-        "--params", '{"head_options": {"max_epochs": 20}}', "--json", str(out),
+        "--params", '{"max_epochs": 20}', "--json", str(out),
     )  # fmt: skip
 
     result = json.loads(out.read_text())
@@ -90,20 +89,51 @@ def test_out_of_scope_only_in_val_is_left_out_of_the_temperature(tmp_path, tiny_
         "evaluate_dataset",
         "--train", str(tmp_path / "train.jsonl"), "--val", str(tmp_path / "val.jsonl"),
         "--test", str(tmp_path / "test.jsonl"), "--backbone", str(tiny_backbone), "--fallback-label", "oos",
-        "--params", '{"head_options": {"max_epochs": 20}}', "--json", str(out),
+        "--params", '{"max_epochs": 20}', "--json", str(out),
     )  # fmt: skip
 
     items = json.loads(out.read_text())["calibration_items"]
-    assert items["val_excluded_untrained_class"] == len(oos[0::2]) and items["untrained_classes"] == ["其他"]
+    assert items["val_excluded_untrained_class"] == len(oos[0::2]) and items["untrained_classes"] == ["oos"]
     assert items["n"] == len(files["val"]) - len(oos[0::2])
     assert items["ood_threshold"]["n_out_of_scope"] == len(oos[0::2])
     assert "turns away at most" in items["ood_threshold"]["rule"]  # untrained fallback: precision 0.97 as before
 
 
 def test_pooled_figures_weigh_each_split_by_its_texts():
-    from modeling.management.commands.evaluate_dataset import _pooled
+    from modeling.engine.evaluation.dataset import pooled as _pooled
 
     val = {"in_scope_accuracy": 1.0, "oos_recall": 0.5, "n_oos": 10}
     test = {"in_scope_accuracy": 0.8, "oos_recall": 1.0, "n_oos": 30}
     assert _pooled(val, 110, test, 130) == {"in_scope_accuracy": 0.9, "oos_recall": 0.875}
     assert _pooled({}, 110, test, 130) == {"in_scope_accuracy": None, "oos_recall": None}
+
+
+def _taxonomy_file(path, keys):
+    from labeling.taxonomy_io import LabelSpec, build_document, dump_document
+
+    specs = [LabelSpec(key=k, name=f"{k}场景", definition=f"关于{k}的反馈", examples=[f"{k}的问题"]) for k in keys]
+    specs.append(LabelSpec(key="其他", name="其他", is_fallback=True))
+    path.write_text(dump_document(build_document(project="x", number=1, status="published", notes="", labels=specs),
+                                  "yaml"), encoding="utf-8")  # fmt: skip
+
+
+@pytest.mark.django_db
+def test_a_taxonomy_file_gives_the_label_set_and_an_unknown_label_is_named(tmp_path, tiny_backbone):
+    rows = scene_texts(20)
+    files = {"train": rows[0::2], "val": rows[1::4], "test": rows[3::4]}
+    for split, split_rows in files.items():
+        _write(tmp_path / f"{split}.jsonl", split_rows)
+    keys = ["账户", "售后", "支付", "物流", "旅行"]
+    _taxonomy_file(tmp_path / "tax.yaml", keys)
+    out = tmp_path / "result.json"
+    args = ["--train", str(tmp_path / "train.jsonl"), "--val", str(tmp_path / "val.jsonl"),
+            "--test", str(tmp_path / "test.jsonl"), "--backbone", str(tiny_backbone),
+            "--params", '{"max_epochs": 5}']  # fmt: skip
+
+    call_command("evaluate_dataset", *args, "--taxonomy", str(tmp_path / "tax.yaml"), "--json", str(out))
+    result = json.loads(out.read_text())
+    assert result["label_keys"] == [*keys, "其他"] and result["fallback_key"] == "其他"
+
+    _taxonomy_file(tmp_path / "small.yaml", keys[:-1])
+    with pytest.raises(CommandError, match="旅行"):
+        call_command("evaluate_dataset", *args, "--taxonomy", str(tmp_path / "small.yaml"))

@@ -35,9 +35,9 @@ def test_training_run_creates_a_verified_candidate_version(scene_project, tiny_b
     for key in ("accuracy", "macro_f1", "per_class", "confusion", "calibration", "risk_coverage", "abstention"):
         assert key in version.metrics["test"], key
     assert version.metrics["counts"]["val"] >= 20
-    serving = json.loads((Path(version.artifacts_dir) / training.SERVING_FILE).read_text())
-    assert serving["backbone_fingerprint"] == version.backbone_fingerprint
-    assert serving["feature_config"]["max_len"] is not None  # fixed at training time, reused when serving
+    record = json.loads((Path(version.artifacts_dir) / "version.json").read_text())
+    assert record["route"] == "probe" and record["describe"]["backbone_fingerprint"] == version.backbone_fingerprint
+    assert record["describe"]["max_len"] is not None  # fixed at training time, reused when serving
 
 
 @pytest.mark.django_db

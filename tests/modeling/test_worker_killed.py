@@ -37,13 +37,13 @@ def test_killed_worker_frees_the_project_within_a_minute(project, tiny_backbone,
     taxonomy = publish_scene_taxonomy(project)
     add_gold_items(project, scene_texts(20), taxonomy)
     # An MLP that never early-stops: training runs until the worker is killed.
-    params = {"backbone": str(tiny_backbone), "head_kind": "mlp", "hybrid": False,
-              "head_options": {"max_epochs": 1_000_000, "patience": 1_000_000}}  # fmt: skip
+    params = {"backbone": str(tiny_backbone), "head_kind": "mlp", "hybrid": False, "max_epochs": 1_000_000,
+              "patience": 1_000_000}  # fmt: skip
 
     with running_worker(queues="ml") as worker:
         run = training.start_training_run(project=project, params=params)
         _wait_for(
-            lambda: TrainingRun.objects.filter(pk=run.pk, stage="training head", status="running").exists(),
+            lambda: TrainingRun.objects.filter(pk=run.pk, stage="training", status="running").exists(),
             timeout=120,
             what="the run to reach the training stage",
         )

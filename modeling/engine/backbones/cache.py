@@ -9,7 +9,6 @@ damage) is moved aside as `*.corrupt` and its texts are simply extracted again.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import re
@@ -21,14 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from modeling.engine.backbones.features import EncodeProgress, FeatureExtractor
+from modeling.engine.files import text_sha256
+
+__all__ = ["FeatureCache", "cached_encode", "text_sha256"]
 
 logger = logging.getLogger(__name__)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 SHARD_GLOB = "shard-*.npz"
-
-
-def text_sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 class FeatureCache:

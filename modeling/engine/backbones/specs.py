@@ -17,8 +17,8 @@ from modeling.engine.backbones.packs import (
     install_lock,
     install_pack,
     quick_check,
-    sha256_file,
 )
+from modeling.engine.files import sha256_file
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

@@ -13,7 +13,10 @@ from pydantic import ValidationError
 from modeling.engine.routes.base import ParamsError, Route, RouteParams
 
 # Modules imported on first use, so importing the registry stays cheap (torch loads only when a route does).
-ROUTE_MODULES: dict[str, str] = {}
+ROUTE_MODULES: dict[str, str] = {
+    "probe": "modeling.engine.routes.probe",
+    "tfidf": "modeling.engine.routes.tfidf",
+}
 _routes: dict[str, Route] = {}
 
 

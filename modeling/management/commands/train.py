@@ -1,4 +1,5 @@
-"""manage.py train --project SLUG [--publish] [--if-no-model]: train route 1 from the command line.
+"""manage.py train --project SLUG [--route NAME] [--params JSON] [--publish] [--if-no-model]: train any
+registered route from the command line.
 
 Runs the same service as the browser's Train button, in this process (no worker needed), and prints the
 validation metrics. `make run` uses it to give the demo project a published model from the start."""
@@ -10,18 +11,19 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from labeling.models import Project
-from modeling.models import ModelVersion, Route
+from modeling.engine.routes import route_names
+from modeling.models import DEFAULT_ROUTE, ModelVersion
 from modeling.services.training import execute_training_run, start_training_run
 from modeling.services.versions import publish_model_version
 from sceneclf_site.api_errors import ServiceError
 
 
 class Command(BaseCommand):
-    help = "Train a route-1 model for a project in this process; optionally publish it."
+    help = "Train a model version for a project in this process; optionally publish it."
 
     def add_arguments(self, parser):  # type: ignore[no-untyped-def]
         parser.add_argument("--project", required=True, help="project slug")
-        parser.add_argument("--route", default=Route.PROBE, choices=[Route.PROBE, Route.TFIDF])
+        parser.add_argument("--route", default=DEFAULT_ROUTE, choices=route_names())
         parser.add_argument("--params", default="{}", help='JSON hyper-parameters, e.g. {"backbone": "NAME"}')
         parser.add_argument("--publish", action="store_true", help="publish the new version")
         parser.add_argument("--if-no-model", action="store_true", help="do nothing when a model is published")

@@ -1,4 +1,4 @@
-"""train_and_calibrate → save → Predictor.load → predict / evaluate, on synthetic data."""
+"""train_version → save → Predictor.load → predict / evaluate, on synthetic features (the vectors route)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from modeling.engine.artifacts import ArtifactError
-from modeling.engine.pipeline import Predictor, TrainConfig, evaluate, train_and_calibrate
-from modeling.engine.routes.heads import Cancelled, HeadInputs
+from modeling.engine.routes import parse_params
+from modeling.engine.routes.base import Cancelled, Examples, ParamsError
+from modeling.engine.versions import Predictor
+from tests.engine.vector_route import fit, texts_for
 
 torch.set_num_threads(1)
 
@@ -19,14 +21,14 @@ FALLBACK = "其他"
 WORDS = {"旅行": "机票", "支付": "付款", "物流": "快递", "其他": "随便"}
 
 
-def split(n: int, seed: int, spread: float = 2.5) -> tuple[HeadInputs, list[str]]:
+def split(n: int, seed: int, spread: float = 2.5) -> tuple[list[str], list[str]]:
     """Overlapping blobs (so confidence varies) plus texts carrying a class keyword half of the time."""
     centers = np.random.default_rng(42).normal(0, 1.5, (len(KEYS), 10))
     rng = np.random.default_rng(seed)
     y = rng.integers(0, len(KEYS), n)
     x = (centers[y] + rng.normal(0, spread, (n, 10))).astype(np.float32)
     texts = [("我想问" + WORDS[KEYS[c]] if rng.uniform() < 0.5 else "我想问一下") for c in y]
-    return HeadInputs(x, texts), [KEYS[c] for c in y]
+    return texts_for(x, texts), [KEYS[c] for c in y]
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +37,8 @@ def data():
 
 
 def train(data, **options):
-    config = TrainConfig(**{"head_kind": "linear", "abstain_target": 0.8, "coverage_floor": 0.05, **options})
-    return train_and_calibrate(*data["train"], *data["val"], KEYS, FALLBACK, config)
+    config = {"head_kind": "linear", "abstain_target": 0.8, "coverage_floor": 0.05, **options}
+    return fit(*data["train"], *data["val"], config, KEYS, FALLBACK)
 
 
 def test_train_calibrate_and_threshold_on_val(data):
@@ -51,11 +53,11 @@ def test_train_calibrate_and_threshold_on_val(data):
 
 def test_predictor_round_trip_gives_identical_probabilities(data, tmp_path):
     result = train(data, hybrid=True, per_class_thresholds=True)
-    before = result.predictor().predict_proba(data["test"][0])[0]
+    before = result.predictor().score(data["test"][0]).probs
     manifest = result.save(tmp_path / "v1")
-    assert {"calibration.json", "metrics.json", "train_config.json", "head/head.json"} <= set(manifest["files"])
+    assert {"calibration.json", "metrics.json", "version.json", "route/head/head.json"} <= set(manifest["files"])
     predictor = Predictor.load(tmp_path / "v1")
-    np.testing.assert_array_equal(predictor.predict_proba(data["test"][0])[0], before)
+    np.testing.assert_array_equal(predictor.score(data["test"][0]).probs, before)
     assert predictor.manifest["files"] == manifest["files"]
     calibration = json.loads((tmp_path / "v1" / "calibration.json").read_text(encoding="utf-8"))
     assert calibration["label_keys"] == KEYS and calibration["fallback_key"] == FALLBACK
@@ -70,7 +72,7 @@ def test_predictions_abstain_to_the_fallback(data):
     answered = [p for p in predictions if not p.abstained]
     assert abstained and answered
     tau, delta = predictor.choice.threshold, predictor.choice.ood_threshold
-    fallback_probs = predictor.predict_proba(data["test"][0])[0][:, KEYS.index(FALLBACK)]
+    fallback_probs = predictor.score(data["test"][0]).probs[:, KEYS.index(FALLBACK)]
     for i, p in enumerate(predictions):
         if p.abstained:  # the confidence is the probability of the label returned (the fallback)
             assert p.confidence == pytest.approx(fallback_probs[i], abs=1e-6)
@@ -83,16 +85,16 @@ def test_predictions_abstain_to_the_fallback(data):
     assert all(p.label == p.topk[0][0] == p.top_label and len(p.topk) == 2 for p in answered)
     assert all(p.abstain_reason is None and p.confidence == p.top_confidence for p in answered)
     assert all(p.topk[0][1] >= p.topk[1][1] for p in predictions)
-    assert predictor.predict(HeadInputs(np.zeros((0, 10), dtype=np.float32))) == []
+    assert predictor.predict([]) == []
 
 
 def test_evaluate_on_test_matches_the_val_metric_shape(data):
     result = train(data)
-    test = evaluate(result.predictor(), *data["test"])
+    test = result.predictor().evaluate(Examples(*data["test"]))
     assert set(result.metrics["val"]) == set(test)
     assert test["n"] == 200 and "oos_recall" in test["abstention"]
     with pytest.raises(ValueError, match="unknown label keys 售后"):
-        evaluate(result.predictor(), data["test"][0], ["售后"] * 200)
+        result.predictor().evaluate(Examples(data["test"][0], ["售后"] * 200))
 
 
 def test_tampered_artifacts_are_refused(data, tmp_path):
@@ -105,40 +107,45 @@ def test_tampered_artifacts_are_refused(data, tmp_path):
 def test_crash_while_saving_leaves_no_version(data, tmp_path):
     result = train(data)
 
-    def broken_extra(_tmp) -> None:
+    def broken_save(_folder) -> None:
         raise OSError("disk full")
 
+    result.fitted.save = broken_save
     with pytest.raises(OSError, match="disk full"):
-        result.save(tmp_path / "v1", extra=broken_extra)
-    assert not (tmp_path / "v1").exists()
+        result.save(tmp_path / "v1")
+    assert not (tmp_path / "v1").exists() and not list(tmp_path.iterdir())
 
 
 def test_too_small_val_split_is_a_clear_error(data):
-    small_val = (data["val"][0].subset(np.arange(5)), data["val"][1][:5])
+    small_val = (data["val"][0][:5], data["val"][1][:5])
     with pytest.raises(ValueError, match="validation split has 5 labelled texts"):
-        train_and_calibrate(*data["train"], *small_val, KEYS, FALLBACK, TrainConfig())
+        fit(*data["train"], *small_val, {}, KEYS, FALLBACK)
 
 
 def test_config_and_label_errors(data):
     with pytest.raises(ValueError, match="fallback label"):
-        train_and_calibrate(*data["train"], *data["val"], KEYS, "售后", TrainConfig())
-    with pytest.raises(ValueError, match="unknown head options"):
-        TrainConfig(head_options={"colour": "red"})
-    with pytest.raises(ValueError, match="hybrid head needs a feature head"):
-        TrainConfig(head_kind="tfidf", hybrid=True)
-    config = TrainConfig(head_kind="mlp", hybrid=True, loss="focal", head_options={"hidden_dim": 32})
-    assert TrainConfig.from_dict(config.to_dict()) == config
-    assert config.head_config().kind == "hybrid" and config.head_config().feature_kind == "mlp"
+        fit(*data["train"], *data["val"], {}, [*KEYS, "售后"], "售后x")
+    with pytest.raises(ParamsError, match="colour"):
+        parse_params("probe", {"colour": "red"})
+    with pytest.raises(ParamsError, match="head_kind"):
+        parse_params("probe", {"head_kind": "tfidf"})
+    params = parse_params("probe", {"head_kind": "mlp", "hybrid": True, "loss": "focal", "hidden_dim": 32})
+    assert parse_params("probe", params.model_dump()) == params
+    config = params.head_config()
+    assert (config.kind, config.feature_kind, config.hidden_dim, config.loss) == ("hybrid", "mlp", 32, "focal")
 
 
 def test_cancel_and_progress(data):
-    seen: list[float] = []
-    train_and_calibrate(
-        *data["train"], *data["val"], KEYS, FALLBACK, TrainConfig(), progress=lambda f, m: seen.append(f)
-    )
-    assert seen[-1] == 1.0 and seen == sorted(seen)
+    seen: list = []
+    fit(*data["train"], *data["val"], {}, KEYS, FALLBACK, progress=seen.append)
+    stages = [event.stage for event in seen]
+    assert stages[0] == "fit" and stages[-1] == "calibrate" and seen[-1].fraction == 1.0
+    for stage in ("fit", "calibrate"):
+        fractions = [e.fraction for e in seen if e.stage == stage]
+        assert fractions == sorted(fractions)
+    assert all(e.eta_seconds is None or e.eta_seconds >= 0 for e in seen)
     with pytest.raises(Cancelled):
-        train_and_calibrate(*data["train"], *data["val"], KEYS, FALLBACK, TrainConfig(), should_stop=lambda: True)
+        fit(*data["train"], *data["val"], {}, KEYS, FALLBACK, should_stop=lambda: True)
 
 
 def test_coverage_target(data):

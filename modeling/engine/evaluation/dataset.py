@@ -1,0 +1,212 @@
+"""Score a route on labelled JSONL files (train / val / test): train a version in a temporary folder, load it
+back through ``Predictor.load`` as serving does, and measure test. What ``manage.py evaluate_dataset`` and
+``benchmarks/routes.py`` call; no Django.
+
+The fallback label: the dataset's out-of-scope label when one is named (``fallback_label``); else 其他 when
+the files use it (Chinese data often carries 其他 as an ordinary label with many examples: it is the
+fallback, trained as a class, and uncertain texts go to it too); else 其他 is added as a class without
+examples, the answer for abstained texts."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from modeling.engine.files import read_jsonl
+from modeling.engine.routes import get_route, parse_params
+from modeling.engine.routes.base import Examples, FitContext, LabelInfo, LoadContext, Taxonomy
+from modeling.engine.versions import CalibrationParams, Predictor, train_version
+
+FALLBACK_KEY = "其他"
+FALLBACK_DATA_PRECISION_TARGET = 0.97
+# With out-of-scope examples in train: the most out-of-scope texts caught at this in-scope accuracy on val.
+FALLBACK_DATA_IN_SCOPE_ACCURACY_TARGET = 0.95
+TIMED_TEXTS = 200  # texts the one-at-a-time predict latency is measured on
+
+
+def read_examples(path: Path) -> Examples:
+    rows = list(read_jsonl(path, required=("text", "label")))
+    return Examples([str(r["text"]) for r in rows], [str(r["label"]) for r in rows])
+
+
+@dataclass
+class Splits:
+    train: Examples | None
+    val: Examples | None
+    test: Examples
+
+
+def read_splits(train: Path | None, val: Path | None, test: Path) -> Splits:
+    return Splits(
+        read_examples(train) if train is not None else None,
+        read_examples(val) if val is not None else None,
+        read_examples(test),
+    )
+
+
+def label_set(splits: Splits, fallback_label: str | None, taxonomy: Taxonomy | None) -> tuple[list[str], str]:
+    """(label keys in logit order, fallback key): the taxonomy's when given, else every label the files use."""
+    if taxonomy is not None:
+        return [label.key for label in taxonomy.labels], taxonomy.fallback_key
+    seen = sorted({label for part in (splits.train, splits.val, splits.test) if part for label in part.labels})
+    fallback = fallback_label or FALLBACK_KEY
+    return [*[k for k in seen if k != fallback], fallback], fallback
+
+
+def default_calibration(data: dict[str, Any], fallback_label: str | None, fallback_trained: bool) -> CalibrationParams:
+    """The files carry real out-of-scope texts and an answered one counts as an error. With out-of-scope
+    examples in train, catch as many as in-scope accuracy >= 0.95 allows; without, hold answered texts to a
+    stricter precision than the app's default so out-of-scope texts fall below tau."""
+    values = dict(data)
+    if fallback_label and "abstain_target_kind" not in values:
+        if fallback_trained:
+            values.update(abstain_target_kind="in_scope_acc")
+            values.setdefault("abstain_target", FALLBACK_DATA_IN_SCOPE_ACCURACY_TARGET)
+        else:
+            values.update(abstain_target_kind="precision")
+            values.setdefault("abstain_target", FALLBACK_DATA_PRECISION_TARGET)
+    return CalibrationParams(**values)
+
+
+def evaluate_files(
+    route_name: str,
+    splits: Splits,
+    *,
+    params: dict[str, Any] | None = None,
+    calibration: dict[str, Any] | None = None,
+    fallback_label: str | None = None,
+    taxonomy: Taxonomy | None = None,
+    budget_minutes: float | None = None,
+    model_root: Path | None = None,
+    cache_dir: Path | None = None,
+    threads: int = 0,
+    extras: dict[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[dict[str, Any], Predictor]:
+    """(the result dict, the loaded predictor) of one route on the splits."""
+    route = get_route(route_name)
+    route_params = parse_params(route_name, params)
+    used = {label for part in (splits.train, splits.val, splits.test) if part for label in part.labels}
+    if fallback_label is None and taxonomy is None and FALLBACK_KEY in used:
+        fallback_label = FALLBACK_KEY
+        log(f"the dataset's label {FALLBACK_KEY!r} is used as the fallback label")
+    keys, fallback = label_set(splits, fallback_label, taxonomy)
+    taxonomy = taxonomy or Taxonomy(tuple(LabelInfo(key=k, name=k) for k in keys), fallback)
+    fallback_trained = splits.train is not None and fallback in set(splits.train.labels)
+    cal = default_calibration(calibration or {}, fallback_label, fallback_trained)
+    ctx = FitContext(
+        label_keys=keys,
+        taxonomy=taxonomy,
+        model_root=model_root,
+        cache_dir=cache_dir,
+        threads=threads,
+        extras=dict(extras or {}),
+    )
+    with tempfile.TemporaryDirectory(prefix="sceneclf-eval-") as tmp:
+        started = time.perf_counter()
+        if (splits.train is None or splits.val is None) and route.needs_training:
+            raise ValueError(f"route {route_name!r} trains: --train and --val are needed")
+        version = train_version(
+            route_name,
+            route_params,
+            splits.train or Examples([], []),
+            splits.val or Examples([], []),
+            replace(ctx, checkpoint_dir=Path(tmp) / "checkpoint"),
+            cal,
+            budget_minutes=budget_minutes,
+        )
+        train_seconds = time.perf_counter() - started
+        version.save(Path(tmp) / "version")
+        # One torch thread, as serving runs (PREDICT_TORCH_THREADS): the latency measured is the served one.
+        predictor = Predictor.load(Path(tmp) / "version", LoadContext(model_root=model_root, cache_dir=None, threads=1))
+        test = predictor.evaluate(splits.test)
+        latency = predict_ms_per_text(predictor, splits.test.texts)
+    return summary(route_name, version, test, train_seconds, latency, splits, fallback_label), predictor
+
+
+def predict_ms_per_text(predictor: Predictor, texts: list[str]) -> float:
+    """Mean latency of one text per call (as an API client sends them), over the first TIMED_TEXTS texts."""
+    sample = texts[:TIMED_TEXTS]
+    if not sample:
+        return 0.0
+    predictor.predict(sample[:1])  # warm-up
+    started = time.perf_counter()
+    for text in sample:
+        predictor.predict([text])
+    return round((time.perf_counter() - started) * 1000.0 / len(sample), 3)
+
+
+def summary(
+    route_name: str,
+    version: Any,
+    test: dict[str, Any],
+    train_seconds: float,
+    latency: float,
+    splits: Splits,
+    fallback_label: str | None,
+) -> dict[str, Any]:
+    metrics = version.metrics
+    described = version.describe()
+    calibration = test.get("calibration") or {}
+    abstention = test.get("abstention") or {}
+    val_abstention = (metrics.get("val") or {}).get("abstention") or {}
+    result: dict[str, Any] = {
+        "route": route_name,
+        "params": version.params.model_dump(mode="json"),
+        "backbone": described.get("backbone_name") or None,
+        "head": metrics.get("head_kind"),
+        "n_train": len(splits.train) if splits.train else 0,
+        "n_val": len(splits.val) if splits.val else 0,
+        "n_test": len(splits.test),
+        "label_keys": version.label_keys,
+        "fallback_key": version.fallback_key,
+        "accuracy": test.get("accuracy"),
+        "macro_f1": test.get("macro_f1"),
+        "ece_before": calibration.get("ece_before"),
+        "ece_after": calibration.get("ece"),
+        "temperature": version.temperature,
+        "threshold": version.choice.threshold,
+        "coverage": abstention.get("coverage"),
+        "selective_accuracy": abstention.get("selective_accuracy"),
+        "in_scope_accuracy": abstention.get("in_scope_accuracy"),
+        "oos_recall": abstention.get("oos_recall"),
+        "oos_precision": abstention.get("oos_precision"),
+        "oos_auroc_msp": abstention.get("oos_auroc_msp"),
+        "oos_auroc_score": abstention.get("oos_auroc_score"),
+        "target_met_on_val": metrics.get("target_met_on_val"),
+        "warning": metrics.get("abstention_warning"),
+        "ood_kind": abstention.get("ood_kind"),
+        "ood_threshold": abstention.get("ood_threshold"),
+        "calibration_items": metrics.get("calibration_items"),
+        "training_data": metrics.get("training_data"),
+        "stopped_by_budget": metrics.get("stopped_by_budget"),
+        "extract_texts_per_s": described.get("extract_texts_per_s"),
+        "n_extracted": described.get("n_extracted"),
+        "train_seconds": round(train_seconds, 3),
+        "predict_ms_per_text": latency,
+    }
+    if fallback_label is not None:
+        result["val_in_scope_accuracy"] = val_abstention.get("in_scope_accuracy")
+        result["val_oos_recall"] = val_abstention.get("oos_recall")
+        result["val_and_test"] = pooled(val_abstention, result["n_val"], abstention, result["n_test"])
+    return result
+
+
+def pooled(val: dict, n_val: int, test: dict, n_test: int) -> dict[str, float | None]:
+    """In-scope accuracy and OOS recall over val and test together (val tuned the rule: optimistic there, but
+    twice the out-of-scope texts of test alone)."""
+    parts = [(val, n_val), (test, n_test)]
+    if any(part.get("in_scope_accuracy") is None or part.get("n_oos") is None for part, _ in parts):
+        return {"in_scope_accuracy": None, "oos_recall": None}
+    n_in = sum(n - part["n_oos"] for part, n in parts)
+    n_oos = sum(part["n_oos"] for part, _ in parts)
+    correct = sum(part["in_scope_accuracy"] * (n - part["n_oos"]) for part, n in parts)
+    caught = sum((part.get("oos_recall") or 0.0) * part["n_oos"] for part, _ in parts)
+    return {
+        "in_scope_accuracy": round(correct / n_in, 4) if n_in else None,
+        "oos_recall": round(caught / n_oos, 4) if n_oos else None,
+    }
