@@ -1,0 +1,44 @@
+"""Perturbed copies of train items (the robustness perturbations), so a route learns to read past them."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from modeling.engine.evaluation.robustness import PERTURBATIONS, perturb_one
+
+
+@dataclass(frozen=True)
+class Copy:
+    source: int  # index of the train item it perturbs
+    kind: str
+    text: str
+
+
+def augmented_copies(texts: Sequence[str], labels: Sequence[str], share: float, seed: int = 0) -> list[Copy]:
+    """round(share * n) copies: items drawn without replacement (again once all are used), perturbations
+    taken in turn so each kind gets an even share. A copy that came out unchanged is left out."""
+    n_copies = round(share * len(texts))
+    if n_copies <= 0 or not texts:
+        return []
+    rng = random.Random(f"augment:{seed}")
+    sources: list[int] = []
+    while len(sources) < n_copies:
+        sources += rng.sample(range(len(texts)), len(texts))
+    kinds = list(PERTURBATIONS)
+    rng.shuffle(kinds)
+    copies = []
+    # Round k of the draw uses seed + k, so an item drawn twice gets two different copies.
+    for j, source in enumerate(sources[:n_copies]):
+        kind = kinds[j % len(kinds)]
+        text = perturb_one(texts, labels, source, kind, seed + j // len(texts))
+        if text != texts[source]:
+            copies.append(Copy(source, kind, text))
+    return copies
+
+
+def copy_counts(copies: Sequence[Copy]) -> dict[str, int]:
+    counts = Counter(c.kind for c in copies)
+    return {kind: counts.get(kind, 0) for kind in PERTURBATIONS}
