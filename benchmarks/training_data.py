@@ -70,12 +70,8 @@ def load_splits(dataset: str, root: Path, seed: int, workdir: Path) -> dict[str,
     folder = root / dataset
     if dataset == "cic":
         prefix = workdir / "cic_dev"
-        subprocess.run(
-            [sys.executable, str(ROOT / "benchmarks" / "split_halves.py"), str(folder / "dev.jsonl"), str(prefix)]
-            + ["--seed", str(seed)],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        split = [sys.executable, str(ROOT / "benchmarks" / "split_halves.py"), str(folder / "dev.jsonl")]
+        subprocess.run([*split, str(prefix), "--seed", str(seed)], check=True, stdout=subprocess.DEVNULL)
         return {
             "train": read_jsonl(folder / "train.jsonl"),
             "val": read_jsonl(Path(f"{prefix}_a.jsonl")),
