@@ -18,22 +18,24 @@ class Copy:
 
 
 def augmented_copies(texts: Sequence[str], labels: Sequence[str], share: float, seed: int = 0) -> list[Copy]:
-    """round(share * n) copies: items drawn without replacement (again once all are used), perturbations
-    taken in turn so each kind gets an even share. A copy that came out unchanged is left out."""
+    """round(share * n) copies: items in a seeded order (again from the start once all are used),
+    perturbations taken in turn so each kind gets an even share. A copy that came out unchanged is left out."""
     n_copies = round(share * len(texts))
     if n_copies <= 0 or not texts:
         return []
     rng = random.Random(f"augment:{seed}")
-    sources: list[int] = []
-    while len(sources) < n_copies:
-        sources += rng.sample(range(len(texts)), len(texts))
+    order = rng.sample(range(len(texts)), len(texts))
     kinds = list(PERTURBATIONS)
     rng.shuffle(kinds)
+    # Round k takes the items in the same order again and shifts each item's perturbation by k: kinds stay
+    # evenly shared, and an item copied twice gets two different perturbations.
+    first_slot = {source: slot for slot, source in enumerate(order)}
     copies = []
-    # Round k of the draw uses seed + k, so an item drawn twice gets two different copies.
-    for j, source in enumerate(sources[:n_copies]):
-        kind = kinds[j % len(kinds)]
-        text = perturb_one(texts, labels, source, kind, seed + j // len(texts))
+    for j in range(n_copies):
+        round_, source = divmod(j, len(texts))
+        source = order[source]
+        kind = kinds[(first_slot[source] + round_) % len(kinds)]
+        text = perturb_one(texts, labels, source, kind, seed + round_)
         if text != texts[source]:
             copies.append(Copy(source, kind, text))
     return copies
