@@ -18,7 +18,6 @@ from pydantic import Field
 
 from modeling.engine.data.augment import augmented_copies, copy_counts
 from modeling.engine.data.definitions import definition_texts
-from modeling.engine.data.noise import NoiseFlags, flag_label_issues
 from modeling.engine.routes.base import Examples, FitContext, RouteParams
 
 # ctx.extras key: frozen features of the train texts, row-aligned, for routes that have them already.
@@ -77,8 +76,10 @@ def prepare_training_set(
 def _handle_noise(
     texts: list[str], labels: list[str], weights: np.ndarray, ctx: FitContext, params: TrainingDataParams
 ) -> tuple[list[str], list[str], np.ndarray, dict[str, Any]]:
-    features = ctx.extras.get(TRAIN_FEATURES)
-    flags: NoiseFlags = flag_label_issues(texts, labels, ctx.seed, features)
+    # cleanlab and the out-of-fold models load only when a route asks for them, not with every Params class.
+    from modeling.engine.data.noise import flag_label_issues
+
+    flags = flag_label_issues(texts, labels, ctx.seed, ctx.extras.get(TRAIN_FEATURES))
     info: dict[str, Any] = {
         "action": params.noisy_labels,
         "signal": flags.signal,

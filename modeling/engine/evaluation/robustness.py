@@ -21,8 +21,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 
-from sklearn.metrics import accuracy_score, f1_score
-
 PERTURBATIONS = ("typos", "noise", "truncate", "concat")
 TYPO_RATE = 0.15  # share of CJK characters / English words given a typo (at least one per text)
 TRUNCATE_KEEP = 0.5  # share of characters (Chinese) or words (English) that truncation keeps
@@ -221,6 +219,8 @@ def _other_label_index(labels: Sequence[str], index: int, rng: random.Random, tr
 
 
 def _scores(true: Sequence[str], predicted: Sequence[str]) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, f1_score
+
     # Macro-F1 over the classes present in gold or predictions, as modeling.engine.evaluation.metrics does.
     present = sorted(set(true) | set(predicted))
     return {
