@@ -176,3 +176,21 @@ def test_tfidf_vectorizer_round_trip(tmp_path):
     reference = sp.hstack([v.transform(probe) for v in vectorizer._vectorizers.values()], format="csr")
     assert abs(vectorizer.transform(probe) - reference).max() < 1e-6
     assert vectorizer.transform(probe).shape == (4, vectorizer.n_features)
+
+
+@pytest.mark.parametrize("kind", ["linear", "tfidf"])
+def test_a_zero_weight_row_does_not_teach_the_head(kind):
+    # Two rows with contradicting labels for the same input: weight 0 on the second means only the first counts.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 8)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    texts = [("左" if label else "右") + str(i) for i, label in enumerate(y)]
+    flipped = 1 - y
+    both_x, both_y, both_texts = np.r_[x, x], np.r_[y, flipped], texts + texts
+    weights = np.r_[np.ones(40), np.zeros(40)].astype(np.float32)
+    config = HeadConfig(kind=kind, max_epochs=300, patience=300)
+    weighted = train_head(HeadInputs(both_x, both_texts, weights), both_y, HeadInputs(x, texts), y, 2, config)
+    unweighted = train_head(HeadInputs(both_x, both_texts), both_y, HeadInputs(x, texts), y, 2, config)
+    acc = lambda head: float((head.logits(HeadInputs(x, texts)).argmax(1) == y).mean())  # noqa: E731
+    assert acc(weighted) >= 0.9
+    assert acc(weighted) > acc(unweighted) + 0.1

@@ -50,10 +50,12 @@ ENSEMBLE_GRID = tuple(round(a * 0.05, 2) for a in range(21))
 
 @dataclass
 class HeadInputs:
-    """What a head sees for n texts: frozen features (n, d) and/or the raw texts."""
+    """What a head sees for n texts: frozen features (n, d) and/or the raw texts, and optional per-row
+    training weights (doubtful labels down-weighted)."""
 
     features: np.ndarray | None = None
     texts: list[str] = field(default_factory=list)
+    weights: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.features is not None:
@@ -62,6 +64,10 @@ class HeadInputs:
                 raise ValueError(f"features must be a 2-D matrix, got shape {self.features.shape}")
         if self.features is not None and self.texts and len(self.texts) != self.features.shape[0]:
             raise ValueError(f"{len(self.texts)} texts but {self.features.shape[0]} feature rows")
+        if self.weights is not None:
+            self.weights = np.asarray(self.weights, dtype=np.float32)
+            if self.weights.shape != (len(self),):
+                raise ValueError(f"{len(self)} rows but weights of shape {self.weights.shape}")
 
     def __len__(self) -> int:
         return self.features.shape[0] if self.features is not None else len(self.texts)
@@ -69,7 +75,8 @@ class HeadInputs:
     def subset(self, index: np.ndarray) -> HeadInputs:
         feats = self.features[index] if self.features is not None else None
         texts = [self.texts[i] for i in index] if self.texts else []
-        return HeadInputs(feats, texts)
+        weights = self.weights[index] if self.weights is not None else None
+        return HeadInputs(feats, texts, weights)
 
 
 @dataclass
@@ -436,7 +443,7 @@ def _fit_sklearn(
         class_weight=None if config.loss == "none" else {int(c): float(weights[c]) for c in present},
         random_state=seed,
     )
-    model.fit(x, y)
+    model.fit(x, y, sample_weight=inputs.weights)
     coef = np.zeros((n_classes, x.shape[1]), dtype=np.float32)
     intercept = np.full(n_classes, ABSENT_CLASS_LOGIT, dtype=np.float32)
     if len(model.classes_) == 2:  # sklearn keeps one row for two classes: logit of class 1 against class 0
@@ -459,17 +466,28 @@ class _Mlp(torch.nn.Module):
         return self.out(self.dropout(torch.relu(self.hidden(x))))
 
 
-def _loss_fn(config: HeadConfig, weights: np.ndarray) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    if config.loss == "focal":
-        gamma = config.focal_gamma
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
-        def focal(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+
+def _loss_fn(config: HeadConfig, weights: np.ndarray) -> LossFn:
+    """Loss of a batch; the third argument holds per-row weights (or None): a row's loss counts that much."""
+    class_weight = torch.from_numpy(weights) if config.loss == "weighted" else None
+
+    def per_row(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if config.loss == "focal":
             logp = torch.log_softmax(logits, dim=1).gather(1, target[:, None]).squeeze(1)
-            return (-((1 - logp.exp()) ** gamma) * logp).mean()
+            return -((1 - logp.exp()) ** config.focal_gamma) * logp
+        return torch.nn.functional.cross_entropy(logits, target, weight=class_weight, reduction="none")
 
-        return focal
-    weight = torch.from_numpy(weights) if config.loss == "weighted" else None
-    return torch.nn.CrossEntropyLoss(weight=weight)
+    def loss(logits: torch.Tensor, target: torch.Tensor, row_weights: torch.Tensor | None) -> torch.Tensor:
+        rows = per_row(logits, target)
+        # CrossEntropyLoss(weight=...) averages over the summed class weights; keep that scale.
+        scale = class_weight[target] if class_weight is not None and config.loss != "focal" else torch.ones_like(rows)
+        if row_weights is not None:
+            rows, scale = rows * row_weights, scale * row_weights
+        return rows.sum() / scale.sum().clamp_min(1e-12)
+
+    return loss
 
 
 def _fit_torch(kind: str, xtr: HeadInputs, ytr, xva: HeadInputs, yva, n_classes: int, config: HeadConfig, seed, ctx):
@@ -478,6 +496,7 @@ def _fit_torch(kind: str, xtr: HeadInputs, ytr, xva: HeadInputs, yva, n_classes:
     x = torch.from_numpy((x_raw - mean) / std)
     xv = torch.from_numpy((_require_features(xva, x.shape[1]) - mean) / std)
     y, yv = torch.from_numpy(ytr), torch.from_numpy(yva)
+    row_weights = None if xtr.weights is None else torch.from_numpy(xtr.weights)
     loss_fn = _loss_fn(config, class_weights(ytr, n_classes))
     # fork_rng keeps the caller's global torch RNG untouched while making init, shuffling and dropout seeded.
     with torch.random.fork_rng(devices=[]):
@@ -496,7 +515,8 @@ def _fit_torch(kind: str, xtr: HeadInputs, ytr, xva: HeadInputs, yva, n_classes:
             model.train()
             for batch in torch.randperm(len(y), generator=generator).split(config.batch_size):
                 optimizer.zero_grad()
-                loss_fn(model(x[batch]), y[batch]).backward()
+                batch_weights = None if row_weights is None else row_weights[batch]
+                loss_fn(model(x[batch]), y[batch], batch_weights).backward()
                 optimizer.step()
             model.eval()
             with torch.inference_mode():

@@ -235,7 +235,7 @@ class ProbeRoute:
         ctx.check_cancel()
         fit = ctx.stage("fit")
         head = train_head(
-            HeadInputs(xtr, train.texts),
+            HeadInputs(xtr, train.texts, train.weights),
             encode_labels(train.labels, ctx.label_keys, "train"),
             HeadInputs(xva, val.texts),
             encode_labels(val.labels, ctx.label_keys, "val"),

@@ -77,7 +77,7 @@ class TfidfRoute:
         fit = ctx.stage("fit")
         fit(0.0, "tfidf")
         head = train_head(
-            HeadInputs(None, train.texts),
+            HeadInputs(None, train.texts, train.weights),
             encode_labels(train.labels, ctx.label_keys, "train"),
             HeadInputs(None, val.texts),
             encode_labels(val.labels, ctx.label_keys, "val"),
