@@ -16,6 +16,7 @@ import numpy as np
 from django.conf import settings
 
 from labeling.models import Item, Project
+from modeling.engine.files import text_sha256
 from modeling.services import features as feature_services
 from modeling.services.serving import get_serving_model
 from sceneclf_site.api_errors import ServiceError
@@ -70,8 +71,8 @@ def similar_items(project: Project, item: Item, *, k: int = 10) -> Neighbourhood
     rows = list(Item.objects.filter(project=project).exclude(pk=item.pk).values_list("id", "text"))
     cache = _cache_for(str(settings.FEATURE_CACHE_DIR))
     namespace = extractor.cache_key()
-    hashes = [feature_services.text_sha256(text) for _, text in rows]
-    own_hash = feature_services.text_sha256(item.text)
+    hashes = [text_sha256(text) for _, text in rows]
+    own_hash = text_sha256(item.text)
     found = cache.get(namespace, [*hashes, own_hash])
     query = found.get(own_hash)
     if query is None:
