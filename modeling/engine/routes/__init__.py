@@ -13,7 +13,11 @@ from pydantic import ValidationError
 from modeling.engine.routes.base import ParamsError, Route, RouteParams
 
 # Modules imported on first use, so importing the registry stays cheap (torch loads only when a route does).
-ROUTE_MODULES: dict[str, str] = {}
+ROUTE_MODULES: dict[str, str] = {
+    "lora": "modeling.engine.routes.lora",
+    "prefix": "modeling.engine.routes.prefix",
+    "zero_shot": "modeling.engine.routes.zero_shot",
+}
 _routes: dict[str, Route] = {}
 
 
