@@ -48,6 +48,7 @@ class ZeroShotParams(TrainingDataParams):
     length_norm: bool = Field(False, description="Divide a label's log-probability by its token count.")
     shortlist: int = Field(10, ge=2, le=200, description="Labels the encoder passes to the decoder (combined).")
     decoder_weight: float = Field(1.0, ge=0.0, le=10.0, description="Weight of the decoder's standardised score.")
+    prior_texts: int = Field(64, ge=1, le=2000, description="Taxonomy texts the decoder's prior is measured on.")
     max_text_tokens: int = Field(128, ge=8, le=512)
     dtype: Literal["auto", "fp32", "bf16"] = "auto"
 
@@ -60,6 +61,18 @@ def label_passages(taxonomy: Taxonomy, keys: Sequence[str]) -> list[list[str]]:
         head = "：".join(part for part in (info.name or key, info.definition) if part)
         out.append([head, *info.examples])
     return out
+
+
+def calibration_texts(passages: list[list[str]], cap: int) -> list[tuple[int, str]]:
+    """(label, text) pairs, round-robin over the labels (every label's first text, then its second…), so a cap
+    keeps the set balanced; with more labels than the cap, evenly spaced labels give their first text."""
+    if len(passages) > cap:
+        return [(int(k), passages[k][0]) for k in np.linspace(0, len(passages) - 1, cap).round().astype(int)]
+    out, depth = [], 0
+    while len(out) < cap and any(depth < len(texts) for texts in passages):
+        out += [(k, texts[depth]) for k, texts in enumerate(passages) if depth < len(texts)]
+        depth += 1
+    return out[:cap]
 
 
 def standardise(scores: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -129,10 +142,10 @@ class ZeroShotModel:
             return np.zeros(len(self.label_keys), dtype=np.float32)
         if self.params.prior == "content_free":
             return self.decoder_logprobs(list(CONTENT_FREE)).mean(0)
-        flat = [text for texts in passages for text in texts]
-        owner = np.repeat(np.arange(len(passages)), [len(texts) for texts in passages])
-        scores = self.decoder_logprobs(flat)
-        return np.stack([scores[owner == k].mean(0) for k in range(len(passages))]).mean(0)
+        picked = calibration_texts(passages, self.params.prior_texts)
+        scores = self.decoder_logprobs([text for _, text in picked])
+        owner = np.array([label for label, _ in picked])
+        return np.stack([scores[owner == k].mean(0) for k in np.unique(owner)]).mean(0)
 
     def decoder_logprobs(self, texts: Sequence[str], which: np.ndarray | None = None) -> np.ndarray:
         """Label log-probabilities normalised over the labels scored (all, or each row's `which` shortlist)."""
