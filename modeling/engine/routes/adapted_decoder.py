@@ -238,7 +238,7 @@ def _replan(step: int, total: int, resumed_from: int, started: float, deadline: 
         return total
     per_step = (time.monotonic() - started) / (step - resumed_from)
     reachable = step + int(max(0.0, deadline - time.monotonic()) / max(per_step, 1e-9))
-    return max(step, min(total, reachable))
+    return min(total, max(step + 1, reachable))  # while it runs, at least the next step is still to come
 
 
 class AdaptedDecoder:
