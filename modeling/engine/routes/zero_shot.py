@@ -47,7 +47,7 @@ class ZeroShotParams(TrainingDataParams):
     )
     length_norm: bool = Field(False, description="Divide a label's log-probability by its token count.")
     shortlist: int = Field(10, ge=2, le=200, description="Labels the encoder passes to the decoder (combined).")
-    decoder_weight: float = Field(1.0, ge=0.0, le=10.0, description="Weight of the decoder's standardised score.")
+    decoder_weight: float = Field(0.5, ge=0.0, le=10.0, description="Weight of the decoder's standardised score.")
     prior_texts: int = Field(64, ge=1, le=2000, description="Taxonomy texts the decoder's prior is measured on.")
     max_text_tokens: int = Field(128, ge=8, le=512)
     dtype: Literal["auto", "fp32", "bf16"] = "auto"
