@@ -54,8 +54,11 @@ def main() -> None:
     parser.add_argument("--naive-n", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--model-root", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     labelled = read_split(args.data)
     keys = sorted(set(labelled.labels))
