@@ -390,7 +390,9 @@ def generate_reason(model, tokenizer, text: str, label: str, definition: str = "
     import torch
 
     about = f"（{definition}）" if definition else ""
-    question = f"文本：{text}\n类别：{label}{about}\n用一句话说明这段文本为什么属于这个类别。"
+    question = (
+        f"文本：{text}\n类别：{label}{about}\n用一句话说明这段文本为什么属于这个类别，并指出文本中起决定作用的词。"
+    )
     if getattr(tokenizer, "chat_template", None):
         prompt = tokenizer.apply_chat_template(
             [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
