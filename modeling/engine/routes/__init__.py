@@ -16,6 +16,9 @@ from modeling.engine.routes.base import ParamsError, Route, RouteParams
 ROUTE_MODULES: dict[str, str] = {
     "probe": "modeling.engine.routes.probe",
     "tfidf": "modeling.engine.routes.tfidf",
+    "lora": "modeling.engine.routes.lora",
+    "prefix": "modeling.engine.routes.prefix",
+    "zero_shot": "modeling.engine.routes.zero_shot",
 }
 _routes: dict[str, Route] = {}
 
