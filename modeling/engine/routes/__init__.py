@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from modeling.engine.routes.base import ParamsError, Route, RouteParams
 
 # Modules imported on first use, so importing the registry stays cheap (torch loads only when a route does).
-ROUTE_MODULES: dict[str, str] = {}
+ROUTE_MODULES: dict[str, str] = {"encoder_ft": "modeling.engine.routes.encoder_ft"}
 _routes: dict[str, Route] = {}
 
 
