@@ -12,7 +12,7 @@ import torch
 from modeling.engine.backbones.packs import BackboneError
 from modeling.engine.routes import get_route, parse_params
 from modeling.engine.routes.base import Cancelled, Examples, FitContext, LoadContext, ParamsError, Taxonomy
-from modeling.engine.routes.encoder_ft import META_FILE, WEIGHTS_FILE, merged_encoder
+from modeling.engine.routes.encoder_ft import CHECKPOINT_FILE, META_FILE, WEIGHTS_FILE, merged_encoder
 from modeling.engine.routes.finetune import TrainableSpec, build_trainable, collate, length_batches
 
 KEYS = ["refund", "account", "ship", "其他"]
@@ -174,3 +174,24 @@ def test_length_batches_cover_every_text_with_little_padding():
     assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
     padded = sum(len(b) * lengths[b].max() for b in batches)
     assert padded < 1.1 * lengths.sum()
+
+
+def test_a_checkpoint_resumes_the_run(tiny_encoder, tmp_path):
+    """A second run with the same parameters and data picks up the saved epochs instead of training again;
+    other parameters start afresh."""
+    route, train, val = get_route("encoder_ft"), _examples(4), _examples(1)
+    params = _params(tiny_encoder, max_epochs=2, patience=5, tfidf_ensemble=False)
+    first = route.fit(train, val, params, _ctx(tiny_encoder, checkpoint_dir=tmp_path / "ckpt"))
+    assert (tmp_path / "ckpt" / CHECKPOINT_FILE).is_file()
+
+    def steps_taken(run_params) -> tuple[int, dict]:
+        events = []
+        ctx = _ctx(tiny_encoder, checkpoint_dir=tmp_path / "ckpt", progress=events.append)
+        fitted = route.fit(train, val, run_params, ctx)
+        return sum("step" in e.message for e in events), fitted.meta
+
+    resumed_steps, resumed = steps_taken(params)
+    assert resumed_steps == 0
+    assert resumed["history"] == first.meta["history"] and resumed["steps"] == first.meta["steps"]
+    fresh_steps, _ = steps_taken(_params(tiny_encoder, max_epochs=2, patience=5, tfidf_ensemble=False, lr=1e-3))
+    assert fresh_steps == first.meta["steps"]

@@ -13,11 +13,12 @@ pack's fingerprint; loading refuses a base whose weights differ.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -53,6 +54,7 @@ META_FILE = "encoder_ft.json"
 WEIGHTS_FILE = "encoder_weights.safetensors"
 HEAD_FILE = "classifier.safetensors"
 TFIDF_DIR = "tfidf"
+CHECKPOINT_FILE = "encoder_ft_checkpoint.pt"
 FORMAT = 1
 DEFAULT_BACKBONE = "multilingual-e5-small"
 # 30 minutes for 10,000 texts on 2 cores, never less than 5.
@@ -275,7 +277,8 @@ def _fit(train: Examples, val: Examples, params: EncoderFtParams, ctx: FitContex
         max_len = _choose_max_len(tokenizer, spec.query_prefix, train.texts, params)
         train_data = _data(tokenizer, spec.query_prefix, train, keys, max_len, "train")
         val_data = _data(tokenizer, spec.query_prefix, val, keys, max_len, "val")
-        outcome, best_state = _train(model, train_data, val_data, params, ctx, deadline, bf16, tokenizer.pad_token_id)
+        trainer = _Trainer(model, train_data, val_data, params, ctx, bf16, tokenizer.pad_token_id)
+        outcome, best_state = trainer.run(deadline)
     model.load_state_dict(best_state, strict=False)
     changed = _changed_weights(model, params.mode)
     head = _head_arrays(model)
@@ -319,71 +322,140 @@ def _macro_f1(y: np.ndarray, logits: np.ndarray) -> float:
     return float(f1_score(y, np.asarray(logits).argmax(axis=1), average="macro", zero_division=0))
 
 
-def _train(
-    model: TrainableEncoder,
-    data: _Data,
-    val: _Data,
-    params: EncoderFtParams,
-    ctx: FitContext,
-    deadline: float,
-    bf16: bool,
-    pad_id: int,
-) -> tuple[_Outcome, dict[str, torch.Tensor]]:
-    """Epochs of AdamW steps until early stopping, max_epochs or the deadline; returns the best epoch's weights."""
-    n_classes = model.head.out_features
-    rng = np.random.default_rng(ctx.seed)
-    lr = params.lr or (5e-4 if params.mode == "lora" else 5e-5)
-    optimizer = make_optimizer(model, lr, params.head_lr, params.weight_decay)
-    steps_per_epoch = math.ceil(len(data.y) / params.batch_size)
-    schedule = WarmupCosine(optimizer, steps_per_epoch * params.max_epochs, params.warmup)
-    class_weight = None if params.loss == "none" else torch.from_numpy(class_weights(data.y, n_classes))
-    focal = params.focal_gamma if params.loss == "focal" else None
-    sampling = _balanced_weights(data.y, n_classes) if params.sampling == "balanced" else None
-    progress = ctx.stage("fit")
-    outcome, best_state, stale, reserve = _Outcome(), _snapshot(model), 0, 0.0
-    y_all, w_all = torch.from_numpy(data.y), None if data.weights is None else torch.from_numpy(data.weights)
-    train_started = time.monotonic()
-    for epoch in range(1, params.max_epochs + 1):
-        epoch_started = time.monotonic()
-        model.train()
-        out_of_time = False
-        for rows in length_batches(data.lengths, params.batch_size, rng, sampling):
-            ctx.check_cancel()
-            if time.monotonic() >= deadline - reserve:
-                out_of_time = True
+class _Trainer:
+    """Epochs of AdamW steps until early stopping, max_epochs or the deadline, keeping the best epoch's weights.
+
+    With ``ctx.checkpoint_dir`` the state after every epoch is written there, and a run with the same
+    parameters and data resumes from it (an interrupted worker loses at most one epoch)."""
+
+    def __init__(
+        self, model: TrainableEncoder, data: _Data, val: _Data, params: EncoderFtParams, ctx: FitContext, bf16: bool,
+        pad_id: int,
+    ) -> None:  # fmt: skip
+        self.model, self.data, self.val, self.params, self.ctx = model, data, val, params, ctx
+        self.bf16, self.pad_id = bf16, pad_id
+        n_classes = model.head.out_features
+        self.rng = np.random.default_rng(ctx.seed)
+        lr = params.lr or (5e-4 if params.mode == "lora" else 5e-5)
+        self.optimizer = make_optimizer(model, lr, params.head_lr, params.weight_decay)
+        self.steps_per_epoch = math.ceil(len(data.y) / params.batch_size)
+        self.schedule = WarmupCosine(self.optimizer, self.steps_per_epoch * params.max_epochs, params.warmup)
+        self.class_weight = None if params.loss == "none" else torch.from_numpy(class_weights(data.y, n_classes))
+        self.focal = params.focal_gamma if params.loss == "focal" else None
+        self.sampling = _balanced_weights(data.y, n_classes) if params.sampling == "balanced" else None
+        self.y = torch.from_numpy(data.y)
+        self.w = None if data.weights is None else torch.from_numpy(data.weights)
+        self.outcome, self.best_state, self.stale, self.reserve, self.epoch = _Outcome(), _snapshot(model), 0, 0.0, 0
+        self.progress = ctx.stage("fit")
+
+    def run(self, deadline: float) -> tuple[_Outcome, dict[str, torch.Tensor]]:
+        started = time.monotonic()
+        self._resume()
+        while self.epoch < self.params.max_epochs:
+            self.epoch += 1
+            epoch_started = time.monotonic()
+            out_of_time = not self._epoch(deadline)
+            eval_started = time.monotonic()
+            f1 = _evaluate(self.model, self.val, self.bf16, self.pad_id)
+            # What must still fit after the last step: this evaluation, then merging and scoring val for the mix.
+            self.reserve = 2.5 * (time.monotonic() - eval_started) + 5.0
+            self._record(f1)
+            if out_of_time or self.stale >= self.params.patience:
+                self.outcome.stopped_by = "budget" if out_of_time else "early_stopping"
                 break
-            input_ids, mask = collate(data.ids, rows, pad_id)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits = model(input_ids, mask)
-            weights = None if w_all is None else w_all[rows]
-            loss = classification_loss(logits, y_all[rows], class_weight, weights, focal)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            outcome.steps += 1
-            outcome.train_tokens += int(data.lengths[rows].sum())
-            progress(schedule.step_count / schedule.total_steps, f"epoch {epoch}, step {outcome.steps}")
-        eval_started = time.monotonic()
-        f1 = _evaluate(model, val, bf16, pad_id)
-        # What must still fit after the last step: this evaluation, then merging and scoring val for the mix.
-        reserve = 2.5 * (time.monotonic() - eval_started) + 5.0
-        outcome.history.append({"epoch": epoch, "val_macro_f1": round(f1, 6), "steps": outcome.steps})
-        if f1 > outcome.best_f1:
-            outcome.best_f1, outcome.best_epoch, best_state, stale = f1, epoch, _snapshot(model), 0
+            self._replan(deadline, time.monotonic() - epoch_started)
+            self._save_checkpoint()
+        self.outcome.train_seconds = round(self.outcome.train_seconds + time.monotonic() - started, 3)
+        return self.outcome, self.best_state
+
+    def _epoch(self, deadline: float) -> bool:
+        """One pass over the batches; False when the deadline cut it short."""
+        self.model.train()
+        for rows in length_batches(self.data.lengths, self.params.batch_size, self.rng, self.sampling):
+            self.ctx.check_cancel()
+            if time.monotonic() >= deadline - self.reserve:
+                return False
+            self._step(rows)
+            self.progress(
+                self.schedule.step_count / self.schedule.total_steps, f"epoch {self.epoch}, step {self.outcome.steps}"
+            )
+        return True
+
+    def _step(self, rows: np.ndarray) -> None:
+        input_ids, mask = collate(self.data.ids, rows, self.pad_id)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            logits = self.model(input_ids, mask)
+        weights = None if self.w is None else self.w[rows]
+        loss = classification_loss(logits, self.y[rows], self.class_weight, weights, self.focal)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.schedule.step()
+        self.outcome.steps += 1
+        self.outcome.train_tokens += int(self.data.lengths[rows].sum())
+
+    def _record(self, f1: float) -> None:
+        self.outcome.history.append({"epoch": self.epoch, "val_macro_f1": round(f1, 6), "steps": self.outcome.steps})
+        if f1 > self.outcome.best_f1:
+            self.outcome.best_f1, self.outcome.best_epoch, self.stale = f1, self.epoch, 0
+            self.best_state = _snapshot(self.model)
         else:
-            stale += 1
-        if out_of_time:
-            outcome.stopped_by = "budget"
-            break
-        if stale >= params.patience:
-            outcome.stopped_by = "early_stopping"
-            break
-        epoch_seconds = time.monotonic() - epoch_started
-        epochs_left = int((deadline - time.monotonic()) // epoch_seconds)
-        schedule.replan(steps_per_epoch * min(params.max_epochs, epoch + max(epochs_left, 1)))
-    outcome.train_seconds = round(time.monotonic() - train_started, 3)
-    return outcome, best_state
+            self.stale += 1
+
+    def _replan(self, deadline: float, epoch_seconds: float) -> None:
+        """Fit the cosine to the epochs the budget still allows, so the rate decays before time runs out."""
+        epochs_left = int((deadline - time.monotonic()) // max(epoch_seconds, 1e-6))
+        planned = min(self.params.max_epochs, self.epoch + max(epochs_left, 1))
+        self.schedule.replan(self.steps_per_epoch * planned)
+
+    # -------------------------------------------------------------------------------------- checkpoints
+
+    def _checkpoint_path(self) -> Path | None:
+        return None if self.ctx.checkpoint_dir is None else Path(self.ctx.checkpoint_dir) / CHECKPOINT_FILE
+
+    def _run_key(self) -> str:
+        """Identity of the run: resuming is only right with the same parameters, data and seed."""
+        digest = hashlib.sha256(json.dumps(self.params.model_dump(), sort_keys=True).encode())
+        digest.update(np.asarray(self.data.y).tobytes())
+        digest.update(np.asarray(self.data.lengths).tobytes())
+        digest.update(f"{self.ctx.seed}:{len(self.val.y)}".encode())
+        return digest.hexdigest()
+
+    def _save_checkpoint(self) -> None:
+        path = self._checkpoint_path()
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            "key": self._run_key(),
+            "epoch": self.epoch,
+            "stale": self.stale,
+            "model": _snapshot(self.model),
+            "best_state": self.best_state,
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": [self.schedule.step_count, self.schedule.total_steps],
+            "outcome": json.dumps(asdict(self.outcome)),
+            "rng": json.dumps(self.rng.bit_generator.state),
+            "torch_rng": torch.get_rng_state(),
+        }
+        partial = path.with_suffix(".partial")
+        torch.save(state, partial)
+        partial.replace(path)
+
+    def _resume(self) -> None:
+        path = self._checkpoint_path()
+        if path is None or not path.is_file():
+            return
+        state = torch.load(path, weights_only=True)
+        if state.get("key") != self._run_key():
+            return
+        self.model.load_state_dict(state["model"], strict=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.step_count, self.schedule.total_steps = state["schedule"]
+        self.epoch, self.stale, self.best_state = state["epoch"], state["stale"], state["best_state"]
+        self.outcome = _Outcome(**json.loads(state["outcome"]))
+        self.rng.bit_generator.state = json.loads(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
 
 
 def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -191,10 +191,5 @@ def non_embedding_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if id(p) not in embedding_ids)
 
 
-def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
-
-
 def log_probs(logits: np.ndarray) -> np.ndarray:
     return F.log_softmax(torch.from_numpy(np.asarray(logits, dtype=np.float64)), dim=1).numpy()
