@@ -71,6 +71,9 @@ class EncoderFtParams(TrainingDataParams):
     lora_r: int = Field(8, ge=1, le=64, description="LoRA rank.")
     lora_alpha: int = Field(16, ge=1, le=256, description="LoRA scaling numerator (scale = alpha / r).")
     lora_dropout: float = Field(0.05, ge=0.0, le=0.5, description="Dropout on the LoRA input.")
+    encoder_dropout: float = Field(
+        0.0, ge=0.0, le=0.5, description="The encoder's own hidden/attention dropout while training (slow on CPU)."
+    )
     train_embeddings: bool = Field(
         False, description="Also update the word-embedding table (96M weights on e5-small; each step 3-4x slower)."
     )
@@ -268,8 +271,9 @@ def _fit(train: Examples, val: Examples, params: EncoderFtParams, ctx: FitContex
     tfidf, text_val_lp = _fit_tfidf(train, val, keys, ctx) if params.tfidf_ensemble else (None, None)
     bf16 = _use_bf16(params.precision)
     trainable_spec = TrainableSpec(
-        params.mode, params.lora_r, params.lora_alpha, params.lora_dropout, params.train_embeddings, bf16
-    )
+        params.mode, params.lora_r, params.lora_alpha, params.lora_dropout, params.train_embeddings,
+        params.encoder_dropout, bf16,
+    )  # fmt: skip
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(ctx.seed)
         model = build_trainable(spec.path, trainable_spec, len(keys))

@@ -25,6 +25,9 @@ class TrainableSpec:
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     train_embeddings: bool = False  # the word-embedding table; position/type embeddings follow `mode`
+    # transformers' own dropout (hidden states, attention probabilities): its random masks took ~45 % of a LoRA
+    # step on this CPU (e5-small, 64 x 12 tokens, 1 thread: 1.69 s -> 0.93 s a step without any dropout).
+    encoder_dropout: float = 0.0
     bf16: bool = True  # autocast to bf16 (and, for LoRA, hold the frozen base in bf16)
 
 
@@ -40,11 +43,13 @@ def lora_config(spec: TrainableSpec):
     )
 
 
-def load_base(path: str, dtype: torch.dtype = torch.float32):
-    """The pack's encoder without its pooler, with plain matmul attention (as extraction loads it)."""
+def load_base(path: str, dtype: torch.dtype = torch.float32, dropout: float | None = None):
+    """The pack's encoder without its pooler, with plain matmul attention (as extraction loads it);
+    `dropout` replaces the config's hidden and attention dropout."""
     from transformers import AutoModel
 
-    return AutoModel.from_pretrained(path, dtype=dtype, add_pooling_layer=False, attn_implementation="eager")
+    kwargs = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+    return AutoModel.from_pretrained(path, dtype=dtype, add_pooling_layer=False, attn_implementation="eager", **kwargs)
 
 
 class TrainableEncoder(torch.nn.Module):
@@ -72,7 +77,7 @@ def build_trainable(path: str, spec: TrainableSpec, n_classes: int) -> Trainable
     if spec.mode not in ("lora", "full"):
         raise ValueError(f"mode must be 'lora' or 'full', not {spec.mode!r}")
     base_dtype = torch.bfloat16 if spec.mode == "lora" and spec.bf16 else torch.float32
-    base = load_base(path, base_dtype)
+    base = load_base(path, base_dtype, spec.encoder_dropout)
     if spec.mode == "lora":
         from peft import get_peft_model
 
