@@ -116,7 +116,7 @@ def test_budget_ends_training_cleanly(tiny_encoder, tmp_path):
     fitted = get_route("encoder_ft").fit(_examples(40), _examples(1), _params(tiny_encoder, max_epochs=100), ctx)
     assert time.monotonic() - started < 30
     assert fitted.meta["stopped_by"] == "budget"
-    assert fitted.meta["best_epoch"] >= 1
+    assert fitted.meta["history"][-1]["epoch"] >= 1  # it trained, then stopped at the deadline
     fitted.save(tmp_path / "v")
     assert (tmp_path / "v" / WEIGHTS_FILE).is_file()
 

@@ -80,7 +80,7 @@ class EncoderFtParams(TrainingDataParams):
     lr: float | None = Field(
         None, gt=0.0, le=1e-2, description="Encoder learning rate; default 5e-4 for LoRA, 5e-5 for full."
     )
-    head_lr: float = Field(2e-3, gt=0.0, le=1e-1, description="Learning rate of the linear head.")
+    head_lr: float = Field(1e-3, gt=0.0, le=1e-1, description="Learning rate of the linear head.")
     weight_decay: float = Field(0.01, ge=0.0, le=0.5, description="AdamW weight decay (not on biases/norms).")
     batch_size: int = Field(32, ge=4, le=512, description="Texts per step.")
     max_epochs: int = Field(10, ge=1, le=100, description="Most epochs; early stopping usually ends sooner.")
@@ -97,6 +97,11 @@ class EncoderFtParams(TrainingDataParams):
         None, ge=8, le=512, description="Token limit per text; default the 95th percentile of training lengths."
     )
     max_len_cap: int = Field(128, ge=8, le=512, description="Upper bound for the automatic max_len.")
+    head_init: Literal["probe", "random"] = Field(
+        "probe",
+        description="Start the head from a linear probe on the frozen encoder's features (linear probing, then "
+        "fine-tuning), or from random weights.",
+    )
     tfidf_ensemble: bool = Field(
         True, description="Mix in a character/word n-gram TF-IDF model, its weight tuned on validation."
     )
@@ -281,6 +286,9 @@ def _fit(train: Examples, val: Examples, params: EncoderFtParams, ctx: FitContex
         max_len = _choose_max_len(tokenizer, spec.query_prefix, train.texts, params)
         train_data = _data(tokenizer, spec.query_prefix, train, keys, max_len, "train")
         val_data = _data(tokenizer, spec.query_prefix, val, keys, max_len, "val")
+        if params.head_init == "probe":
+            progress(0.0, "linear probe on the frozen encoder")
+            _probe_head(model, train_data, val_data, params, ctx.seed, bf16, tokenizer.pad_token_id)
         trainer = _Trainer(model, train_data, val_data, params, ctx, bf16, tokenizer.pad_token_id)
         outcome, best_state = trainer.run(deadline)
     model.load_state_dict(best_state, strict=False)
@@ -355,6 +363,8 @@ class _Trainer:
     def run(self, deadline: float) -> tuple[_Outcome, dict[str, torch.Tensor]]:
         started = time.monotonic()
         self._resume()
+        if self.epoch == 0 and not self.outcome.history:  # epoch 0: the head as it starts, the floor to beat
+            self._record(_evaluate(self.model, self.val, self.bf16, self.pad_id))
         while self.epoch < self.params.max_epochs:
             self.epoch += 1
             epoch_started = time.monotonic()
@@ -467,17 +477,45 @@ def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def _evaluate(model: TrainableEncoder, data: _Data, bf16: bool, pad_id: int) -> float:
+def _pooled_features(model: TrainableEncoder, data: _Data, bf16: bool, pad_id: int) -> np.ndarray:
+    was_training = model.training
     model.eval()
     order = np.argsort(-data.lengths, kind="stable")
-    logits = np.zeros((len(order), model.head.out_features), dtype=np.float32)
+    pooled = np.zeros((len(order), model.head.in_features), dtype=np.float32)
     for start in range(0, len(order), VAL_BATCH):
         rows = order[start : start + VAL_BATCH]
         input_ids, mask = collate(data.ids, rows, pad_id)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits[rows] = model(input_ids, mask).float().numpy()
-    model.train()
+            pooled[rows] = model.pooled(input_ids, mask).float().numpy()
+    model.train(was_training)
+    return pooled
+
+
+def _evaluate(model: TrainableEncoder, data: _Data, bf16: bool, pad_id: int) -> float:
+    pooled = _pooled_features(model, data, bf16, pad_id)
+    with torch.no_grad():
+        logits = model.head(torch.from_numpy(pooled)).numpy()
     return _macro_f1(data.y, logits)
+
+
+def _probe_head(
+    model: TrainableEncoder, data: _Data, val: _Data, params: EncoderFtParams, seed: int, bf16: bool, pad_id: int
+) -> None:
+    """Set the head to a linear probe trained on the frozen encoder's pooled features (the LoRA update is zero
+    at the start), so fine-tuning starts from route 1's linear head instead of spending its first epoch on a
+    random one. The probe's standardisation is folded into the head's weights."""
+    from modeling.engine.routes.heads import train_head
+
+    features, val_features = (_pooled_features(model, d, bf16, pad_id) for d in (data, val))
+    n_classes = model.head.out_features
+    config = HeadConfig(kind="linear", loss=params.loss, focal_gamma=params.focal_gamma)
+    probe = train_head(HeadInputs(features), data.y, HeadInputs(val_features), val.y, n_classes, config, seed=seed)
+    part = probe.parts[0]
+    ((weight, bias),) = part.layers
+    folded = weight / part.std[None, :]
+    with torch.no_grad():
+        model.head.weight.copy_(torch.from_numpy(folded))
+        model.head.bias.copy_(torch.from_numpy(bias - folded @ part.mean))
 
 
 def _changed_weights(model: TrainableEncoder, mode: str) -> dict[str, torch.Tensor]:
