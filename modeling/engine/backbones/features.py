@@ -144,6 +144,13 @@ def _fast_encoder(spec: BackboneSpec, dtype: str, model):
         return _fast[(spec.path, dtype)]
 
 
+def _own_fast(model):
+    """A FastEncoder over a caller's private model, not shared through the process cache."""
+    from modeling.engine.backbones import fast_encoder
+
+    return fast_encoder.FastEncoder(model) if fast_encoder.supports(model) else None
+
+
 def _linear_then_bias(self, x):
     import torch  # the engine imports torch lazily; after the first call this is a dict lookup
 
@@ -161,6 +168,16 @@ def _add_bias_after_matmul(model) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.Linear) and module.bias is not None:
             module.forward = types.MethodType(_linear_then_bias, module)
+
+
+def load_tokenizer(path: str):
+    """The folder's tokenizer as extraction uses it (a pad token even for decoders), without loading weights."""
+    from transformers import AutoTokenizer
+
+    tokenizer = _load_tokenizer(path, AutoTokenizer)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def _load_tokenizer(path: str, auto_tokenizer):
@@ -224,12 +241,33 @@ def _threads(n: int):
         torch.set_num_threads(before)
 
 
+def prepare_private_model(model, dtype: str):
+    """A caller's own model (e.g. fine-tuned weights of a pack) in the inference form load_model gives a
+    shared one: eval mode, the chosen dtype, bias after the matmul in bf16."""
+    import torch
+
+    model = model.to(torch.bfloat16 if dtype == "bf16" else torch.float32).eval()
+    if dtype == "bf16":
+        _add_bias_after_matmul(model)
+    return model
+
+
 class FeatureExtractor:
-    def __init__(self, spec: BackboneSpec, config: FeatureConfig | None = None) -> None:
+    def __init__(
+        self, spec: BackboneSpec, config: FeatureConfig | None = None, model_and_tokenizer: tuple | None = None
+    ) -> None:
+        """``model_and_tokenizer``: run this model (changed weights of spec's architecture, e.g. a fine-tuned
+        encoder) instead of the process's shared copy of spec's weights; it is cast to the resolved dtype."""
         self.spec = spec
         self.config = config or FeatureConfig.for_backbone(spec)
         self.dtype = self._resolve_dtype()
-        self.model, self.tokenizer = load_model(spec, self.dtype)
+        if model_and_tokenizer is None:
+            self.model, self.tokenizer = load_model(spec, self.dtype)
+        else:
+            self.model, self.tokenizer = (
+                prepare_private_model(model_and_tokenizer[0], self.dtype),
+                model_and_tokenizer[1],
+            )
         self.n_layers = int(self.model.config.num_hidden_layers)
         self.layer_index = self._resolve_layer(self.config.layer)
         self.max_len = self.config.max_len or self.config.max_len_cap
@@ -237,7 +275,11 @@ class FeatureExtractor:
         # layers); averaging it in makes every text's vector nearly identical, so mean pooling skips it.
         self.skip_first = spec.kind == "decoder" and self.config.pooling == "mean"
         self._stack = _layer_stack(self.model, self.n_layers)
-        self._fast = _fast_encoder(spec, self.dtype, self.model) if self.config.fast_forward else None
+        self._fast = None
+        if self.config.fast_forward:
+            self._fast = (
+                _fast_encoder(spec, self.dtype, self.model) if model_and_tokenizer is None else _own_fast(self.model)
+            )
 
     def _resolve_layer(self, layer: str | int) -> int:
         if layer == "last":

@@ -16,6 +16,7 @@ from modeling.engine.routes.base import ParamsError, Route, RouteParams
 ROUTE_MODULES: dict[str, str] = {
     "probe": "modeling.engine.routes.probe",
     "tfidf": "modeling.engine.routes.tfidf",
+    "encoder_ft": "modeling.engine.routes.encoder_ft",
     "lora": "modeling.engine.routes.lora",
     "prefix": "modeling.engine.routes.prefix",
     "zero_shot": "modeling.engine.routes.zero_shot",
