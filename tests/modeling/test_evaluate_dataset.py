@@ -137,3 +137,25 @@ def test_a_taxonomy_file_gives_the_label_set_and_an_unknown_label_is_named(tmp_p
     _taxonomy_file(tmp_path / "small.yaml", keys[:-1])
     with pytest.raises(CommandError, match="旅行"):
         call_command("evaluate_dataset", *args, "--taxonomy", str(tmp_path / "small.yaml"))
+
+
+def test_robustness_reports_each_perturbation_of_the_test_set(tmp_path):
+    rows = scene_texts(20)
+    for split, split_rows in {"train": rows[0::2], "val": rows[1::4], "test": rows[3::4]}.items():
+        _write(tmp_path / f"{split}.jsonl", split_rows)
+    out = tmp_path / "result.json"
+
+    call_command(
+        "evaluate_dataset", "--route", "tfidf",
+        "--train", str(tmp_path / "train.jsonl"), "--val", str(tmp_path / "val.jsonl"),
+        "--test", str(tmp_path / "test.jsonl"), "--robustness", "--json", str(out),
+    )  # fmt: skip
+
+    robustness = json.loads(out.read_text())["robustness"]
+    assert set(robustness) >= {"clean", "typos", "noise", "truncate", "concat"}
+    for name in ("typos", "noise", "truncate", "concat"):
+        figures = robustness[name]
+        assert figures["n"] == len(rows[3::4]) and 0.0 <= figures["macro_f1"] <= 1.0
+        assert figures["drop_macro_f1"] == pytest.approx(
+            robustness["clean"]["macro_f1"] - figures["macro_f1"], abs=1e-5
+        )
