@@ -102,8 +102,8 @@ def test_api_train_cancel_publish_rollback(client, owner, no_auto_retrain, scene
 @pytest.mark.django_db
 def test_api_rejects_bad_training_input_and_roles(client, owner, reviewer, scene_project):
     client.force_login(owner)
-    bad = client.post("/api/v1/projects/alpha/training-runs", {"route": "lora"}, content_type="application/json")
-    assert bad.status_code == 400
+    bad = client.post("/api/v1/projects/alpha/training-runs", {"route": "gpt9"}, content_type="application/json")
+    assert bad.status_code == 400 and "gpt9" in bad.json()["error"]["message"]
     client.force_login(reviewer)
     assert client.get("/api/v1/projects/alpha/models").status_code == 200
     forbidden = client.post("/api/v1/projects/alpha/training-runs", {"route": "tfidf"}, content_type="application/json")
