@@ -54,7 +54,8 @@ def test_fit_save_load_gives_the_same_logits(tiny_encoder, tmp_path, mode):
     np.testing.assert_allclose(loaded.logits(val.texts), logits, atol=1e-5)
     encoded = loaded.encode(val.texts)
     np.testing.assert_allclose(np.linalg.norm(encoded.features, axis=1), 1.0, atol=1e-5)
-    assert loaded.describe()["backbone"] == tiny_encoder.name
+    assert loaded.describe()["backbone_name"] == tiny_encoder.name
+    assert loaded.describe()["backbone_fingerprint"] == tiny_encoder.fingerprint
 
 
 def test_lora_saves_only_the_adapter(tiny_encoder, tmp_path):

@@ -316,8 +316,8 @@ class AdaptedDecoder:
         adapter = sum(p.numel() for n, p in self.model.named_parameters() if "lora_" in n or "prompt_encoder" in n)
         return {
             "route": self.route,
-            "backbone": self.spec.name,
-            "fingerprint": self.spec.fingerprint,
+            "backbone_name": self.spec.name,
+            "backbone_fingerprint": self.spec.fingerprint,
             "kind": "decoder",
             "precision": str(self.scorer.dtype).replace("torch.", ""),
             "instruction_tokens": len(self.prompt.prefix_ids),

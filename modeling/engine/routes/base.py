@@ -166,7 +166,8 @@ class Fitted(Protocol):
     def save(self, folder: Path) -> None: ...
 
     def describe(self) -> dict[str, Any]:
-        """JSON-able facts serving and the model page show: backbone name and fingerprint, precision, sizes."""
+        """JSON-able facts serving and the model page show. A route on one backbone names it under
+        ``backbone_name`` and ``backbone_fingerprint`` (the version records both); precision, sizes."""
         ...
 
 

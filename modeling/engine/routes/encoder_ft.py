@@ -179,8 +179,8 @@ class FittedEncoder:
         keys = ("mode", "max_len", "trainable_parameters", "best_epoch", "stopped_by", "alpha", "train_seconds")
         return {
             "route": "encoder_ft",
-            "backbone": self.spec.name,
-            "fingerprint": self.spec.fingerprint,
+            "backbone_name": self.spec.name,
+            "backbone_fingerprint": self.spec.fingerprint,
             "precision": self.extractor.dtype,
             "feature_dim": self.extractor.feature_dim,
             **{k: self.meta.get(k) for k in keys},
