@@ -27,7 +27,7 @@ PO_FILE = Path(settings.BASE_DIR) / "locale" / "zh_Hans" / "LC_MESSAGES" / "djan
 # Product names, formats, metric names, key names and test-data names that stay as they are in a Chinese UI.
 ALLOWED_WORDS = """
     sceneclf api json yaml yml csv jsonl xlsx tsv macro ece train val test token tokens htmx http https url tfidf idf
-    lora utf pii id ids bearer authorization alpha owner annotator reviewer annotator2 e5 qwen encoder_ft zero_shot lora
+    lora utf pii id ids bearer authorization alpha owner annotator reviewer annotator2 e5 qwen encoder_ft zero_shot
     prefix probe kappa krippendorff cohen fleiss ctrl shift esc enter tab space cleanlab oos
     swagger openapi redoc cpu gpu ram max min auc aurc mcc iou acc in_scope_acc python django
     text label phone hub
