@@ -148,28 +148,34 @@ def _spec_for_hub_id(repo_id: str) -> BackboneSpec:
 
 
 def resolve_backbone(
-    name_or_path: str, model_root: Path | str, install: bool = False, progress: Progress | None = None
+    name_or_path: str, model_root: Path | str | None, install: bool = False, progress: Progress | None = None
 ) -> BackboneSpec:
     """Pack name, local transformers folder, local .gguf file, or hub id ("org/name") -> BackboneSpec.
 
     Packs must be installed already unless `install=True`; a GGUF file is converted once into model_root.
+    A folder needs no model root; a pack or a GGUF file does.
     """
     name_or_path = str(name_or_path).strip()
     if not name_or_path:
         raise BackboneError("no backbone named")
-    model_root = Path(model_root)
     if name_or_path in PACKS:
-        return _spec_for_pack(name_or_path, model_root, install, progress)
+        return _spec_for_pack(name_or_path, _required_root(model_root, name_or_path), install, progress)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return spec_for_folder(path)
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise BackboneError(f"{path} is a file but not a .gguf checkpoint")
-        return _spec_for_gguf(path.resolve(), model_root, progress)
+        return _spec_for_gguf(path.resolve(), _required_root(model_root, name_or_path), progress)
     if _HUB_ID.match(name_or_path) and not name_or_path.startswith((".", "/", "~")):
         return _spec_for_hub_id(name_or_path)
     raise BackboneError(
         f"unknown backbone {name_or_path!r}: not a pack ({', '.join(sorted(PACKS))}), "
         "an existing folder or .gguf file, or a hub id like 'org/model'"
     )
+
+
+def _required_root(model_root: Path | str | None, name: str) -> Path:
+    if model_root is None:
+        raise BackboneError(f"backbone {name!r} lives in the model root, and none was given")
+    return Path(model_root)

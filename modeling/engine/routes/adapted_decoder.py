@@ -26,7 +26,14 @@ from modeling.engine.backbones.packs import BackboneError
 from modeling.engine.backbones.specs import BackboneSpec, resolve_backbone
 from modeling.engine.data import TrainingDataParams
 from modeling.engine.routes import decoder
-from modeling.engine.routes.base import Encoded, Examples, FitContext, LoadContext, ParamsError, Taxonomy
+from modeling.engine.routes.base import (
+    Encoded,
+    Examples,
+    FitContext,
+    LoadContext,
+    ParamsError,
+    Taxonomy,
+)
 
 ROUTE_FILE = "route.json"
 ADAPTER_DIR = "adapter"
@@ -328,7 +335,7 @@ class AdaptedDecoder:
 
 
 def resolve_decoder(name: str, model_root: Path | None) -> BackboneSpec:
-    spec = resolve_backbone(name, model_root or Path("var/models"))
+    spec = resolve_backbone(name, model_root)
     if spec.kind != "decoder":
         raise ParamsError(f"backbone {name!r} is an encoder; this route needs a decoder", "backbone")
     return spec
@@ -339,9 +346,9 @@ def read_record(folder: Path, route: str, ctx: LoadContext) -> tuple[dict, Backb
     if record.get("route") != route:
         raise BackboneError(f"{folder} holds a {record.get('route')!r} model, not {route!r}")
     try:
-        spec = resolve_backbone(record["backbone"], ctx.model_root or Path("var/models"))
+        spec = resolve_backbone(record["backbone"], ctx.model_root)
     except BackboneError:
-        spec = resolve_backbone(record["backbone_path"], ctx.model_root or Path("var/models"))
+        spec = resolve_backbone(record["backbone_path"], ctx.model_root)
     if spec.fingerprint != record["fingerprint"]:
         raise BackboneError(
             f"backbone {spec.name} has fingerprint {spec.fingerprint[:12]}, the model was trained on "
@@ -376,3 +383,78 @@ def load_label_head(folder: Path):
 
     path = Path(folder) / LABEL_HEAD_FILE
     return torch.nn.Parameter(load_file(path)["weight"], requires_grad=False) if path.exists() else None
+
+
+def fit_adapted(
+    route_name: str,
+    wrap: Callable[[Any, DecoderParams], Any],
+    train: Examples,
+    params: DecoderParams,
+    ctx: FitContext,
+    virtual_kv: Callable[[Any], Any] | None = None,
+) -> AdaptedDecoder:
+    """The fit of every adapter route: load the decoder, build the prompt, wrap it with the route's peft
+    adapter (``wrap``), and train the adapter (and the label tokens, when used) on the label words."""
+    import torch
+
+    torch.manual_seed(ctx.seed)
+    spec = resolve_decoder(params.backbone, ctx.model_root)
+    lm, tokenizer = decoder.load_causal_lm(spec, params.dtype)
+    parts, prompt = make_prompt(tokenizer, ctx.taxonomy, ctx.label_keys, params)
+    label_head = init_label_head(lm, prompt) if uses_label_tokens(params, len(ctx.label_keys)) else None
+    model = wrap(lm, params)
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if label_head is not None:
+        trainable["label_tokens"] = label_head
+    fitted = AdaptedDecoder(
+        route_name,
+        list(ctx.label_keys),
+        spec,
+        model,
+        tokenizer,
+        parts,
+        prompt,
+        params,
+        label_head,
+        None if virtual_kv is None else virtual_kv(model),
+        taxonomy=ctx.taxonomy,
+    )
+    fingerprint = run_fingerprint(params, spec, prompt, train)
+    fitted.report = train_adapter(
+        fitted.scorer, tokenizer, trainable, train, fitted.label_keys, params, params.lr, ctx, fingerprint,
+        label_head is not None,
+    )  # fmt: skip
+    return fitted
+
+
+def load_adapted(
+    route_name: str,
+    params_class: type[DecoderParams],
+    folder: Path,
+    ctx: LoadContext,
+    finish: Callable[[Any, Any], Any] = lambda model, params: model,
+    virtual_kv: Callable[[Any], Any] | None = None,
+) -> AdaptedDecoder:
+    """Load what ``AdaptedDecoder.save`` wrote; ``finish(model, params)`` may change the loaded peft model
+    (merging LoRA weights for serving)."""
+    from peft import PeftModel
+
+    record, spec, taxonomy = read_record(folder, route_name, ctx)
+    params = params_class.model_validate(record["params"])
+    lm, tokenizer = decoder.load_causal_lm(spec, params.dtype)
+    model = finish(PeftModel.from_pretrained(lm, Path(folder) / ADAPTER_DIR), params).eval()
+    parts, prompt = prompt_from_record(tokenizer, record)
+    return AdaptedDecoder(
+        route_name,
+        record["label_keys"],
+        spec,
+        model,
+        tokenizer,
+        parts,
+        prompt,
+        params,
+        load_label_head(folder),
+        None if virtual_kv is None else virtual_kv(model),
+        record.get("report"),
+        taxonomy,
+    )

@@ -33,7 +33,7 @@ from modeling.engine.backbones.packs import BackboneError
 from modeling.engine.backbones.specs import BackboneSpec, resolve_backbone
 from modeling.engine.data import TrainingDataParams
 from modeling.engine.routes import register
-from modeling.engine.routes.base import Encoded, Examples, FitContext, LoadContext, ParamsError
+from modeling.engine.routes.base import Encoded, Examples, FitContext, LoadContext
 from modeling.engine.routes.finetune import (
     TrainableEncoder,
     TrainableSpec,
@@ -207,14 +207,6 @@ class EncoderFtRoute:
 # ---------------------------------------------------------------------------------------------- fit
 
 
-def _model_root(root: Path | None) -> Path:
-    if root is None:
-        raise ParamsError(
-            "the encoder_ft route needs a model root (where backbone packs are installed)", key="backbone"
-        )
-    return Path(root)
-
-
 def _label_indices(labels: Sequence[str], keys: list[str], split: str) -> np.ndarray:
     index = {k: i for i, k in enumerate(keys)}
     unknown = sorted({label for label in labels if label not in index})
@@ -264,7 +256,7 @@ def _fit(train: Examples, val: Examples, params: EncoderFtParams, ctx: FitContex
     if len(train) == 0 or len(val) == 0:
         raise ValueError("encoder_ft needs training and validation texts")
     deadline = _deadline(len(train), ctx, started)
-    spec = resolve_backbone(params.backbone, _model_root(ctx.model_root))
+    spec = resolve_backbone(params.backbone, ctx.model_root)
     if spec.kind != "encoder":
         raise BackboneError(f"encoder_ft fine-tunes encoders; {spec.name} is a {spec.kind}")
     keys = list(ctx.label_keys)
@@ -608,7 +600,7 @@ def _load(folder: Path, ctx: LoadContext) -> FittedEncoder:
     if meta.get("format") != FORMAT:
         raise BackboneError(f"{folder}: encoder_ft format {meta.get('format')} is not {FORMAT}")
     params = EncoderFtParams.model_validate(meta["params"])
-    spec = resolve_backbone(params.backbone, _model_root(ctx.model_root))
+    spec = resolve_backbone(params.backbone, ctx.model_root)
     if spec.fingerprint != meta["fingerprint"]:
         raise BackboneError(
             f"the installed {spec.name} (fingerprint {spec.fingerprint[:12]}) is not the base this model was "

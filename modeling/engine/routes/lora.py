@@ -10,7 +10,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from modeling.engine.routes import adapted_decoder as ad
-from modeling.engine.routes import decoder, register
+from modeling.engine.routes import register
 from modeling.engine.routes.base import Examples, FitContext, LoadContext
 
 _TARGETS = {
@@ -52,69 +52,14 @@ class LoraRoute:
     needs_training: ClassVar[bool] = True
 
     def fit(self, train: Examples, val: Examples, params: LoraParams, ctx: FitContext) -> ad.AdaptedDecoder:
-        import torch
-
-        torch.manual_seed(ctx.seed)
-        spec = ad.resolve_decoder(params.backbone, ctx.model_root)
-        lm, tokenizer = decoder.load_causal_lm(spec, params.dtype)
-        parts, prompt = ad.make_prompt(tokenizer, ctx.taxonomy, ctx.label_keys, params)
-        label_head = ad.init_label_head(lm, prompt) if ad.uses_label_tokens(params, len(ctx.label_keys)) else None
-        model = _wrap(lm, params)
-        trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        if label_head is not None:
-            trainable["label_tokens"] = label_head
-        fitted = ad.AdaptedDecoder(
-            self.name,
-            list(ctx.label_keys),
-            spec,
-            model,
-            tokenizer,
-            parts,
-            prompt,
-            params,
-            label_head,
-            None,
-            taxonomy=ctx.taxonomy,
-        )
-        fingerprint = ad.run_fingerprint(params, spec, prompt, train)
-        fitted.report = ad.train_adapter(
-            fitted.scorer,
-            tokenizer,
-            trainable,
-            train,
-            fitted.label_keys,
-            params,
-            params.lr,
-            ctx,
-            fingerprint,
-            label_head is not None,
-        )
-        return fitted
+        return ad.fit_adapted(self.name, _wrap, train, params, ctx)
 
     def load(self, folder: Path, ctx: LoadContext) -> ad.AdaptedDecoder:
-        from peft import PeftModel
+        return ad.load_adapted(self.name, LoraParams, folder, ctx, finish=_merged_if_asked)
 
-        record, spec, taxonomy = ad.read_record(folder, self.name, ctx)
-        params = LoraParams.model_validate(record["params"])
-        lm, tokenizer = decoder.load_causal_lm(spec, params.dtype)
-        model = PeftModel.from_pretrained(lm, Path(folder) / ad.ADAPTER_DIR)
-        if params.merge:
-            model = model.merge_and_unload()
-        parts, prompt = ad.prompt_from_record(tokenizer, record)
-        return ad.AdaptedDecoder(
-            self.name,
-            record["label_keys"],
-            spec,
-            model.eval(),
-            tokenizer,
-            parts,
-            prompt,
-            params,
-            ad.load_label_head(folder),
-            None,
-            record.get("report"),
-            taxonomy,
-        )
+
+def _merged_if_asked(model, params: LoraParams):
+    return model.merge_and_unload() if params.merge else model
 
 
 register(LoraRoute())

@@ -50,67 +50,10 @@ class PrefixRoute:
     needs_training: ClassVar[bool] = True
 
     def fit(self, train: Examples, val: Examples, params: PrefixParams, ctx: FitContext) -> ad.AdaptedDecoder:
-        import torch
-
-        torch.manual_seed(ctx.seed)
-        spec = ad.resolve_decoder(params.backbone, ctx.model_root)
-        lm, tokenizer = decoder.load_causal_lm(spec, params.dtype)
-        parts, prompt = ad.make_prompt(tokenizer, ctx.taxonomy, ctx.label_keys, params)
-        label_head = ad.init_label_head(lm, prompt) if ad.uses_label_tokens(params, len(ctx.label_keys)) else None
-        model = _wrap(lm, params)
-        trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        if label_head is not None:
-            trainable["label_tokens"] = label_head
-        fitted = ad.AdaptedDecoder(
-            self.name,
-            list(ctx.label_keys),
-            spec,
-            model,
-            tokenizer,
-            parts,
-            prompt,
-            params,
-            label_head,
-            virtual_kv(model),
-            taxonomy=ctx.taxonomy,
-        )
-        fingerprint = ad.run_fingerprint(params, spec, prompt, train)
-        fitted.report = ad.train_adapter(
-            fitted.scorer,
-            tokenizer,
-            trainable,
-            train,
-            fitted.label_keys,
-            params,
-            params.lr,
-            ctx,
-            fingerprint,
-            label_head is not None,
-        )
-        return fitted
+        return ad.fit_adapted(self.name, _wrap, train, params, ctx, virtual_kv=virtual_kv)
 
     def load(self, folder: Path, ctx: LoadContext) -> ad.AdaptedDecoder:
-        from peft import PeftModel
-
-        record, spec, taxonomy = ad.read_record(folder, self.name, ctx)
-        params = PrefixParams.model_validate(record["params"])
-        lm, tokenizer = decoder.load_causal_lm(spec, params.dtype)
-        model = PeftModel.from_pretrained(lm, Path(folder) / ad.ADAPTER_DIR).eval()
-        parts, prompt = ad.prompt_from_record(tokenizer, record)
-        return ad.AdaptedDecoder(
-            self.name,
-            record["label_keys"],
-            spec,
-            model,
-            tokenizer,
-            parts,
-            prompt,
-            params,
-            ad.load_label_head(folder),
-            virtual_kv(model),
-            record.get("report"),
-            taxonomy,
-        )
+        return ad.load_adapted(self.name, PrefixParams, folder, ctx, virtual_kv=virtual_kv)
 
 
 register(PrefixRoute())

@@ -86,7 +86,7 @@ def standardise(scores: np.ndarray, keep: np.ndarray) -> np.ndarray:
 class ZeroShotModel:
     def __init__(self, label_keys, params: ZeroShotParams, taxonomy: Taxonomy, model_root: Path | None) -> None:
         self.label_keys, self.params, self.taxonomy = list(label_keys), params, taxonomy
-        self.model_root = model_root or Path("var/models")
+        self.model_root = model_root
         self.prototypes: np.ndarray | None = None
         self.prior: np.ndarray | None = None
         self._encoder: FeatureExtractor | None = None
