@@ -433,6 +433,7 @@ def train_version(
         "head_kind": described.get("head_kind", route_name),
         "ensemble_alpha": described.get("ensemble_alpha"),
         "best_epoch": described.get("best_epoch"),
+        "warm_start": described.get("warm_start"),
         "n_train": len(ytr),
         "n_val": len(yva),
         "target_met_on_val": choice.target_met,

@@ -67,6 +67,7 @@ class VectorRoute:
     help: ClassVar[str] = "Reads each text's vector from a table the test filled."
     Params: ClassVar[type[VectorParams]] = VectorParams
     needs_training: ClassVar[bool] = True
+    warm_starts: ClassVar[bool] = False
 
     def fit(self, train: Examples, val: Examples, params: VectorParams, ctx: FitContext) -> FittedVectors:
         def inputs(examples: Examples) -> HeadInputs:

@@ -34,6 +34,7 @@ from modeling.engine.routes.base import (
     ParamsError,
     Taxonomy,
 )
+from modeling.engine.routes.warm_start import decoder_warm_start
 
 ROUTE_FILE = "route.json"
 ADAPTER_DIR = "adapter"
@@ -331,6 +332,7 @@ class AdaptedDecoder:
             "label_tokens": self.label_tokens,
             "adapter_parameters": int(adapter),
             "training": self.report,
+            "warm_start": self.report.get("warm_start"),
         }
 
 
@@ -419,11 +421,15 @@ def fit_adapted(
         None if virtual_kv is None else virtual_kv(model),
         taxonomy=ctx.taxonomy,
     )
+    warm = None
+    if ctx.warm_start is not None:
+        warm = decoder_warm_start(ctx.warm_start, route_name, spec, model, label_head, fitted.label_keys).to_dict()
     fingerprint = run_fingerprint(params, spec, prompt, train)
     fitted.report = train_adapter(
         fitted.scorer, tokenizer, trainable, train, fitted.label_keys, params, params.lr, ctx, fingerprint,
         label_head is not None,
     )  # fmt: skip
+    fitted.report["warm_start"] = warm
     return fitted
 
 

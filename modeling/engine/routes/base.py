@@ -7,6 +7,8 @@ A route is one module in this package that registers a ``Route``:
 - ``fit(train, val, params, ctx) -> Fitted``: learns from texts + label keys. ``ctx`` carries the label set,
   the taxonomy (names, definitions, examples), the model root, progress, cancel and the time budget.
 - ``load(folder, ctx) -> Fitted``: reads what ``Fitted.save(folder)`` wrote.
+- ``warm_starts``: whether ``fit`` continues from ``ctx.warm_start``, a previous version's route folder
+  (fine-tuned routes); the others retrain from scratch on what they are given.
 
 A ``Fitted`` turns texts into logits (n, n_classes), in the order of ``ctx.label_keys``. Everything after
 the logits (temperature, abstention, out-of-scope score, metrics, plots) is route-agnostic and lives outside
@@ -131,6 +133,8 @@ class FitContext:
     seed: int = 0
     extras: dict[str, Any] = field(default_factory=dict)  # e.g. "default_backbone": the app's default pack
     threads: int = 0  # torch threads for this work; 0 leaves torch's setting alone
+    # A previous version's route folder to continue from (incremental retraining); routes with warm_starts read it.
+    warm_start: Path | None = None
 
     def check_cancel(self) -> None:
         if self.should_stop is not None and self.should_stop():
@@ -177,6 +181,7 @@ class Route(Protocol):
     help: ClassVar[str]  # when to pick it
     Params: ClassVar[type[RouteParams]]
     needs_training: ClassVar[bool]  # False for zero-shot
+    warm_starts: ClassVar[bool]  # fit continues from ctx.warm_start (a previous version's route folder)
 
     def fit(self, train: Examples, val: Examples, params: RouteParams, ctx: FitContext) -> Fitted: ...
 

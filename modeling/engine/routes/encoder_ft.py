@@ -49,6 +49,7 @@ from modeling.engine.routes.finetune import (
     trainable_parameters,
 )
 from modeling.engine.routes.heads import HeadConfig, HeadInputs, TrainedHead, _best_alpha, class_weights, load_head
+from modeling.engine.routes.warm_start import encoder_warm_start
 
 META_FILE = "encoder_ft.json"
 WEIGHTS_FILE = "encoder_weights.safetensors"
@@ -176,7 +177,10 @@ class FittedEncoder:
         (folder / META_FILE).write_text(json.dumps(self.meta, indent=1, ensure_ascii=False), encoding="utf-8")
 
     def describe(self) -> dict[str, Any]:
-        keys = ("mode", "max_len", "trainable_parameters", "best_epoch", "stopped_by", "alpha", "train_seconds")
+        keys = (
+            "mode", "max_len", "trainable_parameters", "best_epoch", "stopped_by", "alpha", "train_seconds",
+            "warm_start",
+        )  # fmt: skip
         return {
             "route": "encoder_ft",
             "backbone_name": self.spec.name,
@@ -196,6 +200,7 @@ class EncoderFtRoute:
     )
     Params: ClassVar[type[EncoderFtParams]] = EncoderFtParams
     needs_training: ClassVar[bool] = True
+    warm_starts: ClassVar[bool] = True
 
     def fit(self, train: Examples, val: Examples, params: EncoderFtParams, ctx: FitContext) -> FittedEncoder:
         return _fit(train, val, params, ctx)
@@ -271,6 +276,9 @@ def _fit(train: Examples, val: Examples, params: EncoderFtParams, ctx: FitContex
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(ctx.seed)
         model = build_trainable(spec.path, trainable_spec, len(keys))
+        warm = None if ctx.warm_start is None else encoder_warm_start(ctx.warm_start, spec, params)
+        if warm is not None:
+            warm.load_encoder(model)
         tokenizer = _tokenizer(spec)
         max_len = _choose_max_len(tokenizer, spec.query_prefix, train.texts, params)
         train_data = _data(tokenizer, spec.query_prefix, train, keys, max_len, "train")
@@ -278,6 +286,8 @@ def _fit(train: Examples, val: Examples, params: EncoderFtParams, ctx: FitContex
         if params.head_init == "probe":
             progress(0.0, "linear probe on the frozen encoder")
             _probe_head(model, train_data, val_data, params, ctx.seed, bf16, tokenizer.pad_token_id)
+        if warm is not None:
+            warm.load_head(model, keys)
         trainer = _Trainer(model, train_data, val_data, params, ctx, bf16, tokenizer.pad_token_id)
         outcome, best_state = trainer.run(deadline)
     model.load_state_dict(best_state, strict=False)
@@ -292,6 +302,7 @@ def _fit(train: Examples, val: Examples, params: EncoderFtParams, ctx: FitContex
         alpha = _best_alpha(log_probs(ft_logits), text_val_lp, val_y)
     meta = _meta(params, spec, keys, max_len, outcome, alpha, model_trainable=_count(changed) + head[0].size)
     meta["val_macro_f1_encoder"] = round(_macro_f1(val_y, ft_logits), 6)
+    meta["warm_start"] = None if warm is None else warm.report.to_dict()
     fitted = FittedEncoder(keys, spec, extractor, head, tfidf, alpha, meta, changed)
     meta["val_macro_f1"] = round(_macro_f1(val_y, fitted.logits(val.texts)), 6)
     progress(1.0, f"done: val macro-F1 {meta['val_macro_f1']:.3f}")

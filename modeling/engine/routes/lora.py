@@ -50,6 +50,7 @@ class LoraRoute:
     )
     Params: ClassVar[type[LoraParams]] = LoraParams
     needs_training: ClassVar[bool] = True
+    warm_starts: ClassVar[bool] = True
 
     def fit(self, train: Examples, val: Examples, params: LoraParams, ctx: FitContext) -> ad.AdaptedDecoder:
         return ad.fit_adapted(self.name, _wrap, train, params, ctx)

@@ -48,6 +48,7 @@ class PrefixRoute:
     help: ClassVar[str] = "Trains only virtual tokens in front of every layer: smaller and lighter than LoRA."
     Params: ClassVar[type[PrefixParams]] = PrefixParams
     needs_training: ClassVar[bool] = True
+    warm_starts: ClassVar[bool] = True
 
     def fit(self, train: Examples, val: Examples, params: PrefixParams, ctx: FitContext) -> ad.AdaptedDecoder:
         return ad.fit_adapted(self.name, _wrap, train, params, ctx, virtual_kv=virtual_kv)

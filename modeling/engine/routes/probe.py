@@ -217,6 +217,7 @@ class ProbeRoute:
     )
     Params: ClassVar[type[ProbeParams]] = ProbeParams
     needs_training: ClassVar[bool] = True
+    warm_starts: ClassVar[bool] = False
 
     def fit(self, train: Examples, val: Examples, params: ProbeParams, ctx: FitContext) -> FittedProbe:
         spec = resolve_spec(params.backbone, ctx.model_root, ctx.extras)

@@ -72,6 +72,7 @@ class TfidfRoute:
     )
     Params: ClassVar[type[TfidfParams]] = TfidfParams
     needs_training: ClassVar[bool] = True
+    warm_starts: ClassVar[bool] = False
 
     def fit(self, train: Examples, val: Examples, params: TfidfParams, ctx: FitContext) -> FittedTfidf:
         fit = ctx.stage("fit")

@@ -250,6 +250,7 @@ class ZeroShotRoute:
     help: ClassVar[str] = "No labelled data yet: a first suggestion and active learning's cold start."
     Params: ClassVar[type[ZeroShotParams]] = ZeroShotParams
     needs_training: ClassVar[bool] = False
+    warm_starts: ClassVar[bool] = False
 
     def fit(self, train: Examples, val: Examples, params: ZeroShotParams, ctx: FitContext) -> ZeroShotModel:
         model = ZeroShotModel(ctx.label_keys, params, ctx.taxonomy, ctx.model_root)
