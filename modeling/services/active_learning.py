@@ -278,6 +278,9 @@ def _last_route_and_params(project: Project) -> tuple[str, dict[str, Any]]:
     )
     params = dict(last.params) if last else {}
     params.pop("auto_publish", None)
+    if "incremental_from" in params:
+        # An incremental run is followed by one that continues from the version it produced.
+        params["incremental_from"] = last.model_version.number
     return (last.route if last else DEFAULT_ROUTE), params
 
 

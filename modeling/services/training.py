@@ -35,6 +35,7 @@ from labeling.selectors.training_data import (
 )
 from modeling.models import ModelVersion, TrainingRun
 from modeling.services import features as feature_services
+from modeling.services import incremental
 from sceneclf_site.api_errors import BrokerUnavailable, ConflictError, ServiceError
 from sceneclf_site.queueing import send_task
 
@@ -44,7 +45,7 @@ MIN_TRAIN_PER_CLASS = 1
 HEARTBEAT_EVERY_S = 1.0  # progress/heartbeat DB writes are throttled to this interval
 CANCEL_CHECK_EVERY_S = 0.5
 # Run params that belong to the run, not to the route or the calibration.
-RUN_PARAM_NAMES = ("auto_publish", "budget_minutes")
+RUN_PARAM_NAMES = ("auto_publish", "budget_minutes", "incremental_from", "replay_share")
 # Overall progress span of each engine stage; a stage a route adds keeps the current span.
 STAGE_SPANS = {"prepare": (0.02, 0.05), "extract": (0.05, 0.6), "fit": (0.6, 0.9), "calibrate": (0.9, 0.95)}
 STAGE_NAMES = {"extract": "extracting features", "fit": "training", "calibrate": "calibrating"}
@@ -273,6 +274,8 @@ def start_training_run(
     sweep_stale_runs(project=project)  # a run whose worker died no longer blocks a new one
     _refuse_if_active(project)
     collect_training_data(project)
+    if checked.incremental_from is not None:
+        incremental.previous_version(project, checked.incremental_from, route)
     if "backbone" in type(checked.route).model_fields:
         feature_services.resolve_backbone_spec(params.get("backbone"))
     params["auto_publish"] = bool(auto_publish)
@@ -565,17 +568,25 @@ def _train(run: TrainingRun, reporter: RunReporter, timings: dict[str, float]) -
         f"{len(data.train)}, val {len(data.val)}, test {len(data.test)}; skipped {data.skipped}"
     )
     params = run_params_for(run.route, run.params, project)
+    increment = None
+    if params.incremental_from is not None:
+        increment = incremental.plan_increment(
+            project=project, route=run.route, train=data.train, number=params.incremental_from,
+            replay_share=params.replay_share, seed=run.pk,
+        )  # fmt: skip
+        reporter.log(increment.log_line())
+    train = data.train if increment is None else increment.train
     t0 = time.perf_counter()
     version = train_version(
         run.route,
         params.route,
-        Examples(data.texts("train"), data.keys("train")),
+        Examples([e.text for e in train], [e.label_key for e in train]),
         Examples(data.texts("val"), data.keys("val")),
-        fit_context(data, reporter),
+        fit_context(data, reporter, warm_start=None if increment is None else increment.warm_start),
         params.calibration,
         budget_minutes=params.budget_minutes,
         # Item texts are stored PII-masked; serving shows them as the nearest labelled examples.
-        explain_rows=[{"item_id": e.item_id, "text": e.text, "label": e.label_key} for e in data.train],
+        explain_rows=[{"item_id": e.item_id, "text": e.text, "label": e.label_key} for e in train],
     )
     timings["fit_seconds"] = round(time.perf_counter() - t0, 3)
     described = version.describe()
@@ -597,6 +608,14 @@ def _train(run: TrainingRun, reporter: RunReporter, timings: dict[str, float]) -
     metrics["counts"] = {"train": len(data.train), "val": len(data.val), "test": len(data.test), **data.skipped}
     metrics["val_set"] = val_set_fingerprint([e.item_id for e in data.val])
     metrics["timings"] = dict(timings)
+    if increment is not None:
+        metrics["incremental"] = increment.report
+        metrics["forgetting"] = incremental.forgetting_metrics(
+            previous=increment.previous, predictor=predictor, load_context=engine_load_context(cached=True)
+        )
+        reporter.log(f"forgetting on v{increment.previous.number}'s validation split: {metrics['forgetting']}")
+    # All gold of the train and val splits, also after an incremental run: the next one's "new since" is
+    # counted against everything this version was accountable for, not only what it replayed.
     snapshot = [[e.item_id, e.label_key] for e in data.train + data.val]
     model_version = _create_version(run, data, version, final_dir, manifest, _jsonable(metrics), snapshot)
     reporter.log(f"created model version v{model_version.number}")
@@ -620,6 +639,8 @@ class RunParams:
     route: Any  # the route's validated Params
     calibration: Any  # versions.CalibrationParams
     budget_minutes: float | None
+    incremental_from: int | None = None  # the version an incremental run continues from
+    replay_share: float = 0.0
 
 
 def run_params_for(route: str, params: dict[str, Any], project: Project) -> RunParams:
@@ -641,6 +662,7 @@ def run_params_for(route: str, params: dict[str, Any], project: Project) -> RunP
             parse_params(route, route_params),
             calibration_params(calibration),
             None if budget is None else float(budget),
+            *_incremental_params(params),
         )
     except ParamsError as exc:
         raise ServiceError(
@@ -648,6 +670,20 @@ def run_params_for(route: str, params: dict[str, Any], project: Project) -> RunP
             code="invalid_params",
             details={"key": exc.key} if exc.key else None,
         ) from exc
+
+
+def _incremental_params(params: dict[str, Any]) -> tuple[int | None, float]:
+    from modeling.engine.data.replay import DEFAULT_REPLAY_SHARE
+    from modeling.engine.routes.base import ParamsError
+
+    number, share = params.get("incremental_from"), params.get("replay_share")
+    if number is not None and (isinstance(number, bool) or not isinstance(number, int) or number < 1):
+        raise ParamsError("parameter 'incremental_from' must be a version number", key="incremental_from")
+    if share is not None and number is None:
+        raise ParamsError("parameter 'replay_share' needs 'incremental_from'", key="replay_share")
+    if share is not None and (isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1):
+        raise ParamsError("parameter 'replay_share' must be a share between 0 and 1", key="replay_share")
+    return number, DEFAULT_REPLAY_SHARE if share is None else float(share)
 
 
 def engine_load_context(*, cached: bool, threads: int | None = None) -> Any:
@@ -662,7 +698,7 @@ def engine_load_context(*, cached: bool, threads: int | None = None) -> Any:
     )
 
 
-def fit_context(data: TrainingData, reporter: RunReporter) -> Any:
+def fit_context(data: TrainingData, reporter: RunReporter, warm_start: Path | None = None) -> Any:
     from modeling.engine.routes.base import FitContext
 
     return FitContext(
@@ -674,6 +710,7 @@ def fit_context(data: TrainingData, reporter: RunReporter) -> Any:
         should_stop=reporter.should_stop,
         extras={"default_backbone": settings.DEFAULT_BACKBONE},
         threads=int(settings.TORCH_THREADS),
+        warm_start=warm_start,
     )
 
 
