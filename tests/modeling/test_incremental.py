@@ -10,6 +10,7 @@ import pytest
 from labeling.models import Item
 from modeling.models import TrainingRun
 from modeling.services import training
+from modeling.services.active_learning import _last_route_and_params
 from sceneclf_site.api_errors import ServiceError
 from tests.modeling.route1 import add_gold_items, publish_scene_taxonomy, scene_texts, start_and_run, tiny_params
 
@@ -93,6 +94,9 @@ def test_route_1_retrains_on_all_gold_and_still_measures_forgetting(two_batches,
     assert version.metrics["incremental"] == {"previous_version": v1.number, "mode": "all_gold"}
     assert version.metrics["n_train"] == len(_train_items(project))
     assert set(version.metrics["forgetting"]) >= {"old_val_macro_f1_before", "old_val_macro_f1_after", "delta", "n"}
+    # The automatic retrain that follows continues from this version, not again from v1.
+    route, params = _last_route_and_params(project)
+    assert route == "probe" and params["incremental_from"] == version.number
 
 
 @pytest.mark.django_db
