@@ -63,6 +63,7 @@ _SCORERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "margin": margin,
     "entropy": entropy,
     "margin_diverse": margin,
+    "zero_shot": margin,  # the zero-shot cold start (margin_diverse on the zero-shot probabilities)
 }
 
 
@@ -244,6 +245,13 @@ def cold_start(features: np.ndarray, batch_size: int, n_clusters: int | None = N
             picks.append(rng.choice(members, size=quota[cluster], replace=False))
     picked = np.concatenate(picks) if picks else np.empty(0, dtype=np.int64)
     return rng.permutation(picked).astype(np.int64)
+
+
+def zero_shot_cold_start(probs: np.ndarray, features: np.ndarray, batch_size: int, seed: int = 0) -> np.ndarray:
+    """No trained model yet, but zero-shot probabilities from the taxonomy: the margin_diverse batch under them
+    (the most uncertain candidates, spread over the feature space by weighted k-means). No class has labels
+    yet, so the rare-pair weight is flat and left out."""
+    return select_batch("margin_diverse", batch_size, probs=probs, features=features, seed=seed)
 
 
 def _proportional_quota(sizes: np.ndarray, total: int) -> np.ndarray:
