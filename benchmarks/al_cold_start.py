@@ -9,9 +9,10 @@ For each seed, the first `--batch-size` labels are picked by:
 
 - `random`: a seeded random sample (what `simulate_active_learning` starts from);
 - `kmeans`: `active.cold_start`, the app's cold start without a taxonomy (k-means of the pool, proportional);
-- `zero_shot`: `active.zero_shot_cold_start`, the app's cold start with a taxonomy (margin_diverse under the
-  zero-shot probabilities of the `zero_shot` route, built from the taxonomy alone);
-- `zero_shot_per_label`: the zero-shot model's most confident texts of each predicted label in turn.
+- `zero_shot_margin_diverse`: uncertain + diverse under the zero-shot probabilities of the `zero_shot` route
+  (built from the taxonomy alone): margin_diverse, as after a trained model;
+- `zero_shot`: `active.zero_shot_cold_start`, the app's cold start with a taxonomy: each predicted label's most
+  confident texts in turn.
 
 Then every start runs the same `--rounds` rounds of margin_diverse with the route-1 probe on the pool's e5
 features (`active.simulate`). Prints the test macro-F1 after each round (mean ± std over seeds), the labels of
@@ -32,21 +33,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 SPLITS = {"cic": ("train", "dev"), "smp2017": ("train", "test"), "hwu64": ("train", "test")}
-STARTS = ("random", "kmeans", "zero_shot", "zero_shot_per_label")
-
-
-def per_label_start(probs: np.ndarray, size: int) -> np.ndarray:
-    """Round-robin over the predicted labels, each label's most confident texts first."""
-    predicted, confidence = probs.argmax(1), probs.max(1)
-    queues = [
-        list(np.flatnonzero(predicted == k)[np.argsort(-confidence[predicted == k])]) for k in range(probs.shape[1])
-    ]
-    picks: list[int] = []
-    while len(picks) < size and any(queues):
-        for queue in queues:
-            if queue and len(picks) < size:
-                picks.append(int(queue.pop(0)))
-    return np.asarray(picks, dtype=np.int64)
+STARTS = ("random", "kmeans", "zero_shot_margin_diverse", "zero_shot")
 
 
 def build_zero_shot(taxonomy_path: Path, method: str):
@@ -107,8 +94,10 @@ def main() -> int:
         starts = {
             "random": active.initial_seed_set(pool_x, args.batch_size, seed),
             "kmeans": active.cold_start(pool_x, args.batch_size, seed=seed),
-            "zero_shot": active.zero_shot_cold_start(zs_probs, zs_features, args.batch_size, seed=seed),
-            "zero_shot_per_label": per_label_start(zs_probs, args.batch_size),
+            "zero_shot_margin_diverse": active.select_batch(
+                "margin_diverse", args.batch_size, probs=zs_probs, features=zs_features, seed=seed
+            ),
+            "zero_shot": active.zero_shot_cold_start(zs_probs, args.batch_size),
         }
         for name, start in starts.items():
             result = active.simulate(
@@ -117,16 +106,16 @@ def main() -> int:
             )  # fmt: skip
             curves[name].append([p.macro_f1 for p in result.curve])
             first_classes[name].append(len(set(pool_y[start])))
-            print(f"seed {seed} {name:>20}: " + " ".join(f"{p.labels}:{p.macro_f1:.3f}" for p in result.curve))
+            print(f"seed {seed} {name:>24}: " + " ".join(f"{p.labels}:{p.macro_f1:.3f}" for p in result.curve))
     labels = [args.batch_size * (r + 1) for r in range(args.rounds + 1)]
     summary = {}
     print(f"\n{args.dataset}: test macro-F1 after each round (mean ± std over {len(curves['random'])} seeds)")
-    print(f"{'start':>20} {'classes in batch 1':>18}  " + "  ".join(f"{n:>13}" for n in labels))
+    print(f"{'start':>24} {'classes in batch 1':>18}  " + "  ".join(f"{n:>13}" for n in labels))
     for name, runs in curves.items():
         points = [(statistics.fmean(c), statistics.pstdev(c)) for c in zip(*runs, strict=True)]
         summary[name] = {"labels": labels, "macro_f1": points, "classes_in_first_batch": first_classes[name]}
         covered = statistics.fmean(first_classes[name])
-        print(f"{name:>20} {covered:>18.1f}  " + "  ".join(f"{m:.3f} ± {s:.3f}" for m, s in points))
+        print(f"{name:>24} {covered:>18.1f}  " + "  ".join(f"{m:.3f} ± {s:.3f}" for m, s in points))
     if args.json_out:
         args.json_out.write_text(
             json.dumps({"zero_shot_test": zs_test, "summary": summary}, indent=1, default=float), encoding="utf-8"

@@ -83,14 +83,14 @@ def _cold_start(
     project: Project, ids: np.ndarray, texts: list[str], batch_size: int, seed: int, set_suggestions: Callable
 ) -> tuple[str, np.ndarray | None, np.ndarray]:
     """(strategy, probabilities or None, batch) without a trained model: the zero-shot model of the published
-    taxonomy picks an uncertain, diverse batch and its top-3 become the suggestions; without a published
-    taxonomy there are no labels to score, and k-means clusters of the pool are sampled in proportion."""
+    taxonomy picks each predicted label's clearest texts in turn and its top-3 become the suggestions; without a
+    published taxonomy there are no labels to score, and k-means clusters of the pool are sampled in proportion."""
     from modeling.services.zero_shot import score_texts
 
     zero = score_texts(project, texts)
     if zero is None:
         return "cold_start", None, active.cold_start(_default_features(texts), batch_size, seed=seed)
-    batch = active.zero_shot_cold_start(zero.probs, zero.features, batch_size, seed=seed)
+    batch = active.zero_shot_cold_start(zero.probs, batch_size)
     set_suggestions(project, _suggestion_rows(zero.label_keys, ids, zero.probs), zero.ref)
     return ZERO_SHOT_STRATEGY, zero.probs, batch
 

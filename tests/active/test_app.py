@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from django.urls import reverse
 
@@ -54,7 +55,7 @@ def test_cold_start_without_a_taxonomy_clusters_the_pool(project, settings, tiny
 
 
 @pytest.mark.django_db
-def test_zero_shot_cold_start_picks_uncertain_items_and_suggests(al_project, settings, tiny_backbone):
+def test_zero_shot_cold_start_covers_the_predicted_labels_and_suggests(al_project, settings, tiny_backbone):
     from modeling.engine.selection import active
     from modeling.services.zero_shot import score_texts
 
@@ -67,12 +68,18 @@ def test_zero_shot_cold_start_picks_uncertain_items_and_suggests(al_project, set
     assert len(set(round_.batch_item_ids)) == 6
     priorities = _pool_priorities(project)
     assert {i for i, p in priorities.items() if p > 1.0} == set(round_.batch_item_ids)
-    # The batch comes from the most uncertain items under the zero-shot scores.
+    # The batch takes each predicted label's most confident item before any label's second one.
     pool = list(Item.objects.filter(project=project, gold__isnull=True).order_by("id").values_list("id", "text"))
     zero = score_texts(project, [text for _, text in pool])
-    margins = dict(zip([i for i, _ in pool], active.margin(zero.probs), strict=True))
-    candidates = sorted(margins, key=margins.get, reverse=True)[: 10 * 6]
-    assert set(round_.batch_item_ids) <= set(candidates)
+    predicted, confidence = zero.probs.argmax(1), zero.probs.max(1)
+    row = {item_id: k for k, (item_id, _) in enumerate(pool)}
+    picked = [row[i] for i in round_.batch_item_ids]
+    labels = sorted(set(predicted.tolist()))
+    assert len({predicted[k] for k in picked}) == min(6, len(labels))
+    for k in picked:
+        same = np.flatnonzero(predicted == predicted[k])
+        assert confidence[k] >= np.sort(confidence[same])[::-1][: max(1, 6 // len(labels) + 1)].min()
+    assert (active.zero_shot_cold_start(zero.probs, 6) == picked).all()
     # Every pool item gets the zero-shot top label as its suggestion, marked as zero-shot.
     suggestions = ItemSuggestion.objects.filter(item__project=project)
     assert suggestions.count() == len(pool)
