@@ -62,13 +62,19 @@ class StageProgress:
 
     def __init__(self, stage: str, report: ProgressFn | None) -> None:
         self.stage, self.report, self.started = stage, report, time.monotonic()
+        self.base = 0.0  # the fraction done before this process started (a resumed run)
+
+    def resumed_at(self, fraction: float) -> None:
+        """The stage resumes with `fraction` already done: the ETA counts only the rate of this process."""
+        self.base, self.started = min(max(float(fraction), 0.0), 1.0), time.monotonic()
 
     def __call__(self, fraction: float, message: str = "") -> None:
         if self.report is None:
             return
         fraction = min(max(float(fraction), 0.0), 1.0)
         elapsed = time.monotonic() - self.started
-        eta = elapsed * (1.0 - fraction) / fraction if fraction > 0 else None
+        done = fraction - self.base
+        eta = elapsed * (1.0 - fraction) / done if done > 0 else None
         self.report(ProgressEvent(self.stage, fraction, eta, message))
 
 
