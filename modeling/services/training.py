@@ -414,12 +414,12 @@ def sweep_stale_runs(*, project: Project | None = None, stale_after: int | None 
     stale = TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=limit)
     if project is not None:
         stale = stale.filter(project=project)
-    failed = 0
+    handled = 0
     for run in stale:
         if has_checkpoint(run):
-            failed += _queue_resume(run, limit)
+            handled += _queue_resume(run, limit)
             continue
-        failed += TrainingRun.objects.filter(
+        handled += TrainingRun.objects.filter(
             pk=run.pk, status=TrainingRun.Status.RUNNING, heartbeat_at__lt=limit
         ).update(
             status=TrainingRun.Status.FAILED,
@@ -431,7 +431,7 @@ def sweep_stale_runs(*, project: Project | None = None, stale_after: int | None 
         )
         _remove_partial_artifacts(run)
         _remove_checkpoint(run)
-    return failed
+    return handled
 
 
 def _queue_resume(run: TrainingRun, limit: Any) -> int:
@@ -445,6 +445,7 @@ def _queue_resume(run: TrainingRun, limit: Any) -> int:
             status=TrainingRun.Status.WAITING, stage="waiting to resume from its checkpoint", task_id=task_id
         )
         if moved:
+            _remove_partial_artifacts(run)  # the resumed run writes its version folder anew
             append_log(run.pk, "worker lost (no heartbeat); queued again to resume from its checkpoint")
             transaction.on_commit(lambda: _send_run(run.pk, train_model, task_id))
     return moved
@@ -514,6 +515,7 @@ def _resume_or_fail_redelivered(run: TrainingRun) -> TrainingRun | None:
         logger.info("training run %s is running with a live heartbeat; duplicate task ignored", run.pk)
         return None
     if has_checkpoint(run):
+        _remove_partial_artifacts(run)
         run.heartbeat_at = timezone.now()
         run.stage = "resuming"
         run.save(update_fields=["heartbeat_at", "stage"])

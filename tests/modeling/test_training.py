@@ -151,6 +151,8 @@ def test_sweeper_queues_a_stale_run_with_a_checkpoint_again(scene_project, djang
     lost = TrainingRun.objects.create(project=create_project(slug="b", name="b"), status="running", heartbeat_at=old)
     training.checkpoint_dir_for(lost).mkdir(parents=True)  # an empty folder is no checkpoint
     task_id = resumable.task_id
+    renamed = training.artifacts_dir_for(resumable)  # the lost worker got as far as renaming its version folder
+    renamed.mkdir(parents=True)
 
     with django_capture_on_commit_callbacks() as sends:
         assert training.sweep_stale_runs(stale_after=600) == 2
@@ -158,7 +160,7 @@ def test_sweeper_queues_a_stale_run_with_a_checkpoint_again(scene_project, djang
     lost.refresh_from_db()
     assert resumable.status == "waiting" and "resume" in resumable.stage and resumable.task_id != task_id
     assert "queued again to resume from its checkpoint" in resumable.log
-    assert len(sends) == 1 and folder.exists()
+    assert len(sends) == 1 and folder.exists() and not renamed.exists()
     assert lost.status == "failed" and not training.checkpoint_dir_for(lost).parent.exists()
     with pytest.raises(ConflictError):  # a new start does not replace the run waiting to resume
         training.start_training_run(project=scene_project, route="tfidf")
