@@ -457,8 +457,9 @@ def checkpoint_dir_for(run: TrainingRun) -> Path:
 
 
 def has_checkpoint(run: TrainingRun) -> bool:
-    folder = checkpoint_dir_for(run)
-    return folder.is_dir() and any(folder.iterdir())
+    from modeling.engine.routes.base import holds_checkpoint
+
+    return holds_checkpoint(checkpoint_dir_for(run))
 
 
 def _remove_checkpoint(run: TrainingRun) -> None:

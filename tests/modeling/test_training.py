@@ -149,7 +149,8 @@ def test_sweeper_queues_a_stale_run_with_a_checkpoint_again(scene_project, djang
     resumable = TrainingRun.objects.create(project=scene_project, route="lora", status="running", heartbeat_at=old)
     folder = _with_checkpoint(resumable)
     lost = TrainingRun.objects.create(project=create_project(slug="b", name="b"), status="running", heartbeat_at=old)
-    training.checkpoint_dir_for(lost).mkdir(parents=True)  # an empty folder is no checkpoint
+    training.checkpoint_dir_for(lost).mkdir(parents=True)
+    (training.checkpoint_dir_for(lost) / "train_state.tmp").write_bytes(b"half")  # killed mid-write: no checkpoint
     task_id = resumable.task_id
     renamed = training.artifacts_dir_for(resumable)  # the lost worker got as far as renaming its version folder
     renamed.mkdir(parents=True)

@@ -25,6 +25,19 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+# A route's complete checkpoint file in ``FitContext.checkpoint_dir`` ends with this; it is written under another
+# name first and renamed, so a worker killed mid-write leaves no file that looks complete.
+CHECKPOINT_SUFFIX = ".pt"
+
+
+def holds_checkpoint(folder: Path | None) -> bool:
+    """Whether a checkpoint folder holds a complete checkpoint that a fit could resume from."""
+    return (
+        folder is not None
+        and Path(folder).is_dir()
+        and any(p.suffix == CHECKPOINT_SUFFIX for p in Path(folder).iterdir())
+    )
+
 
 class Cancelled(Exception):
     """Raised inside ``fit`` when ``ctx.should_stop()`` turns true."""
