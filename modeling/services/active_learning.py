@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.db import transaction
 from django.utils.translation import gettext
 
@@ -90,9 +91,13 @@ def _cold_start(
     zero = score_texts(project, texts)
     if zero is None:
         return "cold_start", None, active.cold_start(_default_features(texts), batch_size, seed=seed)
-    batch = active.zero_shot_cold_start(zero.probs, batch_size)
     set_suggestions(project, _suggestion_rows(zero.label_keys, ids, zero.probs), zero.ref)
-    return ZERO_SHOT_STRATEGY, zero.probs, batch
+    if not settings.ZERO_SHOT_COLD_START:
+        # A taxonomy whose names do not separate its labels makes a worse first batch than clusters of the pool
+        # (CIC, docs/ACTIVE_LEARNING.md): the owner can keep the clusters and still get the suggestions.
+        features = zero.features if zero.features is not None else _default_features(texts)
+        return "cold_start", None, active.cold_start(features, batch_size, seed=seed)
+    return ZERO_SHOT_STRATEGY, zero.probs, active.zero_shot_cold_start(zero.probs, batch_size)
 
 
 def _labelled_features(version: ModelVersion, pool_features: np.ndarray | None) -> np.ndarray | None:

@@ -90,6 +90,18 @@ def test_zero_shot_cold_start_covers_the_predicted_labels_and_suggests(al_projec
 
 
 @pytest.mark.django_db
+def test_the_owner_can_keep_the_cluster_start_with_zero_shot_suggestions(al_project, settings, tiny_backbone):
+    project, taxonomy = al_project
+    settings.DEFAULT_BACKBONE = str(tiny_backbone)
+    settings.ZERO_SHOT_COLD_START = False
+    active_learning.update_al_settings(project=project, batch_size=6)
+    round_ = active_learning.score_pool(project)
+    assert round_.strategy == "cold_start" and len(round_.batch_item_ids) == 6
+    refs = set(ItemSuggestion.objects.filter(item__project=project).values_list("model_ref", flat=True))
+    assert refs == {f"zero-shot:t{taxonomy.number}"}
+
+
+@pytest.mark.django_db
 def test_zero_shot_model_is_built_once_per_taxonomy_version(al_project, settings, tiny_backbone):
     from labeling.services.taxonomy import add_label, create_draft, publish_draft
     from modeling.services import zero_shot
