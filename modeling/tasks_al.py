@@ -1,7 +1,8 @@
 """Celery tasks of active learning (thin: each calls one service) and the hooks that trigger them.
 
 - `score_pool_task` (queue ml): rank the unlabelled pool; queued after every new model version, when the owner
-  asks, and by the beat task when new items arrived.
+  asks, by the beat task when new items arrived, and when a taxonomy version is published while the project has
+  no model yet (the zero-shot cold start of the new labels, and its suggestions).
 - `check_retrain_task` (queue default, light): queued by beat per project; starts a retrain once
   `Project.retrain_every_n_gold` new gold labels arrived. A saved gold label runs the same check in-process
   after its commit (a few counts), so labelling never waits on the broker: a retrain it starts while the broker
@@ -20,7 +21,7 @@ from django.db import transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
-from labeling.models import GoldLabel, Project
+from labeling.models import GoldLabel, Project, TaxonomyVersion
 from modeling.models import ModelVersion
 from sceneclf_site.queueing import send_task_quietly
 
@@ -90,3 +91,20 @@ def _version_created(sender: type, instance: ModelVersion, created: bool, **kwar
         transaction.on_commit(
             lambda: send_task_quietly(score_pool_task, args=[project_id, "after_training"]), robust=True
         )
+
+
+@receiver(post_save, sender=TaxonomyVersion, dispatch_uid="modeling.al.taxonomy_published")
+def _taxonomy_published(sender: type, instance: TaxonomyVersion, **kwargs: object) -> None:
+    update_fields = kwargs.get("update_fields")
+    if instance.status != TaxonomyVersion.Status.PUBLISHED or (update_fields and "status" not in update_fields):
+        return
+    project_id = instance.project_id
+    transaction.on_commit(lambda: _zero_shot_rescore(project_id), robust=True)
+
+
+def _zero_shot_rescore(project_id: int) -> None:
+    from modeling.selectors.active_learning import scoring_model
+
+    project = Project.objects.filter(pk=project_id).first()
+    if project is not None and scoring_model(project) is None:
+        send_task_quietly(score_pool_task, args=[project_id, "taxonomy_published"])

@@ -84,6 +84,16 @@ def _install_beat_schedule(sender: Celery, **kwargs: Any) -> None:
     sender.conf.beat_schedule = _beat_schedule()
 
 
+@signals.worker_ready.connect
+def _sweep_when_a_worker_starts(sender: Any = None, **kwargs: Any) -> None:
+    """A worker that comes back after a crash resumes (or fails) the runs its predecessor left without a
+    heartbeat at once, instead of at the next beat."""
+    from modeling.tasks import sweep_stale_runs
+    from sceneclf_site.queueing import send_task_quietly
+
+    send_task_quietly(sweep_stale_runs, args=[])
+
+
 @signals.after_setup_logger.connect
 @signals.after_setup_task_logger.connect
 def _redact_worker_logs(logger: Any, **kwargs: Any) -> None:

@@ -46,9 +46,13 @@ class ItemOutSerializer(serializers.Serializer):
 
 
 class SuggestionOutSerializer(serializers.ModelSerializer):
+    zero_shot = serializers.BooleanField(
+        source="is_zero_shot", read_only=True, help_text="From the taxonomy alone, before the first trained model."
+    )
+
     class Meta:
         model = ItemSuggestion
-        fields = ["label_key", "confidence", "topk", "model_ref"]
+        fields = ["label_key", "confidence", "topk", "model_ref", "zero_shot"]
 
 
 class ProgressOutSerializer(serializers.Serializer):

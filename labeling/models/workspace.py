@@ -85,6 +85,10 @@ class Skip(models.Model):
         constraints = [models.UniqueConstraint(fields=["item", "annotator"], name="uniq_skip_item_annotator")]
 
 
+# model_ref of suggestions that the zero-shot model of a taxonomy version wrote (e.g. "zero-shot:t3").
+ZERO_SHOT_REF_PREFIX = "zero-shot"
+
+
 class ItemSuggestion(models.Model):
     """A model's suggestion for an item, written by modeling through `labeling.services.workspace`."""
 
@@ -94,6 +98,11 @@ class ItemSuggestion(models.Model):
     topk = models.JSONField(default=list, blank=True)  # [{"label": k, "probability": p}]
     model_ref = models.CharField(max_length=64, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    @property
+    def is_zero_shot(self) -> bool:
+        """From the taxonomy alone (before the first trained model), not from a model trained on gold labels."""
+        return self.model_ref.startswith(ZERO_SHOT_REF_PREFIX)
 
 
 # Below this many items with two or more annotations, agreement figures are shown with a warning.

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.db import transaction
 from django.utils.translation import gettext
 
@@ -30,6 +31,8 @@ logger = logging.getLogger(__name__)
 STOP_SET_SIZE = 500
 MAX_BATCH_SIZE = 1000
 SUGGESTION_TOPK = 3
+# The round's strategy when the zero-shot model chose the batch (no trained model yet).
+ZERO_SHOT_STRATEGY = "zero_shot"
 
 
 # --- settings ---------------------------------------------------------------------------------------
@@ -77,6 +80,26 @@ def _default_features(texts: list[str]) -> np.ndarray:
     return features
 
 
+def _cold_start(
+    project: Project, ids: np.ndarray, texts: list[str], batch_size: int, seed: int, set_suggestions: Callable
+) -> tuple[str, np.ndarray | None, np.ndarray]:
+    """(strategy, probabilities or None, batch) without a trained model: the zero-shot model of the published
+    taxonomy picks each predicted label's clearest texts in turn and its top-3 become the suggestions; without a
+    published taxonomy there are no labels to score, and k-means clusters of the pool are sampled in proportion."""
+    from modeling.services.zero_shot import score_texts
+
+    zero = score_texts(project, texts)
+    if zero is None:
+        return "cold_start", None, active.cold_start(_default_features(texts), batch_size, seed=seed)
+    set_suggestions(project, _suggestion_rows(zero.label_keys, ids, zero.probs), zero.ref)
+    if not settings.ZERO_SHOT_COLD_START:
+        # A taxonomy whose names do not separate its labels makes a worse first batch than clusters of the pool
+        # (CIC, docs/ACTIVE_LEARNING.md): the owner can keep the clusters and still get the suggestions.
+        features = zero.features if zero.features is not None else _default_features(texts)
+        return "cold_start", None, active.cold_start(features, batch_size, seed=seed)
+    return ZERO_SHOT_STRATEGY, zero.probs, active.zero_shot_cold_start(zero.probs, batch_size)
+
+
 def _labelled_features(version: ModelVersion, pool_features: np.ndarray | None) -> np.ndarray | None:
     """Normalised features of the version's training examples (its explain index), as diversity anchors."""
     from modeling.services.serving import load_predictor
@@ -102,10 +125,11 @@ def _labelled_counts(version: ModelVersion) -> np.ndarray:
 def score_pool(project: Project, *, trigger: str = "manual", seed: int = 0) -> ActiveLearningRound:
     """Rank every unlabelled item with the project's strategy and write the priorities to the labeling queue.
 
-    With a model: the chosen strategy on its calibrated probabilities (margin_diverse spreads the batch over the
-    feature space). Without one: cold start (k-means clusters of the pool, sampled in proportion). Also records
-    the model's predictions on a fixed stop set, for the "more labels are unlikely to help" signal, and stores
-    the model's top-3 as suggestions shown to annotators.
+        With a model: the chosen strategy on its calibrated probabilities (margin_diverse spreads the batch over the
+        feature space). Without one: the zero-shot model of the published taxonomy (margin_diverse on its scores, its
+    top-3 stored as suggestions), or with no published taxonomy k-means clusters of the pool. Also records
+        the model's predictions on a fixed stop set, for the "more labels are unlikely to help" signal, and stores
+        the model's top-3 as suggestions shown to annotators.
     """
     from labeling.services.workspace import set_priorities, set_suggestions
 
@@ -122,8 +146,7 @@ def score_pool(project: Project, *, trigger: str = "manual", seed: int = 0) -> A
         ids = np.array([p.item_id for p in pool])
         texts = [p.text for p in pool]
         if version is None:
-            features, probs = _default_features(texts), None
-            batch = active.cold_start(features, settings_row.batch_size, seed=seed)
+            strategy, probs, batch = _cold_start(project, ids, texts, settings_row.batch_size, seed, set_suggestions)
         else:
             features, probs = _model_inputs(version, texts)
             if strategy == "margin_diverse" and features is None:
@@ -174,8 +197,12 @@ def _store_suggestions(
     keys = list(version.label_keys)
     if probs.shape[1] != len(keys):
         return
+    set_suggestions(project, _suggestion_rows(keys, ids, probs), version.ref)
+
+
+def _suggestion_rows(keys: list[str], ids: np.ndarray, probs: np.ndarray) -> list[tuple]:
     top = np.argsort(-probs, axis=1, kind="stable")[:, :SUGGESTION_TOPK]
-    rows = [
+    return [
         (
             int(item_id),
             keys[order[0]],
@@ -184,7 +211,6 @@ def _store_suggestions(
         )
         for item_id, row, order in zip(ids, probs, top, strict=True)
     ]
-    set_suggestions(project, rows, version.ref)
 
 
 def _stop_set_predictions(

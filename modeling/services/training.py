@@ -2,7 +2,9 @@
 
 A run goes queued → running → succeeded | failed | cancelled. Artifacts are written to a temporary folder
 and renamed into place by the engine, and the ModelVersion row is created only after the files verify: a
-worker killed at any point leaves a failed run and no version."""
+worker killed at any point leaves no version. A route that checkpoints (`lora`, `prefix`, `encoder_ft`) writes
+into the run's checkpoint folder; a run whose worker died after a checkpoint is queued again and resumes from it
+(the stale-heartbeat sweep, or the redelivered task), every other dead run is failed."""
 
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from labeling.selectors.training_data import (
     latest_published_taxonomy,
     taxonomy_label_keys,
 )
-from modeling.models import ModelVersion, TrainingRun
+from modeling.models import ACTIVE_RUN_STATUSES, ModelVersion, TrainingRun
 from modeling.services import features as feature_services
 from modeling.services import incremental
 from sceneclf_site.api_errors import BrokerUnavailable, ConflictError, ServiceError
@@ -309,6 +311,10 @@ def _refuse_if_active(project: Project) -> None:
     busy = [TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]
     if TrainingRun.objects.filter(project=project, status__in=busy).exists():
         raise ConflictError(ACTIVE_RUN_MESSAGE)
+    # A run waiting to resume from its checkpoint is not replaced by a new start (only cancelled by its owner).
+    waiting = TrainingRun.objects.filter(project=project, status=TrainingRun.Status.WAITING)
+    if any(has_checkpoint(run) for run in waiting):
+        raise ConflictError(ACTIVE_RUN_MESSAGE)
 
 
 def _create_run(project: Project, *, status: str, **fields: Any) -> TrainingRun:
@@ -391,26 +397,32 @@ def cancel_training_run(*, run: TrainingRun) -> TrainingRun:
         raise ConflictError(
             gettext("Run #%(id)s is already %(status)s; nothing to cancel.") % {"id": run.id, "status": run.status}
         )
-    if run.status in {TrainingRun.Status.WAITING, TrainingRun.Status.QUEUED}:
-        # Not started: finish it now; the task sees a finished run on start and does nothing.
-        TrainingRun.objects.filter(pk=run.pk, status=run.status).update(
-            status=TrainingRun.Status.CANCELLED, cancel_requested=True, finished_at=timezone.now(), stage="cancelled"
-        )
+    # Not started: finish it now; the task sees a finished run on start and does nothing. The status is the
+    # database's, not the caller's copy: a worker may have claimed the run since it was read.
+    not_started = TrainingRun.objects.filter(
+        pk=run.pk, status__in=[TrainingRun.Status.WAITING, TrainingRun.Status.QUEUED]
+    ).update(status=TrainingRun.Status.CANCELLED, cancel_requested=True, finished_at=timezone.now(), stage="cancelled")
+    if not_started:
+        _remove_checkpoint(run)  # a run waiting to resume keeps one
     else:
-        TrainingRun.objects.filter(pk=run.pk).update(cancel_requested=True)
+        TrainingRun.objects.filter(pk=run.pk, status__in=ACTIVE_RUN_STATUSES).update(cancel_requested=True)
     run.refresh_from_db()
     return run
 
 
 def sweep_stale_runs(*, project: Project | None = None, stale_after: int | None = None) -> int:
-    """Fails running runs whose heartbeat stopped (killed or crashed worker). Returns how many."""
+    """Running runs whose heartbeat stopped (killed or crashed worker): one with a checkpoint is queued again
+    to resume from it, the others are failed. Returns how many were failed or queued again."""
     limit = timezone.now() - timedelta(seconds=stale_after if stale_after is not None else stale_after_seconds())
     stale = TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=limit)
     if project is not None:
         stale = stale.filter(project=project)
-    failed = 0
+    handled = 0
     for run in stale:
-        failed += TrainingRun.objects.filter(
+        if has_checkpoint(run):
+            handled += _queue_resume(run, limit)
+            continue
+        handled += TrainingRun.objects.filter(
             pk=run.pk, status=TrainingRun.Status.RUNNING, heartbeat_at__lt=limit
         ).update(
             status=TrainingRun.Status.FAILED,
@@ -421,7 +433,40 @@ def sweep_stale_runs(*, project: Project | None = None, stale_after: int | None 
             ),
         )
         _remove_partial_artifacts(run)
-    return failed
+        _remove_checkpoint(run)
+    return handled
+
+
+def _queue_resume(run: TrainingRun, limit: Any) -> int:
+    """The run waits for the queue again and its task is re-sent (a new task id: the lost worker's message, if
+    the broker ever redelivers it, then finds the run claimed or finished and does nothing)."""
+    from modeling.tasks import train_model
+
+    with transaction.atomic():
+        task_id = str(uuid.uuid4())
+        moved = TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING, heartbeat_at__lt=limit).update(
+            status=TrainingRun.Status.WAITING, stage="waiting to resume from its checkpoint", task_id=task_id
+        )
+        if moved:
+            _remove_partial_artifacts(run)  # the resumed run writes its version folder anew
+            append_log(run.pk, "worker lost (no heartbeat); queued again to resume from its checkpoint")
+            transaction.on_commit(lambda: _send_run(run.pk, train_model, task_id))
+    return moved
+
+
+def checkpoint_dir_for(run: TrainingRun) -> Path:
+    """Where a long route saves its training state; kept while the run may resume, removed once it ends."""
+    return Path(settings.ARTIFACT_ROOT) / "runs" / f"run-{run.id}-{run.created_at:%Y%m%d%H%M%S%f}" / "checkpoint"
+
+
+def has_checkpoint(run: TrainingRun) -> bool:
+    from modeling.engine.routes.base import holds_checkpoint
+
+    return holds_checkpoint(checkpoint_dir_for(run))
+
+
+def _remove_checkpoint(run: TrainingRun) -> None:
+    shutil.rmtree(checkpoint_dir_for(run).parent, ignore_errors=True)
 
 
 def _remove_partial_artifacts(run: TrainingRun) -> None:
@@ -451,32 +496,40 @@ def _claim(run_id: int) -> TrainingRun | None:
             logger.warning("training run %s does not exist; task ignored", run_id)
             return None
         if run.status == TrainingRun.Status.RUNNING:
-            _fail_redelivered(run)
-            return None
+            return _resume_or_fail_redelivered(run)
         # A waiting run is claimed too: its task reached the broker just before the run was marked queued.
         if run.status not in {TrainingRun.Status.WAITING, TrainingRun.Status.QUEUED}:
             logger.info("training run %s is already %s; task ignored", run_id, run.status)
             return None
         now = timezone.now()
         run.status = TrainingRun.Status.RUNNING
-        run.started_at = now
+        run.started_at = run.started_at or now  # a resumed run keeps its first start
         run.heartbeat_at = now
         run.stage = "starting"
         run.save(update_fields=["status", "started_at", "heartbeat_at", "stage"])
         return run
 
 
-def _fail_redelivered(run: TrainingRun) -> None:
+def _resume_or_fail_redelivered(run: TrainingRun) -> TrainingRun | None:
     """A task for a run that is already running: a duplicate send while its worker is alive (ignored), or a
-    redelivery (acks-late) after the worker that ran it was lost (the run is failed)."""
+    redelivery (acks-late) after the worker that ran it was lost: the run resumes from its checkpoint when it
+    has one (returned, claimed by this worker), else it is failed."""
     fresh_since = timezone.now() - timedelta(seconds=stale_after_seconds())
     if run.heartbeat_at is not None and run.heartbeat_at >= fresh_since:
         logger.info("training run %s is running with a live heartbeat; duplicate task ignored", run.pk)
-        return
+        return None
+    if has_checkpoint(run):
+        _remove_partial_artifacts(run)
+        run.heartbeat_at = timezone.now()
+        run.stage = "resuming"
+        run.save(update_fields=["heartbeat_at", "stage"])
+        append_log(run.pk, "task redelivered after the worker was lost; resuming from its checkpoint")
+        return run
     run.status = TrainingRun.Status.FAILED
     run.finished_at = timezone.now()
     run.error = "The worker running this run was lost mid-run (task redelivered). Nothing was published."
     run.save(update_fields=["status", "finished_at", "error"])
+    return None
 
 
 def _finish(run_id: int, status: str, *, error: str = "", timings: dict[str, float] | None = None) -> None:
@@ -509,9 +562,11 @@ def _guarded(run_id: int, body: Callable[[TrainingRun, RunReporter, dict[str, fl
             logger.exception("training run %s failed", run.id)
             _finish(run.id, TrainingRun.Status.FAILED, error=message, timings=timings)
         _remove_partial_artifacts(run)
+        _remove_checkpoint(run)
         return None
     timings["total_seconds"] = round(time.perf_counter() - started, 3)
     _finish(run.id, TrainingRun.Status.SUCCEEDED, timings=timings)
+    _remove_checkpoint(run)
     return result
 
 
@@ -582,7 +637,12 @@ def _train(run: TrainingRun, reporter: RunReporter, timings: dict[str, float]) -
         params.route,
         Examples([e.text for e in train], [e.label_key for e in train]),
         Examples(data.texts("val"), data.keys("val")),
-        fit_context(data, reporter, warm_start=None if increment is None else increment.warm_start),
+        fit_context(
+            data,
+            reporter,
+            warm_start=None if increment is None else increment.warm_start,
+            checkpoint_dir=checkpoint_dir_for(run),
+        ),
         params.calibration,
         budget_minutes=params.budget_minutes,
         # Item texts are stored PII-masked; serving shows them as the nearest labelled examples.
@@ -594,6 +654,9 @@ def _train(run: TrainingRun, reporter: RunReporter, timings: dict[str, float]) -
         if key in described:
             timings[key] = described[key]
     reporter.log(f"trained in {timings['fit_seconds']} s; {described.get('n_extracted', 0)} texts extracted")
+    fit_report = described.get("training") if isinstance(described.get("training"), dict) else None
+    if fit_report and fit_report.get("resumed_from_step"):
+        reporter.log(f"resumed from the checkpoint at step {fit_report['resumed_from_step']}")
 
     reporter.stage("writing artifacts", 0.95, 0.97)
     final_dir = artifacts_dir_for(run)
@@ -608,6 +671,8 @@ def _train(run: TrainingRun, reporter: RunReporter, timings: dict[str, float]) -
     metrics["counts"] = {"train": len(data.train), "val": len(data.val), "test": len(data.test), **data.skipped}
     metrics["val_set"] = val_set_fingerprint([e.item_id for e in data.val])
     metrics["timings"] = dict(timings)
+    if fit_report:
+        metrics["fit_report"] = fit_report  # steps, resumed_from_step, stopped_by, tokens/s of a stepwise route
     if increment is not None:
         metrics["incremental"] = increment.report
         metrics["forgetting"] = incremental.forgetting_metrics(
@@ -698,10 +763,13 @@ def engine_load_context(*, cached: bool, threads: int | None = None) -> Any:
     )
 
 
-def fit_context(data: TrainingData, reporter: RunReporter, warm_start: Path | None = None) -> Any:
+def fit_context(
+    data: TrainingData, reporter: RunReporter, *, warm_start: Path | None = None, checkpoint_dir: Path | None = None
+) -> Any:
     from modeling.engine.routes.base import FitContext
 
     return FitContext(
+        checkpoint_dir=checkpoint_dir,
         label_keys=list(data.label_keys),
         taxonomy=engine_taxonomy(data.taxonomy, data.fallback_key),
         model_root=Path(settings.MODEL_ROOT),

@@ -288,6 +288,14 @@ REQUEUE_EVERY_SECONDS = env_int("REQUEUE_EVERY_SECONDS", 30)
 TORCH_THREADS = env_int("TORCH_THREADS", os.cpu_count() or 1)
 DEFAULT_BACKBONE = env_str("DEFAULT_BACKBONE", "multilingual-e5-small")
 MAX_TEXT_CHARS = env_int("MAX_TEXT_CHARS", 2000)
+# Before a project's first trained version, active learning's cold start and the workspace's suggestions use the
+# `zero_shot` route on the taxonomy: "encoder" (prototype similarity, ~15 ms a text) scores a whole pool in
+# minutes; "combined" adds the decoder (~1 s a text on 2 cores). docs/ACTIVE_LEARNING.md, "Zero-shot cold start".
+ZERO_SHOT_METHOD = env_str("ZERO_SHOT_METHOD", "encoder")
+ZERO_SHOT_DECODER = env_str("ZERO_SHOT_DECODER", "qwen2.5-coder-0.5b-instruct")
+# Off: the first batch is k-means clusters of the pool (better when label names alone do not separate the labels);
+# the zero-shot suggestions are shown either way.
+ZERO_SHOT_COLD_START = env_bool("ZERO_SHOT_COLD_START", True)
 PREDICT_MAX_TEXTS = env_int("PREDICT_MAX_TEXTS", 256)
 PREDICT_MAX_CHARS = env_int("PREDICT_MAX_CHARS", 2000)
 FEEDBACK_MAX_ITEMS = env_int("FEEDBACK_MAX_ITEMS", 500)

@@ -3,10 +3,13 @@ re-score that changes the next item, the label check fills the review queue, and
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 from django.urls import reverse
 
-from labeling.models import Item, ReviewTask
+from labeling.models import Item, ItemSuggestion, ReviewTask
 from labeling.selectors.workspace import eligible_item_ids
 from labeling.services.gold import set_gold
 from labeling.services.items import get_or_create_item
@@ -38,15 +41,91 @@ def _pool_priorities(project) -> dict[int, float]:
 
 
 @pytest.mark.django_db
-def test_cold_start_without_a_model_spreads_priorities(al_project, settings, tiny_backbone):
-    project, _ = al_project
+def test_cold_start_without_a_taxonomy_clusters_the_pool(project, settings, tiny_backbone):
     settings.DEFAULT_BACKBONE = str(tiny_backbone)
+    for text in POOL_TEXTS:
+        get_or_create_item(project=project, text=text, source="pool")
     active_learning.update_al_settings(project=project, batch_size=6)
     round_ = active_learning.score_pool(project)
     assert round_.strategy == "cold_start" and round_.model_version is None
     assert len(round_.batch_item_ids) == 6 and round_.pool_size == len(POOL_TEXTS)
     priorities = _pool_priorities(project)
     assert {i for i, p in priorities.items() if p > 1.0} == set(round_.batch_item_ids)
+    assert not ItemSuggestion.objects.filter(item__project=project).exists()
+
+
+@pytest.mark.django_db
+def test_zero_shot_cold_start_covers_the_predicted_labels_and_suggests(al_project, settings, tiny_backbone):
+    from modeling.engine.selection import active
+    from modeling.services.zero_shot import score_texts
+
+    project, taxonomy = al_project
+    settings.DEFAULT_BACKBONE = str(tiny_backbone)
+    active_learning.update_al_settings(project=project, batch_size=6)
+    round_ = active_learning.score_pool(project)
+
+    assert round_.strategy == "zero_shot" and round_.model_version is None
+    assert len(set(round_.batch_item_ids)) == 6
+    priorities = _pool_priorities(project)
+    assert {i for i, p in priorities.items() if p > 1.0} == set(round_.batch_item_ids)
+    # The batch takes each predicted label's most confident item before any label's second one.
+    pool = list(Item.objects.filter(project=project, gold__isnull=True).order_by("id").values_list("id", "text"))
+    zero = score_texts(project, [text for _, text in pool])
+    predicted, confidence = zero.probs.argmax(1), zero.probs.max(1)
+    row = {item_id: k for k, (item_id, _) in enumerate(pool)}
+    picked = [row[i] for i in round_.batch_item_ids]
+    labels = sorted(set(predicted.tolist()))
+    assert len({predicted[k] for k in picked}) == min(6, len(labels))
+    for k in picked:
+        same = np.flatnonzero(predicted == predicted[k])
+        assert confidence[k] >= np.sort(confidence[same])[::-1][: max(1, 6 // len(labels) + 1)].min()
+    assert (active.zero_shot_cold_start(zero.probs, 6) == picked).all()
+    # Every pool item gets the zero-shot top label as its suggestion, marked as zero-shot.
+    suggestions = ItemSuggestion.objects.filter(item__project=project)
+    assert suggestions.count() == len(pool)
+    assert {s.model_ref for s in suggestions} == {f"zero-shot:t{taxonomy.number}"}
+    assert all(s.is_zero_shot for s in suggestions)
+    best = dict(zip([i for i, _ in pool], zero.probs.argmax(1), strict=True))
+    assert all(s.label_key == zero.label_keys[best[s.item_id]] for s in suggestions)
+
+
+@pytest.mark.django_db
+def test_the_owner_can_keep_the_cluster_start_with_zero_shot_suggestions(al_project, settings, tiny_backbone):
+    project, taxonomy = al_project
+    settings.DEFAULT_BACKBONE = str(tiny_backbone)
+    settings.ZERO_SHOT_COLD_START = False
+    active_learning.update_al_settings(project=project, batch_size=6)
+    round_ = active_learning.score_pool(project)
+    assert round_.strategy == "cold_start" and len(round_.batch_item_ids) == 6
+    refs = set(ItemSuggestion.objects.filter(item__project=project).values_list("model_ref", flat=True))
+    assert refs == {f"zero-shot:t{taxonomy.number}"}
+
+
+@pytest.mark.django_db
+def test_zero_shot_model_is_built_once_per_taxonomy_version(al_project, settings, tiny_backbone):
+    from labeling.services.taxonomy import add_label, create_draft, publish_draft
+    from modeling.services import zero_shot
+
+    project, _ = al_project
+    settings.DEFAULT_BACKBONE = str(tiny_backbone)
+    _, first = zero_shot.zero_shot_predictor(project)
+    folder = zero_shot.model_folder(project, first, zero_shot.zero_shot_params())
+    manifest = (folder / "manifest.json").read_text()
+    zero_shot.zero_shot_predictor(project)
+    assert (folder / "manifest.json").read_text() == manifest  # reused, not rebuilt
+
+    (folder / "route" / "zero_shot.json").write_text("{}")  # a changed file: the folder no longer verifies
+    zero_shot.zero_shot_predictor(project)
+    assert (folder / "manifest.json").read_text() != manifest
+    assert json.loads((folder / "route" / "zero_shot.json").read_text())["label_keys"]
+
+    draft = create_draft(project=project)
+    add_label(draft=draft, data={"key": "天气", "name": "天气", "definition": "天气和气温"})
+    newer = publish_draft(draft=draft).version
+    predictor, used = zero_shot.zero_shot_predictor(project)
+    assert used == newer and "天气" in predictor.label_keys
+    assert not folder.exists()  # the older taxonomy's model is gone
+    assert zero_shot.model_folder(project, newer, zero_shot.zero_shot_params()).exists()
 
 
 @pytest.mark.django_db

@@ -138,6 +138,19 @@ def test_k_center_greedy_avoids_the_labelled_region():
     assert pick[0] >= 10  # the first pick comes from the region without labels
 
 
+def test_zero_shot_cold_start_takes_each_label_s_clearest_texts_in_turn():
+    # 3 labels; label 2 is never predicted. Label 1's best text (0.9) is clearer than label 0's best (0.8).
+    probs = np.array(
+        [[0.8, 0.1, 0.1], [0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.1, 0.9, 0.0], [0.3, 0.5, 0.2], [0.5, 0.4, 0.1]]
+    )
+    assert active.zero_shot_cold_start(probs, 2).tolist() == [3, 0]
+    assert active.zero_shot_cold_start(probs, 4).tolist() == [3, 0, 4, 1]
+    assert active.zero_shot_cold_start(probs, 10).tolist() == [3, 0, 4, 1, 2, 5]
+    rest = active.priority_scores("zero_shot", np.array([3, 0]), len(probs), probs)
+    assert rest[3] > rest[0] > 1.0 >= rest.max(initial=0, where=rest <= 1.0)
+    assert rest[1] > rest[4]  # after the batch: the more confident first (0.7 against 0.5)
+
+
 def test_cold_start_covers_every_cluster_in_proportion():
     rng = np.random.default_rng(0)
     sizes = [200, 100, 50, 25, 25]

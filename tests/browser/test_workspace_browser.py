@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 
-from labeling.models import Annotation, GoldLabel, Label, ReviewTask, Role, Skip, TaxonomyVersion
+from labeling.models import Annotation, GoldLabel, ItemSuggestion, Label, ReviewTask, Role, Skip, TaxonomyVersion
 from labeling.services.agreement import compute_agreement
 from labeling.services.projects import add_member
 from labeling.services.review import create_review_task
@@ -184,3 +184,35 @@ def test_reviewer_corrects_abstained_prediction(new_page, live_server, project, 
     assert (task.status, task.resolution, task.resolved_label) == ("resolved", "corrected", "旅行")
     gold = GoldLabel.objects.get(item=item)
     assert (gold.label_key, gold.method, gold.decided_by_id) == ("旅行", GoldLabel.Method.REVIEW, reviewer.pk)
+
+
+def test_zero_shot_suggestion_before_the_first_model(
+    new_page, live_server, project, annotator, settings, tmp_path, screenshot_dir
+):
+    from modeling.models import ModelVersion
+    from modeling.services.active_learning import score_pool
+    from tests.engine.tiny import make_tiny_backbone
+
+    settings.DEFAULT_BACKBONE = str(make_tiny_backbone(tmp_path / "tiny-e5", texts=TEXTS).path)
+    settings.ARTIFACT_ROOT = tmp_path / "artifacts"
+    project.agreement_share = 0.0
+    project.save()
+    publish_scenes(project)
+    make_items(project)
+    assert not ModelVersion.objects.filter(project=project).exists()
+    round_ = score_pool(project)  # no model yet: the zero-shot cold start scores the pool
+    assert round_.strategy == "zero_shot"
+
+    page = new_page(annotator, language="zh-hans")
+    page.goto(f"{live_server.url}/projects/{project.slug}/workspace/")
+    item_id = current_item_id(page)
+    suggested = page.get_attribute("#ws-item", "data-suggested")
+    assert suggested == ItemSuggestion.objects.get(item_id=item_id).label_key
+    assert page.get_attribute("#ws-suggestion", "data-source") == "zero_shot"
+    assert "零样本建议" in page.inner_text("#ws-suggestion")  # marked, in the annotator's language
+    if screenshot_dir is not None:
+        page.screenshot(path=str(screenshot_dir / "workspace_zero_shot.png"), full_page=True)
+    page.keyboard.press("Enter")  # accepts it, as a model's suggestion
+    wait_for_new_item(page, item_id)
+    annotation = Annotation.objects.get(annotator=annotator)
+    assert (annotation.item_id, annotation.label_key) == (item_id, suggested)

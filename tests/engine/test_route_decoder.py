@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from modeling.engine.routes import decoder, get_route, parse_params
-from modeling.engine.routes.base import Cancelled, Examples, FitContext, LoadContext, ParamsError, Taxonomy
+from modeling.engine.routes.base import (
+    Cancelled,
+    Examples,
+    FitContext,
+    LoadContext,
+    ParamsError,
+    Taxonomy,
+    holds_checkpoint,
+)
 
 KEYS = ["退款", "物流快递", "其他"]
 TRAIN = Examples(
@@ -97,7 +105,7 @@ def test_resume_from_checkpoint_continues_the_same_run(route, tiny_decoder, tmp_
         get_route(route).fit(
             TRAIN, TRAIN, p, fit_ctx(tmp_path, should_stop=stop_after_three, progress=lambda e: steps.append(e))
         )
-    assert (tmp_path / "train_state.pt").exists()
+    assert (tmp_path / "train_state.pt").exists() and holds_checkpoint(tmp_path)  # what the app looks for
     resumed = get_route(route).fit(TRAIN, TRAIN, p, fit_ctx(tmp_path))
     assert resumed.report["resumed_from_step"] == 2 and resumed.report["steps"] == 6
     np.testing.assert_allclose(resumed.logits(TEXTS), straight.logits(TEXTS), rtol=1e-4, atol=1e-4)

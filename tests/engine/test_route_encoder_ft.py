@@ -11,7 +11,15 @@ import torch
 
 from modeling.engine.backbones.packs import BackboneError
 from modeling.engine.routes import get_route, parse_params
-from modeling.engine.routes.base import Cancelled, Examples, FitContext, LoadContext, ParamsError, Taxonomy
+from modeling.engine.routes.base import (
+    Cancelled,
+    Examples,
+    FitContext,
+    LoadContext,
+    ParamsError,
+    Taxonomy,
+    holds_checkpoint,
+)
 from modeling.engine.routes.encoder_ft import CHECKPOINT_FILE, META_FILE, WEIGHTS_FILE, merged_encoder
 from modeling.engine.routes.finetune import TrainableSpec, build_trainable, collate, length_batches
 
@@ -183,7 +191,7 @@ def test_a_checkpoint_resumes_the_run(tiny_encoder, tmp_path):
     route, train, val = get_route("encoder_ft"), _examples(4), _examples(1)
     params = _params(tiny_encoder, max_epochs=2, patience=5, tfidf_ensemble=False)
     first = route.fit(train, val, params, _ctx(tiny_encoder, checkpoint_dir=tmp_path / "ckpt"))
-    assert (tmp_path / "ckpt" / CHECKPOINT_FILE).is_file()
+    assert (tmp_path / "ckpt" / CHECKPOINT_FILE).is_file() and holds_checkpoint(tmp_path / "ckpt")
 
     def steps_taken(run_params) -> tuple[int, dict]:
         events = []

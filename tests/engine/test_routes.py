@@ -237,3 +237,16 @@ def test_a_route_without_training_or_validation_answers_uncalibrated(tmp_path, m
     version.save(tmp_path / "v")
     predictions = Predictor.load(tmp_path / "v").predict(["付款失败了", "快递没到"])
     assert [p.label for p in predictions] == ["pay", "ship"] and not any(p.abstained for p in predictions)
+
+
+def test_a_resumed_stage_s_eta_counts_only_its_own_rate(monkeypatch):
+    import modeling.engine.routes.base as base
+
+    clock = iter([100.0, 100.0, 110.0])  # created, resumed_at, the report 10 s later
+    monkeypatch.setattr(base.time, "monotonic", lambda: next(clock))
+    events = []
+    progress = base.StageProgress("fit", events.append)
+    progress.resumed_at(0.5)  # half the steps were done by the worker that died
+    progress(0.6)
+    assert events[-1].fraction == 0.6
+    assert events[-1].eta_seconds == pytest.approx(10.0 * 0.4 / 0.1)  # not 10 * 0.4 / 0.6

@@ -159,3 +159,22 @@ def test_robustness_reports_each_perturbation_of_the_test_set(tmp_path):
         assert figures["drop_macro_f1"] == pytest.approx(
             robustness["clean"]["macro_f1"] - figures["macro_f1"], abs=1e-5
         )
+
+
+@pytest.mark.django_db
+def test_zero_shot_needs_only_the_test_file_and_a_taxonomy(tmp_path, tiny_backbone):
+    keys = ["账户", "售后", "支付", "物流", "旅行"]
+    _taxonomy_file(tmp_path / "tax.yaml", keys)
+    _write(tmp_path / "test.jsonl", scene_texts(4))
+    out = tmp_path / "result.json"
+
+    call_command(
+        "evaluate_dataset", "--route", "zero_shot", "--test", str(tmp_path / "test.jsonl"),
+        "--taxonomy", str(tmp_path / "tax.yaml"), "--json", str(out),
+        "--params", json.dumps({"method": "encoder", "encoder": str(tiny_backbone)}),
+    )  # fmt: skip
+
+    result = json.loads(out.read_text())
+    assert result["label_keys"] == [*keys, "其他"] and result["n_train"] == 0
+    assert result["n_test"] == len(scene_texts(4)) and 0.0 <= result["macro_f1"] <= 1.0
+    assert result["temperature"] == 1.0 and "not calibrated" in result["warning"]

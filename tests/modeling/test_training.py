@@ -136,6 +136,66 @@ def test_sweeper_fails_only_stale_running_runs(scene_project):
     assert fresh.status == "running" and queued.status == "queued"
 
 
+def _with_checkpoint(run: TrainingRun) -> Path:
+    folder = training.checkpoint_dir_for(run)
+    folder.mkdir(parents=True)
+    (folder / "train_state.pt").write_bytes(b"state")
+    return folder
+
+
+@pytest.mark.django_db
+def test_sweeper_queues_a_stale_run_with_a_checkpoint_again(scene_project, django_capture_on_commit_callbacks):
+    old = timezone.now() - timedelta(hours=1)
+    resumable = TrainingRun.objects.create(project=scene_project, route="lora", status="running", heartbeat_at=old)
+    folder = _with_checkpoint(resumable)
+    lost = TrainingRun.objects.create(project=create_project(slug="b", name="b"), status="running", heartbeat_at=old)
+    training.checkpoint_dir_for(lost).mkdir(parents=True)
+    (training.checkpoint_dir_for(lost) / "train_state.tmp").write_bytes(b"half")  # killed mid-write: no checkpoint
+    task_id = resumable.task_id
+    renamed = training.artifacts_dir_for(resumable)  # the lost worker got as far as renaming its version folder
+    renamed.mkdir(parents=True)
+
+    with django_capture_on_commit_callbacks() as sends:
+        assert training.sweep_stale_runs(stale_after=600) == 2
+    resumable.refresh_from_db()
+    lost.refresh_from_db()
+    assert resumable.status == "waiting" and "resume" in resumable.stage and resumable.task_id != task_id
+    assert "queued again to resume from its checkpoint" in resumable.log
+    assert len(sends) == 1 and folder.exists() and not renamed.exists()
+    assert lost.status == "failed" and not training.checkpoint_dir_for(lost).parent.exists()
+    with pytest.raises(ConflictError):  # a new start does not replace the run waiting to resume
+        training.start_training_run(project=scene_project, route="tfidf")
+
+    training.cancel_training_run(run=resumable)
+    resumable.refresh_from_db()
+    assert resumable.status == "cancelled" and not folder.parent.exists()
+
+
+@pytest.mark.django_db
+def test_cancel_reads_the_run_s_status_from_the_database(scene_project):
+    run = TrainingRun.objects.create(project=scene_project, status="queued")
+    TrainingRun.objects.filter(pk=run.pk).update(status="running")  # a worker claimed it since it was read
+    assert training.cancel_training_run(run=run).cancel_requested  # the worker stops at its next check
+    assert run.status == "running"
+
+
+@pytest.mark.django_db
+def test_redelivered_task_of_a_lost_run_with_a_checkpoint_resumes_it(scene_project):
+    old = timezone.now() - timedelta(hours=1)
+    started = timezone.now() - timedelta(hours=2)
+    run = TrainingRun.objects.create(
+        project=scene_project, route="tfidf", status="running", heartbeat_at=old, started_at=started
+    )
+    folder = _with_checkpoint(run)
+
+    version_id = training.execute_training_run(run.id)
+
+    run.refresh_from_db()
+    assert run.status == "succeeded" and version_id == ModelVersion.objects.get(run=run).pk
+    assert "resuming from its checkpoint" in run.log and run.started_at == started
+    assert not folder.parent.exists()  # removed after success
+
+
 @pytest.mark.django_db
 def test_engine_failure_marks_run_failed_with_message(scene_project, tiny_backbone):
     run = TrainingRun.objects.create(

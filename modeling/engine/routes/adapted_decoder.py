@@ -193,6 +193,7 @@ def train_adapter(
     total = max(1, math.ceil(params.epochs * per_epoch))
     horizon = total
     progress = ctx.stage("fit")
+    progress.resumed_at(step / total)
     started, tokens, losses, stopped = time.monotonic(), 0, [], "epochs"
     scorer.model.train()
     try:

@@ -27,6 +27,19 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+# A route's complete checkpoint file in ``FitContext.checkpoint_dir`` ends with this; it is written under another
+# name first and renamed, so a worker killed mid-write leaves no file that looks complete.
+CHECKPOINT_SUFFIX = ".pt"
+
+
+def holds_checkpoint(folder: Path | None) -> bool:
+    """Whether a checkpoint folder holds a complete checkpoint that a fit could resume from."""
+    return (
+        folder is not None
+        and Path(folder).is_dir()
+        and any(p.suffix == CHECKPOINT_SUFFIX for p in Path(folder).iterdir())
+    )
+
 
 class Cancelled(Exception):
     """Raised inside ``fit`` when ``ctx.should_stop()`` turns true."""
@@ -64,13 +77,19 @@ class StageProgress:
 
     def __init__(self, stage: str, report: ProgressFn | None) -> None:
         self.stage, self.report, self.started = stage, report, time.monotonic()
+        self.base = 0.0  # the fraction done before this process started (a resumed run)
+
+    def resumed_at(self, fraction: float) -> None:
+        """The stage resumes with `fraction` already done: the ETA counts only the rate of this process."""
+        self.base, self.started = min(max(float(fraction), 0.0), 1.0), time.monotonic()
 
     def __call__(self, fraction: float, message: str = "") -> None:
         if self.report is None:
             return
         fraction = min(max(float(fraction), 0.0), 1.0)
         elapsed = time.monotonic() - self.started
-        eta = elapsed * (1.0 - fraction) / fraction if fraction > 0 else None
+        done = fraction - self.base
+        eta = elapsed * (1.0 - fraction) / done if done > 0 else None
         self.report(ProgressEvent(self.stage, fraction, eta, message))
 
 

@@ -58,12 +58,18 @@ def entropy(probs: np.ndarray) -> np.ndarray:
     return shannon_entropy(probs, axis=1)
 
 
+def max_probability(probs: np.ndarray) -> np.ndarray:
+    return _check_probs(probs).max(axis=1)
+
+
 _SCORERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "least_confidence": least_confidence,
     "margin": margin,
     "entropy": entropy,
     "margin_diverse": margin,
 }
+# The zero-shot cold start ranks what is left after its batch by the zero-shot confidence, clear examples first.
+_PRIORITY_SCORERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {**_SCORERS, "zero_shot": max_probability}
 
 
 def uncertainty_scores(probs: np.ndarray, strategy: str) -> np.ndarray:
@@ -246,6 +252,27 @@ def cold_start(features: np.ndarray, batch_size: int, n_clusters: int | None = N
     return rng.permutation(picked).astype(np.int64)
 
 
+def zero_shot_cold_start(probs: np.ndarray, batch_size: int) -> np.ndarray:
+    """No trained model yet, but zero-shot probabilities from the taxonomy: each predicted label's most
+    confident texts in turn (labels in the order of their best confidence), so the first batch covers the label
+    set with clear examples. Measured against margin_diverse under the same scores, which picks the texts the
+    zero-shot model confuses and lost to every other start (docs/ACTIVE_LEARNING.md, "Zero-shot cold start")."""
+    probs = _check_probs(probs)
+    predicted, confidence = probs.argmax(axis=1), probs.max(axis=1)
+    queues = []
+    for label in range(probs.shape[1]):
+        members = np.flatnonzero(predicted == label)
+        if len(members):
+            queues.append(members[np.argsort(-confidence[members], kind="stable")])
+    queues.sort(key=lambda queue: -confidence[queue[0]])
+    picks: list[int] = []
+    depth = 0
+    while len(picks) < min(batch_size, len(probs)):
+        picks += [int(queue[depth]) for queue in queues if depth < len(queue)]
+        depth += 1
+    return np.asarray(picks[:batch_size], dtype=np.int64)
+
+
 def _proportional_quota(sizes: np.ndarray, total: int) -> np.ndarray:
     """Largest-remainder allocation of `total` picks over clusters by size, at least one each when possible."""
     share = sizes / max(sizes.sum(), 1) * total
@@ -269,8 +296,8 @@ def priority_scores(strategy: str, batch: np.ndarray, n: int, probs: np.ndarray 
     """Priorities for the whole unlabelled pool: the selected batch first (1 + rank order, > 1), then the
     rest by uncertainty in [0, 1] (or 0 without a model), so a queue sorted by priority is well defined."""
     out = np.zeros(n, dtype=np.float64)
-    if probs is not None and strategy in _SCORERS:
-        raw = uncertainty_scores(probs, strategy)
+    if probs is not None and strategy in _PRIORITY_SCORERS:
+        raw = _PRIORITY_SCORERS[strategy](probs)
         span = raw.max() - raw.min()
         out = (raw - raw.min()) / span if span > 0 else np.zeros(n)
     m = len(batch)
