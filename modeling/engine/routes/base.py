@@ -25,6 +25,9 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from modeling.engine.progress import ProgressEvent as ProgressEvent  # re-exported for the routes
+from modeling.engine.progress import ProgressFn, StageProgress
+
 
 class Cancelled(Exception):
     """Raised inside ``fit`` when ``ctx.should_stop()`` turns true."""
@@ -42,34 +45,6 @@ class RouteParams(BaseModel):
     """Base of every route's parameters: strict, so a misspelt key is an error, not a silent default."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    """One progress report, the same shape for every stage (packs, extraction, fitting, calibration)."""
-
-    stage: str  # e.g. "extract", "fit", "calibrate"
-    fraction: float  # 0..1 of this stage
-    eta_seconds: float | None = None  # remaining time of this stage, when it can be estimated
-    message: str = ""
-
-
-ProgressFn = Callable[[ProgressEvent], None]
-
-
-class StageProgress:
-    """Turns "done k of n" into ProgressEvents with an ETA from the elapsed time of this stage."""
-
-    def __init__(self, stage: str, report: ProgressFn | None) -> None:
-        self.stage, self.report, self.started = stage, report, time.monotonic()
-
-    def __call__(self, fraction: float, message: str = "") -> None:
-        if self.report is None:
-            return
-        fraction = min(max(float(fraction), 0.0), 1.0)
-        elapsed = time.monotonic() - self.started
-        eta = elapsed * (1.0 - fraction) / fraction if fraction > 0 else None
-        self.report(ProgressEvent(self.stage, fraction, eta, message))
 
 
 @dataclass(frozen=True)
