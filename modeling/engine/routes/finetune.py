@@ -135,11 +135,11 @@ def _layer_norm(norm: torch.nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
 class TrainForward:
     """The training forward of a BERT-family encoder (plain or LoRA-wrapped by peft) over the model's own
     parameters, with fewer, bigger steps than transformers' module-by-module one under autocast (profiled on
-    e5-small, 1 thread, batches of 32 x ~14 tokens): Q, K and V in one matmul; matmuls and GELU in the compute dtype (softmax in fp32; torch's fused attention
-    was 30x slower in backward at ~14 keys), each input cast once and shared by the base
-    matmul and its adapters, where autocast re-cast it per op and peft cast it to fp32 for every adapter;
-    LoRA input dropout from ``dropout_mask``. The residual stream and LayerNorms stay fp32, as under autocast.
-    Same function as transformers' forward (tests/engine/test_route_encoder_ft.py)."""
+    e5-small, 1 thread, batches of 32 x ~14 tokens): Q, K and V in one matmul; matmuls and GELU in the compute
+    dtype, each layer input cast once and shared by the base matmul and its adapters, where autocast re-cast it
+    per op and peft cast it to fp32 for every adapter; LoRA input dropout from ``dropout_mask``. Softmax, the
+    residual stream and LayerNorms stay fp32, as under autocast (torch's fused attention was 30x slower in
+    backward at ~14 keys). Same function as transformers' forward (tests/engine/test_route_encoder_ft.py)."""
 
     def __init__(self, encoder: torch.nn.Module, dtype: torch.dtype) -> None:
         model = encoder.get_base_model() if hasattr(encoder, "get_base_model") else encoder
