@@ -12,8 +12,11 @@ so a LoRA step does about 2/3 of that count's work: the LoRA row is what a train
 the like-for-like comparison with the naive loop.
 
 Timed, side by side:
-- engine: encoder_ft's step (length-bucketed batches, bf16 autocast, LoRA with the frozen base held in bf16 or
-  full fine-tuning with fp32 master weights, fused AdamW over the trainable parameters only);
+- engine: encoder_ft's step (length-bucketed batches, the fused training forward ``finetune.TrainForward`` in
+  bf16, LoRA with the frozen base held in bf16 or full fine-tuning with fp32 master weights, fused AdamW over
+  the trainable parameters only);
+- before: the same model, batches and optimizer, but transformers' module-by-module forward (through peft's
+  LoRA layers) under bf16 autocast, as encoder_ft trained until the fused forward (``--before``);
 - naive: transformers' forward/backward in fp32 on shuffled batches padded to their longest text, full
   fine-tuning (word embeddings frozen), torch's default AdamW over every parameter.
 """
@@ -52,7 +55,16 @@ DEFAULT_DATA = "/work/shared/datasets/cic/train.jsonl"
 N_CLASSES = 32  # the head's size barely matters (384 x C); labels are drawn at random
 
 
-def engine_step_fn(path: str, spec: TrainableSpec, ids, lengths, batch_size: int, pad_id: int) -> Callable:
+def transformers_pooled(model, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked mean pooling over transformers' own forward of the (peft-wrapped) encoder."""
+    hidden = model.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def engine_step_fn(
+    path: str, spec: TrainableSpec, ids, lengths, batch_size: int, pad_id: int, before: bool = False
+) -> Callable:
     model = build_trainable(path, spec, N_CLASSES).train()
     optimizer = make_optimizer(model, 5e-4 if spec.mode == "lora" else 5e-5, 2e-3, 0.01)
     rng = np.random.default_rng(0)
@@ -65,7 +77,7 @@ def engine_step_fn(path: str, spec: TrainableSpec, ids, lengths, batch_size: int
         rows = batches.pop()
         input_ids, mask = collate(ids, rows, pad_id)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=spec.bf16):
-            logits = model(input_ids, mask)
+            logits = model.head(transformers_pooled(model, input_ids, mask)) if before else model(input_ids, mask)
         loss = classification_loss(logits, labels[rows], None, None, None)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -117,6 +129,8 @@ def main() -> None:
     parser.add_argument("--naive-steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--batch-sizes", default="32,64")
+    parser.add_argument("--modes", default="lora,full")
+    parser.add_argument("--before", action="store_true", help="also time the transformers-forward step")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -136,11 +150,12 @@ def main() -> None:
 
     variants: dict[str, Callable[[], int]] = {}
     for batch_size in (int(b) for b in args.batch_sizes.split(",")):
-        for mode in ("lora", "full"):
+        for mode in args.modes.split(","):
             trainable = TrainableSpec(mode=mode, bf16=bf16)
-            variants[f"engine_{mode}_b{batch_size}"] = engine_step_fn(
-                spec.path, trainable, ids, lengths, batch_size, tokenizer.pad_token_id
-            )
+            for kind in ("engine", "before") if args.before else ("engine",):
+                variants[f"{kind}_{mode}_b{batch_size}"] = engine_step_fn(
+                    spec.path, trainable, ids, lengths, batch_size, tokenizer.pad_token_id, before=kind == "before"
+                )
     naive = naive_step_fn(spec.path, prefixed, tokenizer, max_len, 32)
     for step in (*variants.values(), naive):  # warm-up: allocator, oneDNN kernels
         for _ in range(3):
@@ -169,7 +184,7 @@ def main() -> None:
     print(f"{len(texts)} texts, {lengths.mean():.1f} tokens each (max_len {max_len})")
     for name, row in rows.items():
         print(
-            f"{name:18s} {row['tokens_per_s']:8.1f} tokens/s {row['gflops']:7.1f} GFLOP/s "
+            f"{name:20s} {row['tokens_per_s']:8.1f} tokens/s {row['gflops']:7.1f} GFLOP/s "
             f"{row['fraction_of_bf16_peak']:6.1%} of bf16 peak {row['x_naive']:5.2f}x naive"
         )
     result = {

@@ -2,7 +2,12 @@
 and predict ms/text (one text per call, as an API client sends them).
 
     nice -n 10 .venv/bin/python benchmarks/routes.py [--routes probe,tfidf] [--datasets smp2017,cic]
-        [--budget-minutes N] [--params-ROUTE JSON] [--json OUT]
+        [--budget-minutes N] [--budget lora=4,prefix=4] [--sample lora=200] [--timed lora=20]
+        [--params JSON] [--json OUT]
+
+``--budget`` sets a route's own training budget (minutes), over ``--budget-minutes``. ``--sample ROUTE=N``
+scores that route on a fixed random subsample (seed 0) of N val texts and N test texts, for routes too slow
+to score whole sets; the row says so. ``--timed ROUTE=N`` times N one-text calls instead of 200.
 
 Splits (datasets are read at run time from --data-root; their text never enters the repo):
 - smp2017: train → test, calibrated on dev;
@@ -22,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from modeling.engine.evaluation.dataset import Splits, evaluate_files, read_examples
+from modeling.engine.evaluation.dataset import TIMED_TEXTS, Splits, evaluate_files, read_examples
 from modeling.engine.routes import route_names
 from modeling.engine.routes.base import Examples
 
@@ -42,6 +47,25 @@ def halves(examples: Examples, seed: int = 0) -> tuple[Examples, Examples]:
 
 def _pick(examples: Examples, index: list[int]) -> Examples:
     return Examples([examples.texts[i] for i in index], [examples.labels[i] for i in index])
+
+
+def subsample(examples: Examples, n: int, seed: int = 0) -> Examples:
+    """A fixed random subsample of n examples, in the file's order (the whole set when it has n or fewer)."""
+    if n >= len(examples):
+        return examples
+    return _pick(examples, sorted(random.Random(seed).sample(range(len(examples)), n)))
+
+
+def route_numbers(spec: str) -> dict[str, float]:
+    """``"lora=4,prefix=4"`` → {"lora": 4.0, "prefix": 4.0}; an unknown route is an error that names it."""
+    known = set(route_names())
+    numbers: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        route, _, value = part.partition("=")
+        if route not in known or not value:
+            raise SystemExit(f"expected ROUTE=NUMBER with a known route, got {part!r}")
+        numbers[route] = float(value)
+    return numbers
 
 
 def load(dataset: str, root: Path) -> Splits:
@@ -67,6 +91,9 @@ def main() -> None:
     parser.add_argument("--model-root", type=Path, default=ROOT / "var" / "models")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / "var" / "features")
     parser.add_argument("--budget-minutes", type=float, default=None, help="training budget per route and dataset")
+    parser.add_argument("--budget", default="", help="per-route budgets in minutes: lora=4,prefix=4")
+    parser.add_argument("--sample", default="", help="per-route val/test subsample sizes: lora=200")
+    parser.add_argument("--timed", default="", help="per-route number of one-text latency calls: lora=20")
     parser.add_argument("--params", default="{}", help='per-route params as JSON: {"probe": {"hybrid": false}}')
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
@@ -75,6 +102,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     per_route = json.loads(args.params)
+    budgets, samples, timed = (route_numbers(spec) for spec in (args.budget, args.sample, args.timed))
     routes = [r.strip() for r in args.routes.split(",") if r.strip()]
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     rows = []
@@ -82,16 +110,21 @@ def main() -> None:
     for dataset in datasets:
         splits = load(dataset, args.data_root)
         for route in routes:
+            route_splits = splits
+            if route in samples:
+                n = int(samples[route])
+                route_splits = Splits(splits.train, subsample(splits.val, n), subsample(splits.test, n))
             started = time.perf_counter()
             result, _ = evaluate_files(
                 route,
-                splits,
+                route_splits,
                 params=per_route.get(route, {}),
                 fallback_label=FALLBACK_LABELS.get(dataset),
-                budget_minutes=args.budget_minutes,
+                budget_minutes=budgets.get(route, args.budget_minutes),
                 model_root=args.model_root,
                 cache_dir=args.cache_dir,
                 threads=args.threads,
+                timed_texts=int(timed.get(route, TIMED_TEXTS)),
                 log=lambda message: print(message, file=sys.stderr),
             )
             row = {"route": route, "dataset": dataset, "wall_seconds": round(time.perf_counter() - started, 1)}
@@ -99,15 +132,23 @@ def main() -> None:
                 {k: result[k] for k in ("macro_f1", "accuracy", "ece_after", "train_seconds", "predict_ms_per_text")}
             )
             row.update({k: result[k] for k in ("in_scope_accuracy", "oos_recall", "stopped_by_budget")})
+            row.update(n_val=result["n_val"], n_test=result["n_test"], sampled=route in samples)
+            row["budget_minutes"] = budgets.get(route, args.budget_minutes)
             rows.append(row)
             print(
                 f"{route:12} {dataset:9} {row['macro_f1']:8.4f} {row['ece_after']:9.4f} "
-                f"{row['train_seconds']:8.1f} {row['predict_ms_per_text']:8.2f}",
+                f"{row['train_seconds']:8.1f} {row['predict_ms_per_text']:8.2f}"
+                + (f"  (val/test subsample {row['n_val']}/{row['n_test']})" if row["sampled"] else ""),
                 flush=True,
             )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+            if args.json:
+                write_rows(args.json, rows)
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """Written after every row, so a long run that is cut keeps what it measured."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Label quality: offline checks on a labelled JSONL file, and the in-app check that fills the review queue.
 
-Both run the engine's out-of-fold probe on cached features (modeling.engine.selection.quality) and rank suspected
-label errors with cleanlab; near-duplicates with different gold labels are reported as conflicts.
+Both score every labelled text out of fold through the engine's route seam (``quality.out_of_fold``: the label
+check's route fitted on the other folds, its ``encode`` on the held-out one, features from the feature cache)
+and rank suspected label errors with cleanlab; near-duplicates with different gold labels are conflicts.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.db import transaction
 from django.utils.translation import gettext
 
@@ -71,20 +73,69 @@ def encode_texts(texts: list[str], backbone: str | None, progress: Any = None) -
     return matrix
 
 
+def check_context(label_keys: list[str], seed: int = 0) -> Any:
+    """Where the label check's route finds its backbone and the feature cache."""
+    from modeling.engine.routes.base import FitContext, Taxonomy
+
+    return FitContext(
+        label_keys=list(label_keys),
+        taxonomy=Taxonomy.from_keys(label_keys, label_keys[-1]),
+        model_root=Path(settings.MODEL_ROOT),
+        cache_dir=Path(settings.FEATURE_CACHE_DIR),
+        seed=seed,
+        extras={"default_backbone": settings.DEFAULT_BACKBONE},
+        threads=int(settings.TORCH_THREADS),
+    )
+
+
+def check_params(backbone: str | None) -> dict[str, Any]:
+    return {**quality.LABEL_CHECK_PARAMS, **({"backbone": backbone} if backbone else {})}
+
+
+def score_out_of_fold(
+    texts: list[str],
+    labels: list[str],
+    label_keys: list[str],
+    *,
+    backbone: str | None = None,
+    route: str = quality.LABEL_CHECK_ROUTE,
+    params: dict[str, Any] | None = None,
+    n_folds: int = 5,
+    seed: int = 0,
+) -> Any:
+    """``quality.out_of_fold`` of labelled texts; an unusable backbone or too few items is a ServiceError."""
+    from modeling.engine.backbones.packs import BackboneError
+    from modeling.engine.routes.base import Examples
+
+    try:
+        return quality.out_of_fold(
+            Examples(list(texts), list(labels)),
+            check_context(label_keys, seed),
+            route,
+            check_params(backbone) if params is None else params,
+            n_folds,
+        )
+    except (BackboneError, ValueError) as exc:
+        raise ServiceError(
+            gettext("The label check could not run: %(exc)s") % {"exc": exc}, code="label_check_failed"
+        ) from exc
+
+
 def check_labelled_file(
     train: LabelledFile,
-    features: np.ndarray,
     reference: LabelledFile | None = None,
     n_folds: int = 5,
     seed: int = 0,
+    backbone: str | None = None,
 ) -> dict[str, Any]:
     """Rank suspected errors of a labelled file; with a clean reference (same lines), precision@k."""
     classes = sorted(set(train.labels) | (set(reference.labels) if reference else set()))
     index = {key: i for i, key in enumerate(classes)}
     y = np.array([index[key] for key in train.labels])
-    probs = quality.out_of_fold_probs(features, y, len(classes), n_folds=n_folds, seed=seed)
+    scored = score_out_of_fold(train.texts, train.labels, classes, backbone=backbone, n_folds=n_folds, seed=seed)
+    probs = scored.probs
     ranked = quality.rank_label_issues(y, probs)
-    conflicts = quality.near_duplicate_conflicts(features, y)
+    conflicts = quality.near_duplicate_conflicts(scored.features, y) if scored.features is not None else []
     report: dict[str, Any] = {
         "n": len(y),
         "n_flagged": sum(issue.flagged for issue in ranked),
@@ -134,13 +185,19 @@ def queue_label_issues(
     item_ids: list[int],
     label_keys: list[str],
     given: list[str],
-    features: np.ndarray,
+    texts: list[str],
+    backbone: str | None = None,
+    route: str = quality.LABEL_CHECK_ROUTE,
+    params: dict[str, Any] | None = None,
     max_issues: int | None = None,
     model_ref: str = "label-quality",
     n_folds: int = 5,
     seed: int = 0,
 ) -> dict[str, int]:
     """Run the k-fold check on a project's gold labels and put flagged items into the review queue.
+
+    Every text is scored out of fold through the engine (``score_out_of_fold``: `route` with `params`, by
+    default route 1's frozen features of `backbone` under a logistic regression).
 
     Items flagged by confident learning become ReviewTask(kind=label_issue) with the suggested label and
     the out-of-fold top-3; near-duplicate pairs with different gold labels become ReviewTask(kind=conflict).
@@ -155,7 +212,10 @@ def queue_label_issues(
         )
     index = {key: i for i, key in enumerate(label_keys)}
     y = np.array([index[key] for key in given])
-    probs = quality.out_of_fold_probs(features, y, len(label_keys), n_folds=n_folds, seed=seed)
+    scored = score_out_of_fold(
+        texts, given, label_keys, backbone=backbone, route=route, params=params, n_folds=n_folds, seed=seed
+    )
+    probs = scored.probs
     issues = quality.rank_label_issues(y, probs)
     _store_issue_scores(project, item_ids, label_keys, given, issues, model_ref)
     ranked = [issue for issue in issues if issue.flagged]
@@ -181,7 +241,8 @@ def queue_label_issues(
             model_version_ref=model_ref,
         )
         created["label_issue"] += 1
-    for conflict in quality.near_duplicate_conflicts(features, y):
+    conflicts = quality.near_duplicate_conflicts(scored.features, y) if scored.features is not None else []
+    for conflict in conflicts:
         a, b = item_ids[conflict.a], item_ids[conflict.b]
         if (a, ReviewTask.Kind.CONFLICT) in open_tasks:
             continue
@@ -235,8 +296,8 @@ def _store_issue_scores(
 
 
 def check_project_labels(project: Project, *, max_issues: int | None = 200) -> dict[str, int]:
-    """The label check of a project: its gold labels (latest published taxonomy), features of the newest model's
-    backbone (or the default one) from the cache, then `queue_label_issues`."""
+    """The label check of a project: its gold labels (latest published taxonomy), scored out of fold on the
+    newest model's backbone (or the default one), then `queue_label_issues`."""
     from labeling.selectors.training_data import gold_examples, latest_published_taxonomy, taxonomy_label_keys
     from modeling.selectors.active_learning import scoring_model
 
@@ -248,16 +309,16 @@ def check_project_labels(project: Project, *, max_issues: int | None = 200) -> d
     keys, _ = taxonomy_label_keys(taxonomy)
     examples = gold_examples(project, label_keys=keys)
     version = scoring_model(project)
-    spec = resolve_backbone_spec(version.backbone_name if version and version.backbone_name else None)
-    extractor = build_extractor(spec, feature_config(spec, {}))
-    features, _ = extract_with_cache(extractor, [e.text for e in examples])
+    backbone = version.backbone_name if version and version.backbone_name else None
+    spec = resolve_backbone_spec(backbone)
     used = sorted({e.label_key for e in examples}, key=keys.index)
     return queue_label_issues(
         project,
         item_ids=[e.item_id for e in examples],
         label_keys=used,
         given=[e.label_key for e in examples],
-        features=features,
+        texts=[e.text for e in examples],
+        backbone=backbone,
         max_issues=max_issues,
         model_ref=f"label-check:{spec.name}"[:64],
     )

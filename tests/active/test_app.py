@@ -15,6 +15,8 @@ from labeling.services.gold import set_gold
 from labeling.services.items import get_or_create_item
 from modeling.models import ActiveLearningRound, ModelVersion, TrainingRun
 from modeling.services import active_learning, label_quality, training
+from tests.engine.vector_route import LABEL_CHECK as VECTOR_CHECK
+from tests.engine.vector_route import texts_for
 from tests.modeling.route1 import add_gold_items, publish_scene_taxonomy, scene_texts, tiny_params
 
 POOL_TEXTS = [
@@ -188,7 +190,13 @@ def test_label_check_queues_flipped_labels_and_conflicts(project):
     features[50] = features[51] = features[51] + 0.001  # near duplicates...
     given[50], given[51] = keys[0], keys[1]  # ...with different labels
     created = label_quality.queue_label_issues(
-        project, item_ids=[i.pk for i in items], label_keys=keys, given=given, features=features, n_folds=3
+        project,
+        item_ids=[i.pk for i in items],
+        label_keys=keys,
+        given=given,
+        n_folds=3,
+        texts=texts_for(features),
+        **VECTOR_CHECK,
     )
     issues = ReviewTask.objects.filter(project=project, kind=ReviewTask.Kind.LABEL_ISSUE)
     flagged_items = set(issues.values_list("item_id", flat=True))
@@ -199,7 +207,13 @@ def test_label_check_queues_flipped_labels_and_conflicts(project):
     assert {conflict.item_id, conflict.neighbours[0]["item_id"]} == {items[50].pk, items[51].pk}
     assert created["conflict"] == 1 and created["label_issue"] == issues.count()
     again = label_quality.queue_label_issues(
-        project, item_ids=[i.pk for i in items], label_keys=keys, given=given, features=features, n_folds=3
+        project,
+        item_ids=[i.pk for i in items],
+        label_keys=keys,
+        given=given,
+        n_folds=3,
+        texts=texts_for(features),
+        **VECTOR_CHECK,
     )
     assert again == {"label_issue": 0, "conflict": 0}  # open tasks are not queued twice
 

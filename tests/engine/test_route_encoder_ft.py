@@ -204,3 +204,63 @@ def test_a_checkpoint_resumes_the_run(tiny_encoder, tmp_path):
     assert resumed["history"] == first.meta["history"] and resumed["steps"] == first.meta["steps"]
     fresh_steps, _ = steps_taken(_params(tiny_encoder, max_epochs=2, patience=5, tfidf_ensemble=False, lr=1e-3))
     assert fresh_steps == first.meta["steps"]
+
+
+def _batch(tiny_encoder):
+    from modeling.engine.backbones.features import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_encoder.path)
+    texts = _examples(1).texts
+    ids = tokenizer(texts, truncation=True, max_length=32)["input_ids"]
+    return collate(ids, np.arange(len(texts)), tokenizer.pad_token_id)
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_training_forward_matches_transformers_and_its_gradients(tiny_encoder, mode):
+    """The fused training forward computes transformers' function, and gives the same gradients."""
+    torch.manual_seed(0)
+    model = build_trainable(tiny_encoder.path, TrainableSpec(mode=mode, lora_dropout=0.0, bf16=False), len(KEYS))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    input_ids, mask = _batch(tiny_encoder)
+    assert not bool(mask.all())  # padding is part of what is compared
+    model.train()
+    ours = model.pooled(input_ids, mask)
+    hidden = model.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+    m = mask.unsqueeze(-1).float()
+    reference = (hidden * m).sum(1) / m.sum(1)
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-4)
+    params = [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith("head.")]
+    weights = torch.randn_like(ours)
+    ours_grads = torch.autograd.grad((ours * weights).sum(), params)
+    reference_grads = torch.autograd.grad((reference * weights).sum(), params)
+    for got, want in zip(ours_grads, reference_grads, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-3)
+
+
+def test_lora_dropout_is_active_in_training_only(tiny_encoder):
+    torch.manual_seed(0)
+    model = build_trainable(tiny_encoder.path, TrainableSpec(mode="lora", lora_dropout=0.3, bf16=False), 4)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    input_ids, mask = _batch(tiny_encoder)
+    model.eval()
+    first, second = model.pooled(input_ids, mask), model.pooled(input_ids, mask)
+    torch.testing.assert_close(first, second)
+    model.train()
+    assert (model.pooled(input_ids, mask) - first).abs().max() > 1e-3
+
+
+def test_dropout_mask_keeps_the_share_and_the_mean():
+    from modeling.engine.routes.finetune import dropout_mask
+
+    torch.manual_seed(0)
+    mask = dropout_mask((1000, 500), 0.05, torch.float32)
+    kept = (mask > 0).float().mean().item()
+    assert abs(kept - 0.95) < 0.002
+    assert abs(mask.mean().item() - 1.0) < 0.003
+    assert torch.unique(mask).tolist() == [0.0, pytest.approx(1 / 0.95, rel=1e-4)]

@@ -36,7 +36,7 @@ def texts_for(x: np.ndarray, words: Sequence[str] | None = None) -> list[str]:
 
 
 class VectorParams(TrainingDataParams):
-    head_kind: Literal["linear", "mlp"] = "linear"
+    head_kind: Literal["linear", "mlp", "sklearn_lr"] = "linear"
     hybrid: bool = False
     loss: Literal["weighted", "focal", "none"] = "weighted"
     hidden_dim: int = 512
@@ -126,3 +126,8 @@ def fit(
 
 
 install()
+
+
+# The label check (quality.out_of_fold through services.label_quality) over these vectors: the features a
+# test controls, under the head the real check uses (an unweighted scikit-learn logistic regression).
+LABEL_CHECK: dict[str, Any] = {"route": NAME, "params": {"head_kind": "sklearn_lr", "loss": "none"}}

@@ -17,6 +17,8 @@ from modeling.models import ModelVersion
 from modeling.selectors.confusion import FULL_MATRIX_MAX_CLASSES, compare_versions, confusion_view, top_confusions
 from modeling.services import label_quality
 from modeling.services.versions import publish_model_version
+from tests.engine.vector_route import LABEL_CHECK as VECTOR_CHECK
+from tests.engine.vector_route import texts_for
 from tests.modeling.route1 import start_and_run, tiny_params
 
 
@@ -202,7 +204,12 @@ def test_label_check_hands_every_score_to_labeling(scene_project):
     features = np.stack([centres[keys.index(k)] + 0.3 * rng.normal(size=16) for k in given]).astype(np.float32)
     given[3] = keys[(keys.index(given[3]) + 1) % len(keys)]  # one wrong label
     label_quality.queue_label_issues(
-        scene_project, item_ids=[g.item_id for g in golds], label_keys=keys, given=given, features=features
+        scene_project,
+        item_ids=[g.item_id for g in golds],
+        label_keys=keys,
+        given=given,
+        texts=texts_for(features),
+        **VECTOR_CHECK,
     )
     scores = {s.item_id: s for s in LabelIssueScore.objects.all()}
     assert len(scores) == len(golds)

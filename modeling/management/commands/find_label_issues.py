@@ -15,7 +15,7 @@ import numpy as np
 from django.core.management.base import BaseCommand, CommandError
 
 from modeling.engine.selection import quality
-from modeling.services.label_quality import LabelledFile, check_labelled_file, encode_texts, read_labelled_jsonl
+from modeling.services.label_quality import LabelledFile, check_labelled_file, read_labelled_jsonl
 from sceneclf_site.api_errors import ServiceError
 
 
@@ -44,8 +44,9 @@ class Command(BaseCommand):
             reference = read_labelled_jsonl(opts["reference"]) if opts["reference"] else None
             if opts["inject_noise"]:
                 train, reference = inject_noise(train, opts["inject_noise"], opts["seed"])
-            features = encode_texts(train.texts, opts["backbone"])
-            report = check_labelled_file(train, features, reference, n_folds=opts["folds"], seed=opts["seed"])
+            report = check_labelled_file(
+                train, reference, n_folds=opts["folds"], seed=opts["seed"], backbone=opts["backbone"]
+            )
         except (ServiceError, ValueError) as exc:
             raise CommandError(getattr(exc, "message", str(exc))) from exc
         self.stdout.write(f"{report['n']} items, {report['n_flagged']} flagged, {len(report['conflicts'])} conflicts")
