@@ -7,7 +7,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from modeling.models import DEFAULT_ROUTE, ModelVersion, TrainingRun
+from modeling.models import DEFAULT_ROUTE, CascadeSettings, ModelVersion, TrainingRun
 
 
 def route_params_schema() -> dict[str, Any]:
@@ -145,7 +145,7 @@ class CascadeSettingsSerializer(serializers.Serializer):
     )
     combine_rule = serializers.ChoiceField(
         required=False,
-        choices=["product", "recheck_only", "more_confident"],
+        choices=CascadeSettings.Combine.values,
         help_text="How the two calibrated distributions are combined.",
     )
     updated_at = serializers.DateTimeField(read_only=True)

@@ -75,6 +75,13 @@ def turn_on(project, version, **overrides):
     return update_cascade_settings(project=project, **values)
 
 
+def test_the_settings_offer_the_engines_combine_rules():
+    from modeling.engine.cascade import COMBINE_RULES, DEFAULT_RULE
+
+    assert CascadeSettings.Combine.values == list(COMBINE_RULES)
+    assert CascadeSettings._meta.get_field("combine_rule").default == DEFAULT_RULE
+
+
 @pytest.mark.django_db
 def test_settings_refuse_a_bad_choice_and_keep_the_old_values(scene_project, published_model, recheck_version):
     saved = turn_on(scene_project, recheck_version, tau_recheck=0.7)
