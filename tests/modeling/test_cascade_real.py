@@ -57,5 +57,4 @@ def test_lora_on_the_real_decoder_rechecks_the_published_model_over_the_api():
     first, second = body["stages"]
     assert first["model_version"] == primary.model_version.ref and second["model_version"] == recheck.ref
     assert second["label"] in recheck.label_keys and 0.0 < second["confidence"] <= 1.0 and second["ms"] > 0
-    assert isinstance(body["explain"]["reason"], str) and body["explain"]["reason"].strip()
     assert PredictionLog.objects.get(request_id=body["request_id"]).stages == body["stages"]
