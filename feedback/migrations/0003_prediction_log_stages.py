@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('feedback', '0002_feedback_drift_alerts'),
+        ("feedback", "0002_feedback_drift_alerts"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='predictionlog',
-            name='stages',
+            model_name="predictionlog",
+            name="stages",
             field=models.JSONField(blank=True, default=list),
         ),
     ]

@@ -6,27 +6,58 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling', '0010_review_kinds_all'),
-        ('modeling', '0003_routes_from_registry'),
+        ("labeling", "0010_review_kinds_all"),
+        ("modeling", "0003_routes_from_registry"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='CascadeSettings',
+            name="CascadeSettings",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('enabled', models.BooleanField(default=False)),
-                ('tau_recheck', models.FloatField(default=0.8)),
-                ('max_share', models.FloatField(default=0.2)),
-                ('window_seconds', models.PositiveIntegerField(default=60)),
-                ('combine_rule', models.CharField(choices=[('product', 'Product of the two distributions'), ('recheck_only', "The re-check's answer alone"), ('more_confident', 'Whichever model is more confident')], default='product', max_length=32)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('project', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='cascade_settings', to='labeling.project')),
-                ('recheck_version', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='modeling.modelversion')),
-                ('updated_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("enabled", models.BooleanField(default=False)),
+                ("tau_recheck", models.FloatField(default=0.8)),
+                ("max_share", models.FloatField(default=0.2)),
+                ("window_seconds", models.PositiveIntegerField(default=60)),
+                (
+                    "combine_rule",
+                    models.CharField(
+                        choices=[
+                            ("product", "Product of the two distributions"),
+                            ("recheck_only", "The re-check's answer alone"),
+                            ("more_confident", "Whichever model is more confident"),
+                        ],
+                        default="product",
+                        max_length=32,
+                    ),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "project",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="cascade_settings",
+                        to="labeling.project",
+                    ),
+                ),
+                (
+                    "recheck_version",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="modeling.modelversion",
+                    ),
+                ),
+                (
+                    "updated_by",
+                    models.ForeignKey(
+                        blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL
+                    ),
+                ),
             ],
         ),
     ]
