@@ -1,11 +1,18 @@
 """Predict endpoint latency and throughput, beside the bare model forward for the same texts.
 
-    .venv/bin/python benchmarks/predict.py [--json OUT] [--n 200] [--backbone NAME] [--threads N]
+    .venv/bin/python benchmarks/predict.py [--json OUT] [--n 200] [--backbone NAME] [--threads N] \
+        [--cascade lora|prefix|zero_shot [--cascade-n 60]]
 
 Builds a throw-away data dir with the demo project (`bootstrap_demo`), trains route 1 and publishes it through
 the app's services, starts gunicorn on a free loopback port, then measures over HTTP with a project API
 token: one text per request (p50/p99), and batches. Afterwards, in this process, the same published model
-is loaded and `predict_with` (extract + head, no HTTP, no logging) is timed on the same texts."""
+is loaded and `predict_with` (extract + head, no HTTP, no logging) is timed on the same texts.
+
+With `--cascade ROUTE` a re-check version of that route is trained too (a few `lora` / `prefix` steps on the
+demo's gold labels; `zero_shot` from its taxonomy) and set as the demo's cascade with tau_recheck 1 and no
+cap, so every text goes through both stages when the cascade is on. One-text requests are then timed in
+alternating blocks, cascade off (primary only) and on, in the same server, beside the bf16 matmul peak
+measured before and after."""
 
 from __future__ import annotations
 
@@ -47,7 +54,21 @@ SETUP = textwrap.dedent(
         raise SystemExit("training failed: " + run.error)
     versions.publish_model_version(version=run.model_version)
     token = create_api_token(project=project, name="benchmark")
-    print(json.dumps({"secret": token.secret, "version": run.model_version.ref}))
+    info = {"secret": token.secret, "version": run.model_version.ref}
+    if sys.argv[2]:
+        from modeling.services.cascade import update_cascade_settings
+
+        steps = {"epochs": 0.05, "checkpoint_every": 1000} if sys.argv[2] in ("lora", "prefix") else {}
+        recheck = training.start_training_run(project=project, route=sys.argv[2], params=steps, trigger="cli",
+                                              dispatch=False)  # fmt: skip
+        training.execute_training_run(recheck.id)
+        recheck.refresh_from_db()
+        if recheck.status != "succeeded":
+            raise SystemExit("training the re-check version failed: " + recheck.error)
+        update_cascade_settings(project=project, enabled=False, recheck_version_number=recheck.model_version.number,
+                                tau_recheck=1.0, max_share=1.0, window_seconds=60, combine_rule="product")  # fmt: skip
+        info["recheck_version"] = recheck.model_version.ref
+    print(json.dumps(info))
     """
 )
 
@@ -126,14 +147,54 @@ def measure_http(port: int, secret: str, texts: list[str], n: int) -> dict:
     return {"one_ms": one, "batch_ms": batches}
 
 
-def measure_bare(env: dict[str, str], texts: list[str], n: int, threads: int) -> list[float]:
+def setup_django_here(env: dict[str, str]) -> None:
+    """This process on the benchmark's settings and database (once)."""
+    import django
+
+    if os.environ.get("DJANGO_SETTINGS_MODULE") == env["DJANGO_SETTINGS_MODULE"]:
+        return
     os.environ.update({k: env[k] for k in ("PYTHONPATH", "DJANGO_SETTINGS_MODULE", "SCENECLF_DATA_DIR",
                                            "MODEL_ROOT", "FEATURE_CACHE_DIR", "TORCH_THREADS")})  # fmt: skip
     sys.path[:0] = env["PYTHONPATH"].split(os.pathsep)
-    import django
+    django.setup()
+
+
+def set_cascade(enabled: bool) -> None:
+    from modeling.models import CascadeSettings
+
+    CascadeSettings.objects.filter(project__slug="demo").update(enabled=enabled)
+
+
+def measure_cascade(env: dict[str, str], port: int, secret: str, texts: list[str], n: int) -> dict:
+    """One-text requests in alternating blocks of 10, cascade off and on, so load changes hit both alike."""
+    setup_django_here(env)
+    client = Client(port, secret)
+    times: dict[str, list[float]] = {"primary": [], "cascade": []}
+    stage_ms: dict[str, list[float]] = {"primary": [], "recheck": []}
+    set_cascade(True)
+    for text in texts[:3]:  # the first re-check loads the decoder in the worker
+        client.post({"text": text})
+    i = 0
+    while len(times["cascade"]) < n:
+        for side in ("primary", "cascade"):
+            set_cascade(side == "cascade")
+            for _ in range(10):
+                elapsed, body = client.post({"text": texts[i % len(texts)]})
+                i += 1
+                times[side].append(elapsed)
+                if side == "cascade":
+                    if body["stage"] != "recheck":
+                        raise RuntimeError(f"expected a re-check, got {body['stages']}")
+                    for stage in body["stages"]:
+                        stage_ms[stage["stage"]].append(stage["ms"])
+    set_cascade(False)
+    return {"times": times, "stage_ms": stage_ms}
+
+
+def measure_bare(env: dict[str, str], texts: list[str], n: int, threads: int) -> list[float]:
+    setup_django_here(env)
     import torch
 
-    django.setup()
     torch.set_num_threads(threads)
     from labeling.models import Project
     from modeling.selectors.models import published_version
@@ -157,6 +218,8 @@ def main() -> None:
     parser.add_argument("--backbone", default="", help="default: settings.DEFAULT_BACKBONE")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--keep", action="store_true", help="keep the temp data dir")
+    parser.add_argument("--cascade", choices=["lora", "prefix", "zero_shot"], default="", help="re-check route")
+    parser.add_argument("--cascade-n", type=int, default=60, help="one-text requests per side with --cascade")
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="sceneclf-bench-predict-"))
@@ -166,7 +229,7 @@ def main() -> None:
     try:
         subprocess.run([PY, "manage.py", "migrate", "--run-syncdb", "-v0"], cwd=ROOT, env=env, check=True)
         print("training the demo model ...", file=sys.stderr)
-        setup = subprocess.run([PY, "-c", SETUP, args.backbone], cwd=ROOT, env=env, check=True,
+        setup = subprocess.run([PY, "-c", SETUP, args.backbone, args.cascade], cwd=ROOT, env=env, check=True,
                                capture_output=True, text=True)  # fmt: skip
         info = json.loads(setup.stdout.strip().splitlines()[-1])
         port = free_port()
@@ -177,6 +240,10 @@ def main() -> None:
         )  # fmt: skip
         wait_for_server(port, server)
         texts = demo_texts()
+        if args.cascade:
+            peak_before = bf16_peak()
+            cascade = measure_cascade(env, port, info["secret"], texts, args.cascade_n)
+            peaks = [peak_before, bf16_peak()]
         http_result = measure_http(port, info["secret"], texts, args.n)
         server.terminate()
         server.wait(timeout=30)
@@ -204,11 +271,53 @@ def main() -> None:
         "target_p50_ms": round(1.5 * bare_one + 10, 2),
     }
     result["meets_target"] = result["p50_ms_one"] <= result["target_p50_ms"]
+    if args.cascade:
+        result["cascade"] = cascade_summary(args.cascade, info, cascade, peaks)
     text = json.dumps(result, indent=1)
     print(text)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text + "\n")
+
+
+def bf16_peak() -> float:
+    """The bf16 matmul peak of this machine right now, on one thread as a predict request runs."""
+    import torch
+    from extract import matmul_gflops
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return round(matmul_gflops(torch.bfloat16, repeats=3), 1)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def cascade_summary(route: str, info: dict, measured: dict, peaks: list[float]) -> dict:
+    primary, both = measured["times"]["primary"], measured["times"]["cascade"]
+    recheck_ms = statistics.median(measured["stage_ms"]["recheck"])
+    return {
+        "route": route,
+        "recheck_version": info["recheck_version"],
+        "n_per_side": len(both),
+        "primary_only_p50_ms": round(statistics.median(primary), 2),
+        "primary_only_p99_ms": round(percentile(primary, 99), 2),
+        "cascade_p50_ms": round(statistics.median(both), 2),
+        "cascade_p99_ms": round(percentile(both, 99), 2),
+        "cascade_over_primary_p50": round(statistics.median(both) / statistics.median(primary), 2),
+        "primary_stage_p50_ms": round(statistics.median(measured["stage_ms"]["primary"]), 2),
+        "recheck_stage_p50_ms": round(recheck_ms, 2),
+        "bf16_matmul_peak_gflops_one_thread": peaks,
+        "cpu": cpu_model(),
+        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+    }
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
 
 
 if __name__ == "__main__":

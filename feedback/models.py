@@ -24,6 +24,8 @@ class PredictionLog(models.Model):
     abstained = models.BooleanField(default=False)
     topk = models.JSONField(default=list)
     latency_ms = models.FloatField()
+    # The cascade's stages, in order: [{"stage", "model_version", "label", "confidence", "ms"}, ...].
+    stages = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

@@ -180,3 +180,29 @@ class ActiveLearningRound(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+
+
+class CascadeSettings(models.Model):
+    """The cascade at predict time: texts the published version is unsure of (calibrated top probability
+    under ``tau_recheck``) are re-scored by ``recheck_version``, at most ``max_share`` of the texts a process
+    saw in the last ``window_seconds``, and the two answers are combined by ``combine_rule``."""
+
+    class Combine(models.TextChoices):
+        PRODUCT = "product", _("Product of the two distributions")
+        RECHECK_ONLY = "recheck_only", _("The re-check's answer alone")
+        MORE_CONFIDENT = "more_confident", _("Whichever model is more confident")
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="cascade_settings")
+    enabled = models.BooleanField(default=False)
+    recheck_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    tau_recheck = models.FloatField(default=0.8)
+    max_share = models.FloatField(default=0.2)
+    window_seconds = models.PositiveIntegerField(default=60)
+    combine_rule = models.CharField(max_length=32, choices=Combine.choices, default=Combine.PRODUCT)
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"cascade of {self.project.slug} ({'on' if self.enabled else 'off'})"

@@ -14,6 +14,7 @@ urlpatterns: list = [
     path(f"{P}/runs/<int:run_id>/cancel/", models_page.cancel, name="run_cancel"),
     path(f"{P}/rollback/", models_page.rollback, name="rollback"),
     path(f"{P}/gate/", models_page.gate, name="gate"),
+    path(f"{P}/cascade/", models_page.cascade_settings, name="cascade"),
     path(f"{P}/v<int:number>/", models_page.version_page, name="version"),
     path(f"{P}/v<int:number>/publish/", models_page.publish, name="publish"),
     path(f"{P}/v<int:number>/archive/", models_page.archive, name="archive"),

@@ -17,13 +17,15 @@ from feedback.models import PredictionLog
 from labeling.models import Project
 from labeling.pii import mask_pii
 from labeling.text import normalize_text
-from modeling.services.serving import LoadedModel, ServedPrediction, get_serving_model, predict_with
+from modeling.services.cascade import CascadedPredictions, predict_through_cascade
+from modeling.services.serving import LoadedModel, ServedPrediction, get_serving_model
 from sceneclf_site.api_errors import ServiceError
 
 logger = logging.getLogger(__name__)
 
 MAX_K = 20
 MAX_SESSION_ID = 128
+EXPLAIN_REASON = "reason"  # explain: "reason" adds a generated sentence for texts a decoder scored
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ class PredictRequest:
     single: bool  # the client sent "text" (one object back) rather than "texts" (a list back)
     k: int = 3
     session_id: str = ""
-    explain: bool = False
+    explain: bool | str = False  # False, True or EXPLAIN_REASON
 
 
 def parse_predict_request(data: Any) -> PredictRequest:
@@ -90,28 +92,38 @@ def parse_predict_request(data: Any) -> PredictRequest:
             code="invalid_session_id",
         )
     explain = data.get("explain", False)
-    if not isinstance(explain, bool):
-        raise ServiceError(gettext("'explain' must be true or false."), code="invalid_explain")
+    if not isinstance(explain, bool) and explain != EXPLAIN_REASON:
+        raise ServiceError(gettext("'explain' must be true, false or \"reason\"."), code="invalid_explain")
     return PredictRequest(texts=list(texts), single=has_text, k=k, session_id=session_id, explain=explain)
 
 
 def predict_for_project(*, project: Project, request: PredictRequest, token: Any | None = None) -> dict[str, Any]:
     model = get_serving_model(project)
     started = time.perf_counter()
-    predictions = predict_with(model, request.texts, k=request.k, explain=request.explain)
+    cascaded = predict_through_cascade(
+        project=project, model=model, texts=request.texts, k=request.k, explain=request.explain
+    )
+    predictions = cascaded.predictions
     latency_ms = (time.perf_counter() - started) * 1000.0
     request_ids = [uuid.uuid4() for _ in request.texts]
-    log_predictions(project, model, request, predictions, request_ids, latency_ms, token)
+    log_predictions(project, model, request, predictions, request_ids, latency_ms, token, cascaded.stages)
     results = [
-        _result(model, prediction, request_id, request.explain)
-        for prediction, request_id in zip(predictions, request_ids, strict=True)
+        _result(model, prediction, request_id, request.explain, cascaded, i)
+        for i, (prediction, request_id) in enumerate(zip(predictions, request_ids, strict=True))
     ]
     if request.single:
         return results[0]
     return {"model_version": model.version_ref, "taxonomy_version": model.taxonomy_version, "results": results}
 
 
-def _result(model: LoadedModel, p: ServedPrediction, request_id: uuid.UUID, explain: bool) -> dict[str, Any]:
+def _result(
+    model: LoadedModel,
+    p: ServedPrediction,
+    request_id: uuid.UUID,
+    explain: bool | str,
+    cascaded: CascadedPredictions,
+    index: int,
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "label": p.label,
         "confidence": round(p.confidence, 6),
@@ -123,9 +135,13 @@ def _result(model: LoadedModel, p: ServedPrediction, request_id: uuid.UUID, expl
         "model_version": model.version_ref,
         "taxonomy_version": model.taxonomy_version,
         "request_id": str(request_id),
+        "stage": cascaded.stage[index],
+        "stages": cascaded.stages[index],
     }
     if explain:
         body["explain"] = {"neighbours": p.neighbours}
+        if explain == EXPLAIN_REASON:
+            body["explain"]["reason"] = cascaded.reasons[index]
     return body
 
 
@@ -143,6 +159,7 @@ def log_predictions(
     request_ids: list[uuid.UUID],
     latency_ms: float,
     token: Any | None,
+    stages: list[list[dict[str, Any]]] | None = None,
 ) -> list[PredictionLog]:
     """One PredictionLog per text (latency = the whole call's model time), then the review queue."""
     from labeling.pii import protect_value
@@ -150,7 +167,7 @@ def log_predictions(
     # A client may use a phone number or an e-mail as its session id: stored masked or hashed, as ids are.
     session_id = protect_value(request.session_id, project.pii_field_mode)[:MAX_SESSION_ID]
     rows = []
-    for text, prediction, request_id in zip(request.texts, predictions, request_ids, strict=True):
+    for i, (text, prediction, request_id) in enumerate(zip(request.texts, predictions, request_ids, strict=True)):
         masked, text_hash = mask_and_hash(text)
         rows.append(
             PredictionLog(
@@ -166,6 +183,7 @@ def log_predictions(
                 abstained=prediction.abstained,
                 topk=prediction.topk,
                 latency_ms=round(latency_ms, 3),
+                stages=stages[i] if stages else [],
             )
         )
     PredictionLog.objects.bulk_create(rows)

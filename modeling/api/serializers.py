@@ -7,7 +7,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from modeling.models import DEFAULT_ROUTE, ModelVersion, TrainingRun
+from modeling.models import DEFAULT_ROUTE, CascadeSettings, ModelVersion, TrainingRun
 
 
 def route_params_schema() -> dict[str, Any]:
@@ -118,3 +118,34 @@ class RouteSerializer(serializers.Serializer):
     help = serializers.CharField()
     needs_training = serializers.BooleanField()
     params = RouteParamSerializer(many=True)
+
+
+class CascadeSettingsSerializer(serializers.Serializer):
+    enabled = serializers.BooleanField(required=False, help_text="Re-check uncertain texts at predict time.")
+    recheck_version = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        help_text="Number of the model version that re-checks (route lora, prefix or zero_shot); null for none.",
+    )
+    tau_recheck = serializers.FloatField(
+        required=False,
+        min_value=0.0,
+        max_value=1.0,
+        help_text="Texts whose calibrated top probability is below this are re-checked (above 0, at most 1).",
+    )
+    max_share = serializers.FloatField(
+        required=False,
+        min_value=0.0,
+        max_value=1.0,
+        help_text="At most this share of a process's texts in the window is re-checked.",
+    )
+    window_seconds = serializers.IntegerField(
+        required=False, min_value=1, max_value=3600, help_text="Length of the sliding window of the cap."
+    )
+    combine_rule = serializers.ChoiceField(
+        required=False,
+        choices=CascadeSettings.Combine.values,
+        help_text="How the two calibrated distributions are combined.",
+    )
+    updated_at = serializers.DateTimeField(read_only=True)

@@ -13,6 +13,7 @@ urlpatterns: list = [
         name="run_cancel",
     ),
     path("projects/<slug:slug>/models", views.ModelVersionListView.as_view(), name="version_list"),
+    path("projects/<slug:slug>/cascade", views.CascadeSettingsView.as_view(), name="cascade_settings"),
     path("projects/<slug:slug>/models/rollback", views.ModelRollbackView.as_view(), name="rollback"),
     path("projects/<slug:slug>/models/<int:number>", views.ModelVersionDetailView.as_view(), name="version_detail"),
     path(

@@ -12,13 +12,14 @@ from rest_framework.views import APIView
 
 from labeling.permissions import ProjectActionPermission
 from modeling.api.serializers import (
+    CascadeSettingsSerializer,
     ModelVersionSerializer,
     RouteSerializer,
     TrainingRunCreateSerializer,
     TrainingRunSerializer,
 )
 from modeling.selectors import models as selectors
-from modeling.services import training, versions
+from modeling.services import cascade, training, versions
 
 
 @extend_schema(tags=["models"])
@@ -95,6 +96,30 @@ class ModelRollbackView(ProjectView):
     def post(self, request: Request, slug: str) -> Response:
         version = versions.rollback_model(project=self.project, user=request.user)
         return Response(ModelVersionSerializer(version).data)
+
+
+class CascadeSettingsView(ProjectView):
+    project_read_action = "manage"
+
+    @extend_schema(responses=CascadeSettingsSerializer, summary="The cascade settings of the project")
+    def get(self, request: Request, slug: str) -> Response:
+        return Response(CascadeSettingsSerializer(cascade.cascade_settings_values(self.project)).data)
+
+    @extend_schema(
+        request=CascadeSettingsSerializer,
+        responses=CascadeSettingsSerializer,
+        summary="Change the cascade settings (fields left out keep their value)",
+    )
+    def patch(self, request: Request, slug: str) -> Response:
+        body = CascadeSettingsSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        values = {**cascade.cascade_settings_values(self.project), **body.validated_data}
+        values.pop("updated_at", None)
+        number = values.pop("recheck_version")
+        cascade.update_cascade_settings(
+            project=self.project, user=request.user, recheck_version_number=number, **values
+        )
+        return Response(CascadeSettingsSerializer(cascade.cascade_settings_values(self.project)).data)
 
 
 @extend_schema(tags=["models"])

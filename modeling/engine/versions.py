@@ -266,16 +266,26 @@ class Predictor:
     def predict(self, texts: Sequence[str], k: int = 3, explain: bool = False) -> list[Prediction]:
         """Predictions in input order. Abstained texts always carry their nearest training examples (reviewers
         see them); with ``explain`` every text does."""
+        return self.predict_scored(texts, k, explain)[0]
+
+    def predict_scored(
+        self, texts: Sequence[str], k: int = 3, explain: bool = False
+    ) -> tuple[list[Prediction], Scored]:
+        """``predict`` and the scores it answered from (the cascade combines the calibrated probabilities)."""
         texts = list(texts)
         if not texts:
-            return []
+            return [], Scored(np.zeros((0, len(self.label_keys))), np.zeros((0, len(self.label_keys))), None, None)
         scored = self.score(texts)
         predictions = self._answers(scored, k)
         wanted = [i for i, p in enumerate(predictions) if explain or p.abstained]
         if wanted and self.explain is not None and scored.features is not None:
             for i, near in zip(wanted, self.explain.nearest(scored.features[wanted], k), strict=True):
                 predictions[i].neighbours = near
-        return predictions
+        return predictions, scored
+
+    def answers(self, probs: np.ndarray, ood_scores: np.ndarray | None, k: int = 3) -> list[Prediction]:
+        """This version's abstention rule applied to calibrated probabilities computed elsewhere."""
+        return self._answers(Scored(probs, probs, None, ood_scores), k)
 
     def _answers(self, scored: Scored, k: int) -> list[Prediction]:
         k = max(1, min(int(k), len(self.label_keys)))

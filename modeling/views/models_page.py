@@ -17,11 +17,11 @@ from django.views.decorators.http import require_GET, require_POST
 from labeling.permissions import can, get_project_for
 from labeling.selectors.training_data import gold_split_counts
 from modeling.engine.routes.catalogue import describe_routes
-from modeling.models import DEFAULT_ROUTE
+from modeling.models import DEFAULT_ROUTE, CascadeSettings
 from modeling.selectors import models as selectors
 from modeling.selectors.confusion import compare_versions, confusion_view, eval_split
 from modeling.selectors.model_health import version_warnings
-from modeling.services import publish_gate, training, versions
+from modeling.services import cascade, publish_gate, training, versions
 from modeling.services.item_predictions import ensure_split_predictions, request_item_scoring
 from sceneclf_site.api_errors import ServiceError
 
@@ -57,6 +57,9 @@ def _context(request: HttpRequest, project: Any) -> dict[str, Any]:
         "routes": describe_routes(),
         "gold_splits": gold_split_counts(project),
         "gate": publish_gate.gate_for(project),
+        "cascade": cascade.cascade_settings_for(project),
+        "recheck_versions": selectors.version_list(project).filter(route__in=cascade.RECHECK_ROUTES),
+        "combine_rules": CascadeSettings.Combine.choices,
     }
 
 
@@ -218,6 +221,31 @@ def gate(request: HttpRequest, slug: str) -> HttpResponse:
         return publish_gate.update_publish_gate(project=project, **values)
 
     return _act(request, slug, save, gettext("Publishing gate saved."))
+
+
+@login_required
+@require_POST
+def cascade_settings(request: HttpRequest, slug: str) -> HttpResponse:
+    def save(project: Any) -> Any:
+        number = request.POST.get("recheck_version", "").strip()
+        try:
+            values = {
+                "recheck_version_number": int(number) if number else None,
+                "tau_recheck": float(request.POST.get("tau_recheck", "")),
+                "max_share": float(request.POST.get("max_share", "")),
+                "window_seconds": int(request.POST.get("window_seconds", "")),
+            }
+        except ValueError as exc:
+            raise ServiceError(gettext("Enter numbers: thresholds and shares from 0 to 1, seconds whole.")) from exc
+        return cascade.update_cascade_settings(
+            project=project,
+            user=request.user,
+            enabled=request.POST.get("enabled") == "on",
+            combine_rule=request.POST.get("combine_rule", ""),
+            **values,
+        )
+
+    return _act(request, slug, save, gettext("Cascade settings saved."))
 
 
 @login_required

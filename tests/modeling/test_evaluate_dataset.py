@@ -11,6 +11,15 @@ from modeling.models import ModelVersion
 from tests.modeling.route1 import scene_texts
 
 
+@pytest.fixture(scope="module")
+def tiny_decoder_path(tmp_path_factory):
+    from tests.engine.tiny import make_tiny_backbone
+
+    path = tmp_path_factory.mktemp("tiny-decoder") / "tiny-qwen"
+    make_tiny_backbone(path, kind="decoder", texts=[text for text, _ in scene_texts(20)])
+    return path
+
+
 def _write(path, rows):
     path.write_text("".join(json.dumps({"text": t, "label": lab}, ensure_ascii=False) + "\n" for t, lab in rows))
 
@@ -178,3 +187,32 @@ def test_zero_shot_needs_only_the_test_file_and_a_taxonomy(tmp_path, tiny_backbo
     assert result["label_keys"] == [*keys, "其他"] and result["n_train"] == 0
     assert result["n_test"] == len(scene_texts(4)) and 0.0 <= result["macro_f1"] <= 1.0
     assert result["temperature"] == 1.0 and "not calibrated" in result["warning"]
+
+
+@pytest.mark.django_db
+def test_evaluate_dataset_with_a_cascade_reports_before_and_after(tmp_path, tiny_decoder_path):
+    rows = scene_texts(20)
+    files = {"train": rows[0::2], "val": rows[1::4], "test": rows[3::4]}
+    for split, split_rows in files.items():
+        _write(tmp_path / f"{split}.jsonl", split_rows)
+    out = tmp_path / "result.json"
+    lora = {"backbone": str(tiny_decoder_path), "dtype": "fp32", "epochs": 0.2, "batch_size": 8}
+
+    call_command(
+        "evaluate_dataset", "--route", "tfidf", "--cascade", "lora", "--cascade-params", json.dumps(lora),
+        "--train", str(tmp_path / "train.jsonl"), "--val", str(tmp_path / "val.jsonl"),
+        "--test", str(tmp_path / "test.jsonl"), "--recheck-tau", "1.0", "--json", str(out),
+    )  # fmt: skip
+
+    result = json.loads(out.read_text())
+    cascade = result["cascade"]
+    assert cascade["route"] == "lora" and cascade["tau"] == 1.0 and cascade["rule"] == "product"
+    assert 0.0 < cascade["share_rechecked"] <= 1.0
+    assert result["accuracy"] == cascade["after"]["accuracy"] and result["route"] == "tfidf"
+    assert set(cascade["before"]) >= {"accuracy", "macro_f1", "coverage", "selective_accuracy"}
+    assert {point["rule"] for point in cascade["sweep"]} == {"product", "recheck_only", "more_confident"}
+    assert cascade["rules"]["product"]["accuracy"] == cascade["after"]["accuracy"]
+    with pytest.raises(CommandError, match="invalid choice"):
+        call_command("evaluate_dataset", "--route", "tfidf", "--cascade", "lora", "--combine", "vote",
+                     "--train", str(tmp_path / "train.jsonl"), "--val", str(tmp_path / "val.jsonl"),
+                     "--test", str(tmp_path / "test.jsonl"))  # fmt: skip

@@ -16,9 +16,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from modeling.engine.cascade import COMBINE_RULES, DEFAULT_RULE, align, below, combine, compatible, run_cascade
+from modeling.engine.evaluation.metrics import classification_report, evaluate_probabilities
 from modeling.engine.files import read_jsonl
 from modeling.engine.routes import get_route, parse_params
-from modeling.engine.routes.base import Examples, FitContext, LabelInfo, LoadContext, Taxonomy
+from modeling.engine.routes.base import Examples, FitContext, LabelInfo, LoadContext, Taxonomy, encode_labels
 from modeling.engine.versions import CalibrationParams, Predictor, train_version
 
 FALLBACK_KEY = "其他"
@@ -72,7 +76,17 @@ def default_calibration(data: dict[str, Any], fallback_label: str | None, fallba
     return CalibrationParams(**values)
 
 
-def evaluate_files(
+@dataclass
+class Trained:
+    """A route's version trained on the splits, and that version loaded back as serving loads it."""
+
+    version: Any
+    predictor: Predictor
+    train_seconds: float
+    fallback_label: str | None
+
+
+def train_on_files(
     route_name: str,
     splits: Splits,
     *,
@@ -85,10 +99,8 @@ def evaluate_files(
     cache_dir: Path | None = None,
     threads: int = 0,
     extras: dict[str, Any] | None = None,
-    timed_texts: int = TIMED_TEXTS,
     log: Callable[[str], None] = print,
-) -> tuple[dict[str, Any], Predictor]:
-    """(the result dict, the loaded predictor) of one route on the splits."""
+) -> Trained:
     route = get_route(route_name)
     route_params = parse_params(route_name, params)
     used = {label for part in (splits.train, splits.val, splits.test) if part for label in part.labels}
@@ -124,9 +136,19 @@ def evaluate_files(
         version.save(Path(tmp) / "version")
         # One torch thread, as serving runs (PREDICT_TORCH_THREADS): the latency measured is the served one.
         predictor = Predictor.load(Path(tmp) / "version", LoadContext(model_root=model_root, cache_dir=None, threads=1))
-        test = predictor.evaluate(splits.test)
-        latency = predict_ms_per_text(predictor, splits.test.texts, timed_texts)
-    return summary(route_name, version, test, train_seconds, latency, splits, fallback_label), predictor
+    return Trained(version, predictor, train_seconds, fallback_label)
+
+
+def evaluate_files(
+    route_name: str, splits: Splits, *, timed_texts: int = TIMED_TEXTS, **options: Any
+) -> tuple[dict[str, Any], Predictor]:
+    """(the result dict, the loaded predictor) of one route on the splits; options as ``train_on_files``;
+    ``timed_texts`` test texts are timed one per call."""
+    trained = train_on_files(route_name, splits, **options)
+    test = trained.predictor.evaluate(splits.test)
+    latency = predict_ms_per_text(trained.predictor, splits.test.texts, timed_texts)
+    result = summary(route_name, trained.version, test, trained.train_seconds, latency, splits, trained.fallback_label)
+    return result, trained.predictor
 
 
 def predict_ms_per_text(predictor: Predictor, texts: list[str], timed_texts: int = TIMED_TEXTS) -> float:
@@ -211,3 +233,123 @@ def pooled(val: dict, n_val: int, test: dict, n_test: int) -> dict[str, float | 
         "in_scope_accuracy": round(correct / n_in, 4) if n_in else None,
         "oos_recall": round(caught / n_oos, 4) if n_oos else None,
     }
+
+
+SWEEP_TAUS = (0.5, 0.6, 0.7, 0.8, 0.9)
+HEADLINE = ("accuracy", "macro_f1", "coverage", "selective_accuracy", "in_scope_accuracy", "oos_recall")
+
+
+def evaluate_cascade(
+    route_name: str,
+    recheck_route: str,
+    splits: Splits,
+    *,
+    params: dict[str, Any] | None = None,
+    recheck_params: dict[str, Any] | None = None,
+    tau: float | None = None,
+    rule: str = DEFAULT_RULE,
+    **options: Any,
+) -> tuple[dict[str, Any], Predictor]:
+    """The primary route trained as ``evaluate_files`` does, and ``recheck_route`` (trained on the same splits,
+    or zero-shot from the taxonomy) re-checking the test texts under ``tau`` (default: the primary's
+    abstention threshold). Top-level keys describe the final answers; ``cascade`` holds the share re-checked,
+    the metrics before and after, and every combine rule over a sweep of tau."""
+    if rule not in COMBINE_RULES:
+        raise ValueError(f"unknown combine rule {rule!r}; choose one of {', '.join(COMBINE_RULES)}")
+    primary = train_on_files(route_name, splits, params=params, **options)
+    recheck = train_on_files(recheck_route, splits, params=recheck_params, **options)
+    first, second = primary.predictor, recheck.predictor
+    missing = compatible(first.label_keys, second.label_keys)
+    if missing:
+        raise ValueError(f"the re-check route has labels the primary lacks: {', '.join(missing)}")
+    test = splits.test
+    y = encode_labels(test.labels, first.label_keys, "labels")
+    scored = first.score(test.texts)
+    tau = float(first.choice.threshold if tau is None else tau)
+    taus = sorted({*SWEEP_TAUS, round(tau, 6)})
+    pool = np.flatnonzero(below(scored.probs, max(taus)))
+    started = time.perf_counter()
+    rescored = np.zeros_like(scored.probs)
+    if len(pool):
+        rescored[pool] = align(second.score([test.texts[i] for i in pool]).probs, second.label_keys, first.label_keys)
+    recheck_ms = (time.perf_counter() - started) * 1000.0 / max(1, len(pool))
+    sweep = [
+        _cascade_point(first, scored, rescored, y, point_tau, point_rule)
+        for point_tau in taus
+        for point_rule in COMBINE_RULES
+    ]
+    final, rows = _cascaded(scored.probs, rescored, tau, rule)
+    metrics = first.fallback_index, first.choice
+    before = evaluate_probabilities(scored.probs, y, first.label_keys, *metrics, scored.probs_raw, scored.ood_scores)
+    after = evaluate_probabilities(final, y, first.label_keys, *metrics, None, scored.ood_scores)
+    latency = _cascade_ms_per_text(first, second, test.texts, tau, rule)
+    result = summary(route_name, primary.version, after, primary.train_seconds, latency, splits, primary.fallback_label)
+    result["cascade"] = {
+        "route": recheck_route,
+        "params": recheck.version.params.model_dump(mode="json"),
+        "tau": tau,
+        "rule": rule,
+        "share_rechecked": round(float(rows.mean()), 4),
+        "n_rechecked": int(rows.sum()),
+        "before": _headline(before),
+        "after": _headline(after),
+        "recheck_train_seconds": round(recheck.train_seconds, 3),
+        "recheck_ms_per_text": round(recheck_ms, 3),
+        "rules": {point["rule"]: point for point in sweep if point["tau"] == round(tau, 6)},
+        "sweep": sweep,
+    }
+    return result, first
+
+
+def _cascaded(probs: np.ndarray, rescored: np.ndarray, tau: float, rule: str) -> tuple[np.ndarray, np.ndarray]:
+    rows = below(probs, tau)
+    final = np.asarray(probs, dtype=np.float64).copy()
+    if rows.any():
+        final[rows] = combine(rule, probs[rows], rescored[rows])
+    return final, rows
+
+
+def _cascade_point(
+    primary: Predictor, scored: Any, rescored: np.ndarray, y: np.ndarray, tau: float, rule: str
+) -> dict[str, Any]:
+    """Quality of one (tau, rule): answers, abstention, and what the re-check changed."""
+    final, rows = _cascaded(scored.probs, rescored, tau, rule)
+    before, after = scored.probs.argmax(axis=1), final.argmax(axis=1)
+    changed = rows & (before != after)
+    answered = primary.choice.answered(final, scored.ood_scores)
+    report = classification_report(y, after, primary.label_keys)
+    return {
+        "tau": round(tau, 6),
+        "rule": rule,
+        "share_rechecked": round(float(rows.mean()), 4),
+        "accuracy": report["accuracy"],
+        "macro_f1": report["macro_f1"],
+        "coverage": round(float(answered.mean()), 4),
+        "selective_accuracy": round(float((after[answered] == y[answered]).mean()), 4) if answered.any() else None,
+        "rechecked_accuracy_before": _share(before[rows] == y[rows]),
+        "rechecked_accuracy_after": _share(after[rows] == y[rows]),
+        "n_changed": int(changed.sum()),
+        "changed_now_right": int((after[changed] == y[changed]).sum()),
+        "changed_was_right": int((before[changed] == y[changed]).sum()),
+    }
+
+
+def _share(mask: np.ndarray) -> float | None:
+    return round(float(mask.mean()), 4) if len(mask) else None
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    flat = {**metrics, **(metrics.get("abstention") or {})}
+    return {key: flat.get(key) for key in HEADLINE if key in flat}
+
+
+def _cascade_ms_per_text(primary: Predictor, recheck: Predictor, texts: list[str], tau: float, rule: str) -> float:
+    """Mean latency of one text per call through the whole cascade, as ``predict_ms_per_text`` times one model."""
+    sample = texts[:TIMED_TEXTS]
+    if not sample:
+        return 0.0
+    run_cascade(primary, recheck, sample[:1], tau=tau, rule=rule)
+    started = time.perf_counter()
+    for text in sample:
+        run_cascade(primary, recheck, [text], tau=tau, rule=rule)
+    return round((time.perf_counter() - started) * 1000.0 / len(sample), 3)

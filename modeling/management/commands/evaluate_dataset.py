@@ -2,12 +2,15 @@
 
     manage.py evaluate_dataset --route probe|tfidf|<any registered> --train T.jsonl --val V.jsonl \\
         --test X.jsonl [--params JSON] [--budget-minutes N] [--fallback-label LABEL] [--taxonomy TAX.yaml] \\
-        [--robustness] [--json OUT]
+        [--cascade ROUTE [--cascade-params JSON] [--recheck-tau T] [--combine RULE]] [--robustness] [--json OUT]
 
 The engine trains a version of the route on train, calibrates it on val, saves it in a temporary folder and
 loads it back as serving does; the test metrics are printed with the items that fitted the temperature, the
 threshold and the out-of-scope score (``calibration_items``), the training and predict times, and with
-``--robustness`` the metrics on perturbed copies of the test set. ``--taxonomy`` (a taxonomy file in the
+``--robustness`` the metrics on perturbed copies of the test set. With ``--cascade ROUTE`` a second route
+(trained on the same splits, or zero-shot from ``--taxonomy``) re-checks the test texts the primary is unsure
+of; the top-level metrics are the final answers' and ``cascade`` adds the share re-checked, the metrics
+before and after, and every combine rule over a sweep of the re-check threshold. ``--taxonomy`` (a taxonomy file in the
 project's export format) gives routes the labels' names, definitions and examples; a route that does not
 train (zero-shot) needs only ``--test`` and ``--taxonomy``. The feature cache is kept, so a second
 evaluation on the same texts extracts nothing."""
@@ -28,6 +31,7 @@ class Command(BaseCommand):
     help = "Train and evaluate a route on train/val/test JSONL files, through the engine."
 
     def add_arguments(self, parser: Any) -> None:
+        from modeling.engine.cascade import COMBINE_RULES, DEFAULT_RULE
         from modeling.engine.routes import route_names
 
         parser.add_argument("--route", choices=route_names(), default="probe")
@@ -47,11 +51,17 @@ class Command(BaseCommand):
             "when train holds that label, else precision 0.97)",
         )
         parser.add_argument("--abstain-target", type=float, default=None)
+        parser.add_argument("--cascade", choices=route_names(), default=None, help="route that re-checks")
+        parser.add_argument("--cascade-params", default="{}", help="the re-check route's params as JSON")
+        parser.add_argument(
+            "--recheck-tau", type=float, default=None, help="re-check below this confidence (default: threshold)"
+        )
+        parser.add_argument("--combine", choices=list(COMBINE_RULES), default=DEFAULT_RULE, help="combine rule")
         parser.add_argument("--robustness", action="store_true", help="add metrics on perturbed test copies")
         parser.add_argument("--json", type=Path, default=None, help="write the result to this file")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from modeling.engine.evaluation.dataset import evaluate_files, read_splits
+        from modeling.engine.evaluation.dataset import evaluate_cascade, evaluate_files, read_splits
         from modeling.engine.files import JsonlError
         from modeling.engine.routes.base import ParamsError
 
@@ -73,20 +83,30 @@ class Command(BaseCommand):
         try:
             splits = read_splits(options["train"], options["val"], options["test"])
             taxonomy = _taxonomy(options["taxonomy"]) if options["taxonomy"] else None
-            result, predictor = evaluate_files(
-                options["route"],
-                splits,
-                params=params,
-                calibration=calibration,
-                fallback_label=options["fallback_label"],
-                taxonomy=taxonomy,
-                budget_minutes=options["budget_minutes"],
-                model_root=Path(settings.MODEL_ROOT),
-                cache_dir=Path(settings.FEATURE_CACHE_DIR),
-                threads=int(settings.TORCH_THREADS),
-                extras={"default_backbone": settings.DEFAULT_BACKBONE},
-                log=lambda message: self.stderr.write(message),
-            )
+            common = {
+                "calibration": calibration,
+                "fallback_label": options["fallback_label"],
+                "taxonomy": taxonomy,
+                "budget_minutes": options["budget_minutes"],
+                "model_root": Path(settings.MODEL_ROOT),
+                "cache_dir": Path(settings.FEATURE_CACHE_DIR),
+                "threads": int(settings.TORCH_THREADS),
+                "extras": {"default_backbone": settings.DEFAULT_BACKBONE},
+                "log": lambda message: self.stderr.write(message),
+            }
+            if options["cascade"]:
+                result, predictor = evaluate_cascade(
+                    options["route"],
+                    options["cascade"],
+                    splits,
+                    params=params,
+                    recheck_params=_params(options["cascade_params"]),
+                    tau=options["recheck_tau"],
+                    rule=options["combine"],
+                    **common,
+                )
+            else:
+                result, predictor = evaluate_files(options["route"], splits, params=params, **common)
         except (ParamsError, JsonlError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
         if options["robustness"]:
