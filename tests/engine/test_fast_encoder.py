@@ -105,3 +105,12 @@ def test_int8_needs_an_fp32_model(tiny_encoder):
     model, _ = load_model(tiny_encoder, "bf16")
     with pytest.raises(ValueError, match="fp32"):
         FastEncoder(model, "int8")
+
+
+def test_int8_linear_stays_exact_where_u8_s8_pair_sums_overflow_int16():
+    # 2 x 255 x 127 > 32767: kernels that add pairs in int16 saturate at full range; the chosen range must not.
+    from modeling.engine.backbones.fast_encoder import _Linear
+
+    x = torch.cat([torch.full((4, 64), 1.0), torch.full((4, 64), -0.001)], dim=1)
+    w = torch.ones(8, 128)
+    torch.testing.assert_close(_Linear.build(w, None, "int8")(x), x @ w.t(), rtol=0.02, atol=0.5)
