@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -114,3 +117,37 @@ def test_int8_linear_stays_exact_where_u8_s8_pair_sums_overflow_int16():
     x = torch.cat([torch.full((4, 64), 1.0), torch.full((4, 64), -0.001)], dim=1)
     w = torch.ones(8, 128)
     torch.testing.assert_close(_Linear.build(w, None, "int8")(x), x @ w.t(), rtol=0.02, atol=0.5)
+
+
+@pytest.fixture(scope="module")
+def real_e5():
+    from modeling.engine.backbones.packs import BackboneError
+    from modeling.engine.backbones.specs import resolve_backbone
+    from tests.engine.conftest import REAL_MODEL_ROOT
+
+    try:
+        return resolve_backbone("multilingual-e5-small", Path(os.environ.get("MODEL_ROOT", REAL_MODEL_ROOT)))
+    except BackboneError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.mark.slow
+def test_real_e5_packed_and_int8_features_stay_close_to_transformers(real_e5):
+    from modeling.engine.backbones.features import FeatureConfig, FeatureExtractor
+
+    texts = [
+        "我的快递三天了还没到",
+        "物流太慢了，包裹一直没有更新",
+        "付款的时候银行卡被扣了两次钱",
+        "支付失败但是钱已经扣了",
+        "明天北京的天气怎么样",
+        "帮我订一张去上海的机票",
+        "退货以后多久能退款",
+        "客服一直不回复消息",
+    ] * 8
+    reference = FeatureExtractor(real_e5, FeatureConfig(dtype="fp32", fast_forward=False)).encode(texts)
+    small_jobs = {"min_batch_tokens": 16, "batch_tokens": 256, "threads": 1}
+    packed = FeatureExtractor(real_e5, FeatureConfig(dtype="bf16", layout="packed", **small_jobs)).encode(texts)
+    int8 = FeatureExtractor(real_e5, FeatureConfig(dtype="int8", layout="packed", **small_jobs)).encode(texts)
+    assert (packed * reference).sum(1).min() > 0.9999
+    assert (int8 * reference).sum(1).min() > 0.99
