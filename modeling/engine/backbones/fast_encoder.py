@@ -55,6 +55,11 @@ class _Linear:
         return F.linear(x, self.weight, self.bias)
 
 
+def int8_scheme() -> str:
+    """Names how INT8 features are computed here (part of their cache key: a different scheme, other numbers)."""
+    return f"dynamic-per-channel-s8-u{7 if _int8_reduce_range() else 8}"
+
+
 def _int8_packed(weight: torch.Tensor, bias: torch.Tensor | None):
     """Symmetric per-output-channel INT8 weights, packed once for torch's dynamic quantised linear."""
     scales = (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-12).double()

@@ -340,6 +340,10 @@ class FeatureExtractor:
             "prefix": self.spec.query_prefix,
             "skip_first": self.skip_first,
         }
+        if self.dtype == "int8":
+            from modeling.engine.backbones.fast_encoder import int8_scheme
+
+            parts["int8"] = int8_scheme()
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
     def describe(self) -> dict:
