@@ -55,6 +55,7 @@ from modeling.engine.routes.base import (
     RouteParams,
     encode_labels,
 )
+from modeling.engine.serving_precision import GateResult, quality_gate
 
 __all__ = [
     "CalibrationParams",
@@ -213,10 +214,13 @@ class Predictor:
         manifest: dict | None = None,
         info: dict | None = None,
     ) -> None:
-        self.route_name, self.fitted, self.temperature, self.choice = route_name, fitted, temperature, choice
+        self.route_name, self.temperature, self.choice = route_name, temperature, choice
         self.label_keys, self.fallback_key, self.ood, self.explain = list(label_keys), fallback_key, ood, explain
         self.manifest, self.info = manifest, dict(info or {})
         self.fallback_index = self.label_keys.index(fallback_key)
+        # The precision this process serves the version with (recorded in info for the model's callers).
+        self.fitted, self.precision = _serving_fitted(fitted, self.info.get("serving"))
+        self.info["served_precision"] = self.precision
 
     @classmethod
     def load(
@@ -327,6 +331,7 @@ class TrainedVersion:
     ood: OodScorer | None = None
     explain: ExplainIndex | None = None
     calibration_items: dict[str, Any] = field(default_factory=dict)
+    serving: dict[str, Any] = field(default_factory=dict)  # {"int8_gate": GateResult.to_dict()} when tried
 
     def describe(self) -> dict[str, Any]:
         return jsonable(self.fitted.describe())
@@ -367,6 +372,7 @@ class TrainedVersion:
                 "label_keys": self.label_keys,
                 "fallback_key": self.fallback_key,
                 "describe": self.fitted.describe(),
+                "serving": self.serving,
             }
         )
 
@@ -453,6 +459,10 @@ def train_version(
         "train_seconds": round(train_seconds, 3),
         "stopped_by_budget": ctx.out_of_time(),
     }
+    calibrate(0.9, "INT8 quality gate")
+    gate = _int8_gate(fitted, val, yva, temperature, ctx.label_keys, val_metrics)
+    serving = {} if gate is None else {"int8_gate": gate.to_dict()}
+    metrics["serving"] = serving
     rows = explain_rows if explain_rows is not None else [{"label": label} for label in train.labels]
     calibrate(1.0, "calibrated")
     return TrainedVersion(
@@ -468,7 +478,35 @@ def train_version(
         ood,
         ExplainIndex.build(train_features, rows),
         items,
+        serving,
     )
+
+
+def _int8_gate(
+    fitted: Fitted, val: Examples, yva: np.ndarray, temperature: float, label_keys: list[str], reference: dict
+) -> GateResult | None:
+    """Score val again on the route's INT8 variant (same head, temperature) and compare; None: no variant."""
+    variant = getattr(fitted, "int8_variant", None)
+    candidate = variant() if variant is not None else None
+    if candidate is None:
+        return None
+    probs = probabilities(candidate.encode(val.texts).logits, temperature)
+    metrics = evaluate_probabilities(probs, yva, label_keys)
+    reference_precision = str(jsonable(fitted.describe()).get("dtype", "bf16"))
+    return quality_gate(reference_precision, reference, metrics, len(yva))
+
+
+def _serving_fitted(fitted: Fitted, serving: dict[str, Any] | None) -> tuple[Fitted, str]:
+    """The Fitted a version serves with and its precision: the INT8 variant only when the version passed
+    its quality gate and the timing probe finds INT8 faster on this machine; otherwise the trained one."""
+    trained = str(jsonable(fitted.describe()).get("dtype", "model"))
+    gate = (serving or {}).get("int8_gate")
+    if not gate or not GateResult.from_dict(gate).passed:
+        return fitted, trained
+    candidate = fitted.int8_variant()
+    if candidate is None or not fitted.int8_pays_here(candidate):
+        return fitted, trained
+    return candidate, "int8"
 
 
 UNCALIBRATED_WARNING = (

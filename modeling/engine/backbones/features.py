@@ -29,9 +29,15 @@ _SPEED_ONLY = (
     "threads",
     "fast_forward",
     "parallel_batches",
+    "layout",
+    "pack_width",
 )
+DTYPES = ("auto", "fp32", "bf16", "int8")
+LAYOUTS = ("auto", "padded", "packed")
 _fast: dict[tuple[str, str], object] = {}  # (path, dtype) -> FastEncoder over the shared model; one per process
 _stream_pools: dict[tuple[int, int], object] = {}  # (pid, streams) -> ThreadPoolExecutor of 1-thread workers
+# (path, dtype, streams, batch_tokens, pack_width) -> whether packed rows ran faster than padded batches
+_packed_verdicts: dict[tuple, bool] = {}
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,10 @@ class FeatureConfig:
     max_batch: int = 2048
     min_batch_tokens: int = 1024  # below this a batch is not split to save padding
     max_padding: float = 0.2  # split a big-enough batch when the next text is this much shorter
-    dtype: str = "auto"  # "auto" | "fp32" | "bf16"
+    # "auto" picks bf16 or fp32 by a timing probe; "int8" runs an fp32 model with dynamic INT8 linear layers
+    # (fast_encoder only). INT8 changes the numbers, so it is never picked by "auto": a version's quality
+    # gate decides whether it may serve with it (versions.py).
+    dtype: str = "auto"
     threads: int = 0  # 0 leaves torch's thread setting alone
     normalize: bool = True  # L2-normalise pooled vectors (the e5 convention; cosine-ready for `explain`)
     # BERT-family encoders run through fast_encoder.FastEncoder (fused QKV, pre-packed bf16 weights, a softmax
@@ -57,14 +66,23 @@ class FeatureConfig:
     # small to split well (e5-small bf16, 2 threads, 2,048 texts: 85% of the matmul peak instead of 80%).
     # Calls under min_batch_tokens (a prediction) keep torch's own threading.
     parallel_batches: bool = True
+    # "packed": texts side by side in rows of pack_width tokens with a block-diagonal mask, so no padded
+    # position reaches a matmul and a batch holds batch_tokens real tokens; "padded": length-sorted batches;
+    # "auto": whichever a timing probe on this model and machine finds faster (fast_encoder only).
+    layout: str = "auto"
+    pack_width: int = 64
 
     def __post_init__(self) -> None:
         if self.pooling not in ("mean", "last"):
             raise BackboneError(f"pooling must be 'mean' or 'last', not {self.pooling!r}")
         if not (self.layer in ("last", "half") or isinstance(self.layer, int)):
             raise BackboneError(f"layer must be 'last', 'half' or an integer, not {self.layer!r}")
-        if self.dtype not in ("auto", "fp32", "bf16"):
-            raise BackboneError(f"dtype must be 'auto', 'fp32' or 'bf16', not {self.dtype!r}")
+        if self.dtype not in DTYPES:
+            raise BackboneError(f"dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
+        if self.layout not in LAYOUTS:
+            raise BackboneError(f"layout must be one of {', '.join(LAYOUTS)}, not {self.layout!r}")
+        if self.pack_width < 8:
+            raise BackboneError("pack_width must be at least 8 tokens")
         if self.max_len is not None and self.max_len < 2:
             raise BackboneError("max_len must be at least 2 tokens")
 
@@ -106,6 +124,7 @@ def load_model(spec: BackboneSpec, dtype: str = "fp32") -> tuple:
     bf16 holds the weights themselves in bf16: measured 2x faster than fp32 weights under autocast (which
     re-casts every weight on every call), with features at cosine >= 0.9999 to fp32 on e5.
     """
+    dtype = "fp32" if dtype == "int8" else dtype  # INT8 kernels quantise an fp32 model's weights
     key = (spec.path, dtype)
     with _load_lock:
         if key not in _loaded:
@@ -140,15 +159,19 @@ def _fast_encoder(spec: BackboneSpec, dtype: str, model):
         return None
     with _load_lock:
         if (spec.path, dtype) not in _fast:
-            _fast[(spec.path, dtype)] = fast_encoder.FastEncoder(model)
+            _fast[(spec.path, dtype)] = fast_encoder.FastEncoder(model, _fast_precision(dtype))
         return _fast[(spec.path, dtype)]
 
 
-def _own_fast(model):
+def _own_fast(model, dtype: str):
     """A FastEncoder over a caller's private model, not shared through the process cache."""
     from modeling.engine.backbones import fast_encoder
 
-    return fast_encoder.FastEncoder(model) if fast_encoder.supports(model) else None
+    return fast_encoder.FastEncoder(model, _fast_precision(dtype)) if fast_encoder.supports(model) else None
+
+
+def _fast_precision(dtype: str) -> str:
+    return "int8" if dtype == "int8" else "model"
 
 
 def _linear_then_bias(self, x):
@@ -278,8 +301,13 @@ class FeatureExtractor:
         self._fast = None
         if self.config.fast_forward:
             self._fast = (
-                _fast_encoder(spec, self.dtype, self.model) if model_and_tokenizer is None else _own_fast(self.model)
+                _fast_encoder(spec, self.dtype, self.model)
+                if model_and_tokenizer is None
+                else _own_fast(self.model, self.dtype)
             )
+        if self.dtype == "int8" and self._fast is None:
+            raise BackboneError(f"int8 needs the lean encoder forward, which {spec.name} does not run on")
+        self._packed = self.config.layout == "packed"
 
     def _resolve_layer(self, layer: str | int) -> int:
         if layer == "last":
@@ -312,6 +340,10 @@ class FeatureExtractor:
             "prefix": self.spec.query_prefix,
             "skip_first": self.skip_first,
         }
+        if self.dtype == "int8":
+            from modeling.engine.backbones.fast_encoder import int8_scheme
+
+            parts["int8"] = int8_scheme()
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
     def describe(self) -> dict:
@@ -414,14 +446,12 @@ class FeatureExtractor:
             raise BackboneError(f"texts at positions {empty} produce no tokens (empty or whitespace only)")
         with _threads(self.config.threads):
             streams = self._streams(int(lengths.sum()))
-            # Each batch is `streams` times the size, cut into equal row slices (same width, so the same work)
-            # that run side by side: every stream stays busy to the last batch, whatever the batch count.
-            batches = self._batches(lengths, streams)
-            chunks = [chunk for batch in batches for chunk in np.array_split(batch, min(streams, len(batch)))]
+            run = self._encode_packed if self._use_packed(ids, lengths, streams) else self._encode_batch
+            chunks = self._chunks(lengths, streams, packed=run == self._encode_packed)
             if streams > 1 and len(chunks) > 1:
-                pooled_chunks = _stream_pool(streams).map(lambda c: self._encode_batch(ids, lengths, c), chunks)
+                pooled_chunks = _stream_pool(streams).map(lambda c: run(ids, lengths, c), chunks)
             else:
-                pooled_chunks = (self._encode_batch(ids, lengths, c) for c in chunks)
+                pooled_chunks = (run(ids, lengths, c) for c in chunks)
             done = 0
             for chunk, pooled in zip(chunks, pooled_chunks, strict=True):  # in order, on the calling thread
                 out[chunk] = pooled
@@ -429,6 +459,61 @@ class FeatureExtractor:
                 if progress is not None:
                     progress(done, len(texts))
         return out
+
+    def _chunks(self, lengths: np.ndarray, streams: int, packed: bool) -> list[np.ndarray]:
+        """Each batch is `streams` times the size, cut into equal slices that run side by side: every stream
+        stays busy to the last batch, whatever the batch count. Padded slices share a width (the same work);
+        packed slices hold the same number of real tokens."""
+        if packed:
+            batches = _token_runs(lengths, np.arange(len(lengths)), streams * self.config.batch_tokens)
+            return [
+                chunk for batch in batches for chunk in _token_runs(lengths, batch, -(-lengths[batch].sum() // streams))
+            ]
+        batches = self._batches(lengths, streams)
+        return [chunk for batch in batches for chunk in np.array_split(batch, min(streams, len(batch)))]
+
+    def _use_packed(self, ids: list[list[int]], lengths: np.ndarray, streams: int) -> bool:
+        """Packing pays only on jobs big enough to fill rows; "auto" asks the process's timing probe."""
+        if self._fast is None or self.config.layout == "padded" or lengths.sum() < self.config.min_batch_tokens:
+            return False
+        if self.config.layout == "packed":
+            return True
+        key = (self.spec.path, self.dtype, streams, self.config.batch_tokens, self.config.pack_width)
+        with _load_lock:
+            if key not in _packed_verdicts:
+                with _threads(1 if streams > 1 else 0):
+                    _packed_verdicts[key] = self._packed_is_faster(ids, lengths)
+            return _packed_verdicts[key]
+
+    def _packed_is_faster(self, ids: list[list[int]], lengths: np.ndarray) -> bool:
+        """Time one batch of this job's own texts through the first blocks both ways (best of 3, alternated):
+        the padding it saves and the wider attention it costs both depend on the texts and the CPU."""
+        import torch
+
+        from modeling.engine.backbones.fast_encoder import pack
+
+        sample = _token_runs(lengths, np.arange(len(lengths)), self.config.batch_tokens)[0]
+        n_layers = min(2, self.layer_index)
+        sub_ids, sub_lengths = [ids[i] for i in sample], lengths[sample]
+        width = max(self.config.pack_width, int(sub_lengths.max()))
+
+        def padded() -> None:
+            for batch in self._batches(sub_lengths):
+                rows, mask = self._padded_rows(sub_ids, sub_lengths, batch)
+                self._fast(rows, mask, n_layers)
+
+        def packed() -> None:
+            self._fast.packed(pack(sub_ids, width, self.tokenizer.pad_token_id, self._fast.position_offset), n_layers)
+
+        with torch.inference_mode():
+            padded(), packed()  # warm-up
+            seconds = {padded: [], packed: []}
+            for _ in range(3):
+                for way, times in seconds.items():
+                    start = time.perf_counter()
+                    way()
+                    times.append(time.perf_counter() - start)
+        return min(seconds[packed]) < min(seconds[padded])
 
     def _streams(self, real_tokens: int) -> int:
         """How many slices of a batch run side by side: one per thread, when parallel_batches is on and the job
@@ -442,15 +527,60 @@ class FeatureExtractor:
     def _encode_batch(self, ids: list[list[int]], lengths: np.ndarray, batch: np.ndarray) -> np.ndarray:
         import torch
 
+        input_ids, mask = self._padded_rows(ids, lengths, batch)
+        with torch.inference_mode():
+            hidden = self._forward(input_ids, mask)
+            return self._pool(hidden, mask, torch.as_tensor(lengths[batch])).float().numpy()
+
+    def _padded_rows(self, ids: list[list[int]], lengths: np.ndarray, batch: np.ndarray) -> tuple:
+        """(input_ids, attention_mask) of a batch, padded to its longest text."""
+        import torch
+
         width = int(lengths[batch].max())
         rows = np.full((len(batch), width), self.tokenizer.pad_token_id, dtype=np.int64)
         for row, i in enumerate(batch):
             rows[row, : lengths[i]] = ids[i]
-        input_ids = torch.from_numpy(rows)
-        mask = torch.from_numpy((np.arange(width) < lengths[batch][:, None]).astype(np.int64))
+        mask = (np.arange(width) < lengths[batch][:, None]).astype(np.int64)
+        return torch.from_numpy(rows), torch.from_numpy(mask)
+
+    def _encode_packed(self, ids: list[list[int]], lengths: np.ndarray, chunk: np.ndarray) -> np.ndarray:
+        import torch
+
+        from modeling.engine.backbones.fast_encoder import pack
+
+        width = max(self.config.pack_width, int(lengths[chunk].max()))
+        packed = pack([ids[i] for i in chunk], width, self.tokenizer.pad_token_id, self._fast.position_offset)
         with torch.inference_mode():
-            hidden = self._forward(input_ids, mask)
-            return self._pool(hidden, mask, torch.as_tensor(lengths[batch])).float().numpy()
+            hidden = self._fast.packed(packed, self.layer_index)
+            return self._pool_segments(hidden, packed, torch.as_tensor(lengths[chunk])).numpy()
+
+    def _pool_segments(self, hidden, packed, lengths):
+        """Pool packed positions per text: the mean of its positions or its last one (skip_first is decoder-only,
+        and decoders never pack)."""
+        import torch
+
+        hidden = hidden.float()
+        if self.config.pooling == "last":
+            pooled = hidden[packed.ends]
+        else:
+            real = torch.nonzero(packed.segment >= 0).squeeze(1)
+            sums = torch.zeros(len(lengths), hidden.shape[1]).index_add_(0, packed.segment[real], hidden[real])
+            pooled = sums / lengths.clamp(min=1).unsqueeze(1).to(hidden.dtype)
+        if self.config.normalize:
+            pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        return pooled
+
+
+def _token_runs(lengths: np.ndarray, order: np.ndarray, budget: int) -> list[np.ndarray]:
+    """Consecutive runs of `order` whose token counts sum to at most `budget` (at least one text each)."""
+    runs, start, total = [], 0, 0
+    for end, i in enumerate(order):
+        if end > start and total + lengths[i] > budget:
+            runs.append(order[start:end])
+            start, total = end, 0
+        total += int(lengths[i])
+    runs.append(order[start:])
+    return runs
 
 
 def _stream_pool(streams: int):

@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import Field
 
 from modeling.engine.backbones.features import FeatureConfig, FeatureExtractor
+from modeling.engine.backbones.packs import BackboneError
 from modeling.engine.backbones.specs import BackboneSpec, resolve_backbone
 from modeling.engine.data import TrainingDataParams
 from modeling.engine.files import read_json, write_json
@@ -154,6 +155,12 @@ class FeatureSource:
         matrix, self.last_extracted = cached_encode(self.extractor, texts, None, self.cache, progress)
         return np.asarray(matrix, dtype=np.float32)
 
+    def with_extractor(self, extractor: FeatureExtractor) -> FeatureSource:
+        """Another extractor's features through this source's cache (the cache key holds the dtype)."""
+        source = FeatureSource(extractor, None)
+        source.cache = self.cache
+        return source
+
     def record(self) -> dict[str, Any]:
         """What serving needs to compute the same features (dtype and max_len as resolved)."""
         config = {**asdict(self.extractor.config), "dtype": self.extractor.dtype, "max_len": self.extractor.max_len}
@@ -192,6 +199,27 @@ class FittedProbe:
                 **self.describe(),
             },
         )
+
+    def int8_variant(self) -> FittedProbe | None:
+        """The same head on features from INT8 linear layers, or None where the backbone cannot run them."""
+        extractor = self.source.extractor
+        if extractor.dtype == "int8" or not extractor.config.fast_forward or extractor.spec.kind != "encoder":
+            return None
+        config = replace(extractor.config, dtype="int8", max_len=extractor.max_len)
+        try:
+            int8 = FeatureExtractor(extractor.spec, config)
+        except BackboneError:
+            return None
+        return FittedProbe(self.label_keys, self.head, self.source.with_extractor(int8), self.backbone_ref, self.info)
+
+    def int8_pays_here(self, int8: FittedProbe) -> bool:
+        """The process's timing probe: INT8 linear layers against this version's own dtype, on this CPU."""
+        import torch
+
+        from modeling.engine.serving_precision import int8_is_faster
+
+        ref, candidate = self.source.extractor, int8.source.extractor
+        return int8_is_faster(ref.spec.path, ref.dtype, candidate.model, ref.model, torch.get_num_threads())
 
     def describe(self) -> dict[str, Any]:
         spec = self.source.extractor.spec
