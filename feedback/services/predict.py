@@ -1,5 +1,6 @@
-"""The predict service: validate a request, run the published model, log every prediction (masked text
-only) and queue abstained texts for review."""
+"""The predict service: validate a request, answer it with the champion or (for its share of the traffic) the
+challenger, log every prediction (masked text only) with the alias that answered, queue abstained texts for
+review, and hand the request to the shadow, which scores it off the request path."""
 
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ from feedback.models import PredictionLog
 from labeling.models import Project
 from labeling.pii import mask_pii
 from labeling.text import normalize_text
-from modeling.services.serving import LoadedModel, ServedPrediction, get_serving_model, predict_with
+from modeling.models import Alias
+from modeling.selectors.aliases import serving_aliases
+from modeling.services.serving import LoadedModel, ServedPrediction, predict_with
+from modeling.services.traffic import serving_model_for
 from sceneclf_site.api_errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -96,12 +100,19 @@ def parse_predict_request(data: Any) -> PredictRequest:
 
 
 def predict_for_project(*, project: Project, request: PredictRequest, token: Any | None = None) -> dict[str, Any]:
-    model = get_serving_model(project)
+    from feedback.services.shadow import score_in_shadow
+
+    aliases = serving_aliases(project)
+    role, model = serving_model_for(project, aliases, request.session_id)
     started = time.perf_counter()
     predictions = predict_with(model, request.texts, k=request.k, explain=request.explain)
     latency_ms = (time.perf_counter() - started) * 1000.0
     request_ids = [uuid.uuid4() for _ in request.texts]
-    log_predictions(project, model, request, predictions, request_ids, latency_ms, token)
+    log_predictions(project, model, request, predictions, request_ids, latency_ms, token, role=role)
+    if aliases.shadow_id is not None:
+        score_in_shadow(
+            project=project, version_id=aliases.shadow_id, request=request, request_ids=request_ids, token=token
+        )
     results = [
         _result(model, prediction, request_id, request.explain)
         for prediction, request_id in zip(predictions, request_ids, strict=True)
@@ -143,8 +154,31 @@ def log_predictions(
     request_ids: list[uuid.UUID],
     latency_ms: float,
     token: Any | None,
+    *,
+    role: str = Alias.CHAMPION,
 ) -> list[PredictionLog]:
     """One PredictionLog per text (latency = the whole call's model time), then the review queue."""
+    rows = prediction_rows(project, model, request, predictions, request_ids, latency_ms, token, role=role)
+    PredictionLog.objects.bulk_create(rows)
+    abstained = [(text, p) for text, p in zip(request.texts, predictions, strict=True) if p.abstained]
+    if abstained:
+        from feedback.services.review_queue import queue_abstained
+
+        queue_abstained(project, model.version_ref, abstained)
+    return rows
+
+
+def prediction_rows(
+    project: Project,
+    model: LoadedModel,
+    request: PredictRequest,
+    predictions: list[ServedPrediction],
+    request_ids: list[uuid.UUID],
+    latency_ms: float,
+    token: Any | None,
+    *,
+    role: str,
+) -> list[PredictionLog]:
     from labeling.pii import protect_value
 
     # A client may use a phone number or an e-mail as its session id: stored masked or hashed, as ids are.
@@ -166,12 +200,7 @@ def log_predictions(
                 abstained=prediction.abstained,
                 topk=prediction.topk,
                 latency_ms=round(latency_ms, 3),
+                role=role,
             )
         )
-    PredictionLog.objects.bulk_create(rows)
-    abstained = [(text, p) for text, p in zip(request.texts, predictions, strict=True) if p.abstained]
-    if abstained:
-        from feedback.services.review_queue import queue_abstained
-
-        queue_abstained(project, model.version_ref, abstained)
     return rows
