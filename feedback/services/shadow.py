@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 from feedback.models import PredictionLog
 from labeling.models import Project
@@ -77,6 +77,8 @@ class ShadowScorer:
                 self.failures += 1
                 logger.exception("shadow scoring of project %s failed", job.project_id)
             finally:
+                if self._jobs.empty():
+                    connection.close()  # an idle thread holds no database session
                 self._jobs.task_done()
 
 
