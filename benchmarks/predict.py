@@ -1,11 +1,16 @@
 """Predict endpoint latency and throughput, beside the bare model forward for the same texts.
 
-    .venv/bin/python benchmarks/predict.py [--json OUT] [--n 200] [--backbone NAME] [--threads N]
+    .venv/bin/python benchmarks/predict.py [--json OUT] [--n 200] [--backbone NAME] [--threads N] [--shadow]
 
 Builds a throw-away data dir with the demo project (`bootstrap_demo`), trains route 1 and publishes it through
 the app's services, starts gunicorn on a free loopback port, then measures over HTTP with a project API
 token: one text per request (p50/p99), and batches. Afterwards, in this process, the same published model
-is loaded and `predict_with` (extract + head, no HTTP, no logging) is timed on the same texts."""
+is loaded and `predict_with` (extract + head, no HTTP, no logging) is timed on the same texts.
+
+With --shadow a second version is trained and single-text p50 is measured side by side with and without it
+as the shadow (alternating blocks on the same server, so both see the same load), then the shadow rows are
+counted once the server has stopped (none may be lost). The bf16/fp32 matmul peak is measured in the same
+run and printed next to the CPU model."""
 
 from __future__ import annotations
 
@@ -47,7 +52,43 @@ SETUP = textwrap.dedent(
         raise SystemExit("training failed: " + run.error)
     versions.publish_model_version(version=run.model_version)
     token = create_api_token(project=project, name="benchmark")
-    print(json.dumps({"secret": token.secret, "version": run.model_version.ref}))
+    shadow = None
+    if sys.argv[2] == "shadow":
+        second = training.start_training_run(project=project, params=params, trigger="cli", dispatch=False)
+        training.execute_training_run(second.id)
+        second.refresh_from_db()
+        shadow = second.model_version.number
+    print(json.dumps({"secret": token.secret, "version": run.model_version.ref, "shadow": shadow}))
+    """
+)
+
+# Sets (argv[1] = a version number) or removes (argv[1] = "off") the shadow of the demo project.
+SHADOW = textwrap.dedent(
+    """
+    import sys
+    import django
+    django.setup()
+    from labeling.models import Project
+    from modeling.models import ModelVersion
+    from modeling.services import aliases
+
+    project = Project.objects.get(slug="demo")
+    if sys.argv[1] == "off":
+        aliases.remove_alias(project=project, alias="shadow")
+    else:
+        aliases.set_alias(version=ModelVersion.objects.get(project=project, number=int(sys.argv[1])), alias="shadow")
+    """
+)
+
+COUNT_ROLES = textwrap.dedent(
+    """
+    import json
+    import django
+    django.setup()
+    from django.db.models import Count
+    from feedback.models import PredictionLog
+
+    print(json.dumps(dict(PredictionLog.objects.values_list("role").annotate(n=Count("id")))))
     """
 )
 
@@ -126,6 +167,34 @@ def measure_http(port: int, secret: str, texts: list[str], n: int) -> dict:
     return {"one_ms": one, "batch_ms": batches}
 
 
+def measure_shadow_side_by_side(
+    port: int, secret: str, texts: list[str], n: int, env: dict[str, str], shadow: int, blocks: int = 4
+) -> dict:
+    """Single-text latency in alternating blocks: without a shadow, with one, without, with..."""
+    client = Client(port, secret)
+    times: dict[str, list[float]] = {"off": [], "on": []}
+    per_block = max(1, n // blocks)
+    shadowed = 0
+    for block in range(2 * blocks):
+        mode = "on" if block % 2 else "off"
+        subprocess.run([PY, "-c", SHADOW, str(shadow) if mode == "on" else "off"], cwd=ROOT, env=env, check=True)
+        for text in texts[:3]:  # the first requests after a switch load the shadow or drop it
+            client.post({"text": text})
+        shadowed += 3 if mode == "on" else 0
+        for i in range(per_block):
+            times[mode].append(client.post({"text": texts[(block * per_block + i) % len(texts)]})[0])
+        shadowed += per_block if mode == "on" else 0
+        time.sleep(0.5)  # the shadow queue drains before the next switch
+    return {"off_ms": times["off"], "on_ms": times["on"], "shadowed_requests": shadowed}
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
 def measure_bare(env: dict[str, str], texts: list[str], n: int, threads: int) -> list[float]:
     os.environ.update({k: env[k] for k in ("PYTHONPATH", "DJANGO_SETTINGS_MODULE", "SCENECLF_DATA_DIR",
                                            "MODEL_ROOT", "FEATURE_CACHE_DIR", "TORCH_THREADS")})  # fmt: skip
@@ -157,6 +226,7 @@ def main() -> None:
     parser.add_argument("--backbone", default="", help="default: settings.DEFAULT_BACKBONE")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--keep", action="store_true", help="keep the temp data dir")
+    parser.add_argument("--shadow", action="store_true", help="also measure p50 with a shadow version on")
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="sceneclf-bench-predict-"))
@@ -166,8 +236,8 @@ def main() -> None:
     try:
         subprocess.run([PY, "manage.py", "migrate", "--run-syncdb", "-v0"], cwd=ROOT, env=env, check=True)
         print("training the demo model ...", file=sys.stderr)
-        setup = subprocess.run([PY, "-c", SETUP, args.backbone], cwd=ROOT, env=env, check=True,
-                               capture_output=True, text=True)  # fmt: skip
+        setup = subprocess.run([PY, "-c", SETUP, args.backbone, "shadow" if args.shadow else ""], cwd=ROOT,
+                               env=env, check=True, capture_output=True, text=True)  # fmt: skip
         info = json.loads(setup.stdout.strip().splitlines()[-1])
         port = free_port()
         server = subprocess.Popen(
@@ -178,9 +248,16 @@ def main() -> None:
         wait_for_server(port, server)
         texts = demo_texts()
         http_result = measure_http(port, info["secret"], texts, args.n)
+        if args.shadow:
+            shadow_result = measure_shadow_side_by_side(port, info["secret"], texts, args.n, env, info["shadow"])
         server.terminate()
         server.wait(timeout=30)
         server = None
+        if args.shadow:
+            roles = subprocess.run(
+                [PY, "-c", COUNT_ROLES], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+            )
+            shadow_result["logged_roles"] = json.loads(roles.stdout.strip().splitlines()[-1])
         bare = measure_bare(env, texts, args.n, args.threads)
     finally:
         if server is not None:
@@ -204,11 +281,36 @@ def main() -> None:
         "target_p50_ms": round(1.5 * bare_one + 10, 2),
     }
     result["meets_target"] = result["p50_ms_one"] <= result["target_p50_ms"]
+    if args.shadow:
+        result["shadow"] = shadow_summary(shadow_result)
+    import torch
+    from extract import matmul_gflops
+
+    result["cpu"] = cpu_model()
+    result["matmul_gflops_bf16"] = round(matmul_gflops(torch.bfloat16, repeats=3), 1)
+    result["matmul_gflops_fp32"] = round(matmul_gflops(torch.float32, repeats=3), 1)
+    result["loadavg"] = Path("/proc/loadavg").read_text().split()[:3]
     text = json.dumps(result, indent=1)
     print(text)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text + "\n")
+
+
+def shadow_summary(measured: dict) -> dict:
+    off, on = statistics.median(measured["off_ms"]), statistics.median(measured["on_ms"])
+    return {
+        "p50_ms_without": round(off, 2),
+        "p50_ms_with": round(on, 2),
+        "p99_ms_without": round(percentile(measured["off_ms"], 99), 2),
+        "p99_ms_with": round(percentile(measured["on_ms"], 99), 2),
+        "ratio_p50": round(on / off, 3),
+        "limit_ratio": 1.3,
+        "meets_limit": on / off <= 1.3,
+        "shadowed_requests": measured["shadowed_requests"],
+        "logged_roles": measured["logged_roles"],
+        "no_row_lost": measured["logged_roles"].get("shadow", 0) == measured["shadowed_requests"],
+    }
 
 
 if __name__ == "__main__":

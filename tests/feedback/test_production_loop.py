@@ -15,7 +15,6 @@ from modeling.services import aliases
 from modeling.services.publish_gate import update_publish_gate
 from modeling.services.traffic import session_bucket
 from tests.feedback.test_release import answering_params
-from tests.modeling.conftest import no_auto_retrain  # noqa: F401
 from tests.modeling.route1 import start_and_run
 from tests.worker import running_worker
 
@@ -32,7 +31,7 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 
 def test_feedback_to_gold_to_retrain_to_challenger_to_dashboard(
     settings,
-    no_auto_retrain,  # noqa: F811  (before scene_project: its gold labels start no retrain)
+    no_auto_retrain,  # before scene_project: its gold labels start no retrain
     client,
     owner,
     reviewer,

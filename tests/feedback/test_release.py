@@ -13,7 +13,6 @@ from labeling.models import GoldLabel
 from modeling.models import ModelVersion, VersionEvent
 from modeling.services import aliases
 from modeling.services.traffic import session_bucket
-from tests.modeling.conftest import no_auto_retrain  # noqa: F401
 from tests.modeling.route1 import scene_texts, start_and_run, tiny_params
 
 PREDICT = "/api/v1/projects/alpha/predict"
@@ -49,7 +48,7 @@ def train_on_shuffled_labels(project, backbone) -> ModelVersion:
 
 
 @pytest.fixture
-def two_versions(no_auto_retrain, scene_project, tiny_backbone):  # noqa: F811
+def two_versions(no_auto_retrain, scene_project, tiny_backbone):
     champion = train(scene_project, tiny_backbone, auto_publish=True)
     challenger = train(scene_project, tiny_backbone)
     assert champion.status == "published" and challenger.status == "candidate"
@@ -144,7 +143,11 @@ def send_labelled_traffic(token_client, rows, *, prefix: str) -> None:
 
 @pytest.mark.django_db
 def test_worse_challenger_is_rolled_back_by_the_rule(
-    token_client, no_auto_retrain, scene_project, tiny_backbone, django_capture_on_commit_callbacks  # noqa: F811
+    token_client,
+    no_auto_retrain,
+    scene_project,
+    tiny_backbone,
+    django_capture_on_commit_callbacks,
 ):
     champion = train(scene_project, tiny_backbone, auto_publish=True)
     worse = train_on_shuffled_labels(scene_project, tiny_backbone)
