@@ -23,6 +23,7 @@ from django.db import close_old_connections, connection
 from feedback.models import PredictionLog
 from labeling.models import Project
 from modeling.models import Alias
+from sceneclf_site.metrics import SHADOW_REQUESTS
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ShadowJob:
     project_id: int
+    project_slug: str
     version_id: int
     request: Any  # feedback.services.predict.PredictRequest
     request_ids: list[uuid.UUID]
@@ -48,6 +50,7 @@ class ShadowScorer:
         try:
             self._jobs.put_nowait(job)
         except queue.Full:
+            SHADOW_REQUESTS.labels(job.project_slug, "inline").inc()
             run_job(job)
 
     def flush(self, timeout: float = 30.0) -> bool:
@@ -73,8 +76,10 @@ class ShadowScorer:
             try:
                 close_old_connections()
                 run_job(job)
+                SHADOW_REQUESTS.labels(job.project_slug, "background").inc()
             except Exception:  # one failed shadow row must not stop the thread; the failure is counted
                 self.failures += 1
+                SHADOW_REQUESTS.labels(job.project_slug, "failed").inc()
                 logger.exception("shadow scoring of project %s failed", job.project_id)
             finally:
                 if self._jobs.empty():
@@ -106,7 +111,7 @@ atexit.register(_scorer.flush)
 def score_in_shadow(
     *, project: Project, version_id: int, request: Any, request_ids: list[uuid.UUID], token: Any | None
 ) -> None:
-    job = ShadowJob(project.pk, version_id, request, list(request_ids), getattr(token, "pk", None))
+    job = ShadowJob(project.pk, project.slug, version_id, request, list(request_ids), getattr(token, "pk", None))
     _scorer.submit(job)
 
 
