@@ -74,7 +74,8 @@ SHADOW = textwrap.dedent(
 
     project = Project.objects.get(slug="demo")
     if sys.argv[1] == "off":
-        aliases.remove_alias(project=project, alias="shadow")
+        if ModelVersion.objects.filter(project=project, alias="shadow").exists():
+            aliases.remove_alias(project=project, alias="shadow")
     else:
         aliases.set_alias(version=ModelVersion.objects.get(project=project, number=int(sys.argv[1])), alias="shadow")
     """
@@ -235,6 +236,8 @@ def main() -> None:
     server = None
     try:
         subprocess.run([PY, "manage.py", "migrate", "--run-syncdb", "-v0"], cwd=ROOT, env=env, check=True)
+        # Without REDIS_URL the throttles' cache is a database table, which syncdb does not make.
+        subprocess.run([PY, "manage.py", "createcachetable", "-v0"], cwd=ROOT, env=env, check=True)
         print("training the demo model ...", file=sys.stderr)
         setup = subprocess.run([PY, "-c", SETUP, args.backbone, "shadow" if args.shadow else ""], cwd=ROOT,
                                env=env, check=True, capture_output=True, text=True)  # fmt: skip
