@@ -1,7 +1,7 @@
 """Predict endpoint latency and throughput, beside the bare model forward for the same texts.
 
     .venv/bin/python benchmarks/predict.py [--json OUT] [--n 200] [--backbone NAME] [--threads N] \
-        [--cascade lora|prefix|zero_shot [--cascade-n 60]]
+        [--cascade lora|prefix|zero_shot [--cascade-n 60]] [--shadow]
 
 Builds a throw-away data dir with the demo project (`bootstrap_demo`), trains route 1 and publishes it through
 the app's services, starts gunicorn on a free loopback port, then measures over HTTP with a project API
@@ -12,7 +12,11 @@ With `--cascade ROUTE` a re-check version of that route is trained too (a few `l
 demo's gold labels; `zero_shot` from its taxonomy) and set as the demo's cascade with tau_recheck 1 and no
 cap, so every text goes through both stages when the cascade is on. One-text requests are then timed in
 alternating blocks, cascade off (primary only) and on, in the same server, beside the bf16 matmul peak
-measured before and after."""
+measured before and after.
+
+With `--shadow` a second version is trained and one-text p50 is measured side by side with and without it
+as the shadow (alternating blocks on the same server, so both see the same load); the shadow rows are
+counted once the server has stopped (none may be lost)."""
 
 from __future__ import annotations
 
@@ -55,7 +59,12 @@ SETUP = textwrap.dedent(
     versions.publish_model_version(version=run.model_version)
     token = create_api_token(project=project, name="benchmark")
     info = {"secret": token.secret, "version": run.model_version.ref}
-    if sys.argv[2]:
+    if sys.argv[2] == "shadow":
+        second = training.start_training_run(project=project, params=params, trigger="cli", dispatch=False)
+        training.execute_training_run(second.id)
+        second.refresh_from_db()
+        info["shadow"] = second.model_version.number
+    elif sys.argv[2]:
         from modeling.services.cascade import update_cascade_settings
 
         steps = {"epochs": 0.05, "checkpoint_every": 1000} if sys.argv[2] in ("lora", "prefix") else {}
@@ -69,6 +78,38 @@ SETUP = textwrap.dedent(
                                 tau_recheck=1.0, max_share=1.0, window_seconds=60, combine_rule="product")  # fmt: skip
         info["recheck_version"] = recheck.model_version.ref
     print(json.dumps(info))
+    """
+)
+
+
+# Sets (argv[1] = a version number) or removes (argv[1] = "off") the shadow of the demo project.
+SHADOW = textwrap.dedent(
+    """
+    import sys
+    import django
+    django.setup()
+    from labeling.models import Project
+    from modeling.models import ModelVersion
+    from modeling.services import aliases
+
+    project = Project.objects.get(slug="demo")
+    if sys.argv[1] == "off":
+        if ModelVersion.objects.filter(project=project, alias="shadow").exists():
+            aliases.remove_alias(project=project, alias="shadow")
+    else:
+        aliases.set_alias(version=ModelVersion.objects.get(project=project, number=int(sys.argv[1])), alias="shadow")
+    """
+)
+
+COUNT_ROLES = textwrap.dedent(
+    """
+    import json
+    import django
+    django.setup()
+    from django.db.models import Count
+    from feedback.models import PredictionLog
+
+    print(json.dumps(dict(PredictionLog.objects.values_list("role").annotate(n=Count("id")))))
     """
 )
 
@@ -191,6 +232,27 @@ def measure_cascade(env: dict[str, str], port: int, secret: str, texts: list[str
     return {"times": times, "stage_ms": stage_ms}
 
 
+def measure_shadow_side_by_side(
+    port: int, secret: str, texts: list[str], n: int, env: dict[str, str], shadow: int, blocks: int = 4
+) -> dict:
+    """Single-text latency in alternating blocks: without a shadow, with one, without, with..."""
+    client = Client(port, secret)
+    times: dict[str, list[float]] = {"off": [], "on": []}
+    per_block = max(1, n // blocks)
+    shadowed = 0
+    for block in range(2 * blocks):
+        mode = "on" if block % 2 else "off"
+        subprocess.run([PY, "-c", SHADOW, str(shadow) if mode == "on" else "off"], cwd=ROOT, env=env, check=True)
+        for text in texts[:3]:  # the first requests after a switch load the shadow or drop it
+            client.post({"text": text})
+        shadowed += 3 if mode == "on" else 0
+        for i in range(per_block):
+            times[mode].append(client.post({"text": texts[(block * per_block + i) % len(texts)]})[0])
+        shadowed += per_block if mode == "on" else 0
+        time.sleep(0.5)  # the shadow queue drains before the next switch
+    return {"off_ms": times["off"], "on_ms": times["on"], "shadowed_requests": shadowed}
+
+
 def measure_bare(env: dict[str, str], texts: list[str], n: int, threads: int) -> list[float]:
     setup_django_here(env)
     import torch
@@ -220,6 +282,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temp data dir")
     parser.add_argument("--cascade", choices=["lora", "prefix", "zero_shot"], default="", help="re-check route")
     parser.add_argument("--cascade-n", type=int, default=60, help="one-text requests per side with --cascade")
+    parser.add_argument("--shadow", action="store_true", help="also measure p50 with a shadow version on")
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="sceneclf-bench-predict-"))
@@ -228,8 +291,11 @@ def main() -> None:
     server = None
     try:
         subprocess.run([PY, "manage.py", "migrate", "--run-syncdb", "-v0"], cwd=ROOT, env=env, check=True)
+        # Without REDIS_URL the throttles' cache is a database table, which syncdb does not make.
+        subprocess.run([PY, "manage.py", "createcachetable", "-v0"], cwd=ROOT, env=env, check=True)
         print("training the demo model ...", file=sys.stderr)
-        setup = subprocess.run([PY, "-c", SETUP, args.backbone, args.cascade], cwd=ROOT, env=env, check=True,
+        second = "shadow" if args.shadow else args.cascade
+        setup = subprocess.run([PY, "-c", SETUP, args.backbone, second], cwd=ROOT, env=env, check=True,
                                capture_output=True, text=True)  # fmt: skip
         info = json.loads(setup.stdout.strip().splitlines()[-1])
         port = free_port()
@@ -245,9 +311,16 @@ def main() -> None:
             cascade = measure_cascade(env, port, info["secret"], texts, args.cascade_n)
             peaks = [peak_before, bf16_peak()]
         http_result = measure_http(port, info["secret"], texts, args.n)
+        if args.shadow:
+            shadow_result = measure_shadow_side_by_side(port, info["secret"], texts, args.n, env, info["shadow"])
         server.terminate()
         server.wait(timeout=30)
         server = None
+        if args.shadow:
+            roles = subprocess.run(
+                [PY, "-c", COUNT_ROLES], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+            )
+            shadow_result["logged_roles"] = json.loads(roles.stdout.strip().splitlines()[-1])
         bare = measure_bare(env, texts, args.n, args.threads)
     finally:
         if server is not None:
@@ -273,6 +346,11 @@ def main() -> None:
     result["meets_target"] = result["p50_ms_one"] <= result["target_p50_ms"]
     if args.cascade:
         result["cascade"] = cascade_summary(args.cascade, info, cascade, peaks)
+    if args.shadow:
+        result["shadow"] = shadow_summary(shadow_result)
+        result["shadow"]["bf16_matmul_peak_gflops_one_thread"] = bf16_peak()
+        result["shadow"]["cpu"] = cpu_model()
+        result["shadow"]["loadavg"] = Path("/proc/loadavg").read_text().split()[:3]
     text = json.dumps(result, indent=1)
     print(text)
     if args.json:
@@ -310,6 +388,22 @@ def cascade_summary(route: str, info: dict, measured: dict, peaks: list[float]) 
         "bf16_matmul_peak_gflops_one_thread": peaks,
         "cpu": cpu_model(),
         "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+    }
+
+
+def shadow_summary(measured: dict) -> dict:
+    off, on = statistics.median(measured["off_ms"]), statistics.median(measured["on_ms"])
+    return {
+        "p50_ms_without": round(off, 2),
+        "p50_ms_with": round(on, 2),
+        "p99_ms_without": round(percentile(measured["off_ms"], 99), 2),
+        "p99_ms_with": round(percentile(measured["on_ms"], 99), 2),
+        "ratio_p50": round(on / off, 3),
+        "limit_ratio": 1.3,
+        "meets_limit": on / off <= 1.3,
+        "shadowed_requests": measured["shadowed_requests"],
+        "logged_roles": measured["logged_roles"],
+        "no_row_lost": measured["logged_roles"].get("shadow", 0) == measured["shadowed_requests"],
     }
 
 

@@ -6,7 +6,7 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from labeling.models import ApiToken, Project
-from modeling.models import ModelVersion
+from modeling.models import Alias, ModelVersion
 
 
 class PredictionLog(models.Model):
@@ -26,10 +26,15 @@ class PredictionLog(models.Model):
     latency_ms = models.FloatField()
     # The cascade's stages, in order: [{"stage", "model_version", "label", "confidence", "ms"}, ...].
     stages = models.JSONField(default=list, blank=True)
+
+    # Which alias answered: champion or challenger (returned to the client) or shadow (logged only; its row
+    # shares the request_id of the answer that was returned).
+    role = models.CharField(max_length=16, choices=Alias.choices, default=Alias.CHAMPION)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [models.Index(fields=["project", "role", "created_at"])]
 
 
 class PredictionFeedback(models.Model):

@@ -21,3 +21,20 @@ def deliver_alert(alert_id: int) -> str:
 @shared_task(name="feedback.tasks.request_due_drift_checks")
 def request_due_drift_checks() -> list[int]:
     return monitoring.request_due_checks()
+
+
+@shared_task(name="feedback.tasks.evaluate_release_rule")
+def evaluate_release_rule(project_id: int) -> str | None:
+    from feedback.services.release import evaluate_release
+    from labeling.models import Project
+
+    project = Project.objects.filter(pk=project_id).first()
+    verdict = evaluate_release(project=project) if project is not None else None
+    return verdict.action if verdict is not None else None
+
+
+@shared_task(name="feedback.tasks.evaluate_all_release_rules")
+def evaluate_all_release_rules() -> dict[str, str]:
+    from feedback.services.release import evaluate_all_releases
+
+    return evaluate_all_releases()

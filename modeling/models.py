@@ -69,10 +69,18 @@ class TrainingRun(models.Model):
 ACTIVE_RUN_STATUSES = (TrainingRun.Status.WAITING, TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING)
 
 
+class Alias(models.TextChoices):
+    CHAMPION = "champion", _("Champion")
+    CHALLENGER = "challenger", _("Challenger")
+    SHADOW = "shadow", _("Shadow")
+
+
 class ModelVersion(models.Model):
     class Status(models.TextChoices):
         CANDIDATE = "candidate", _("Candidate")
-        PUBLISHED = "published", _("Published")
+        # The version whose status is published is the champion: it serves every request that the canary
+        # does not send to the challenger.
+        PUBLISHED = "published", _("Champion")
         ARCHIVED = "archived", _("Archived")
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
@@ -97,6 +105,8 @@ class ModelVersion(models.Model):
     threshold = models.FloatField(default=0.0)
     class_thresholds = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.CANDIDATE)
+    # challenger or shadow (modeling.services.aliases); the champion is the published version.
+    alias = models.CharField(max_length=16, choices=Alias.choices, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     published_at = models.DateTimeField(null=True, blank=True)
 
@@ -106,6 +116,15 @@ class ModelVersion(models.Model):
             models.UniqueConstraint(fields=["project", "number"], name="uniq_model_version_number"),
             models.UniqueConstraint(
                 fields=["project"], condition=models.Q(status="published"), name="one_published_model_per_project"
+            ),
+            models.UniqueConstraint(
+                fields=["project"], condition=models.Q(alias="challenger"), name="one_challenger_per_project"
+            ),
+            models.UniqueConstraint(
+                fields=["project"], condition=models.Q(alias="shadow"), name="one_shadow_per_project"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(alias="") | ~models.Q(status="published"), name="champion_holds_no_other_alias"
             ),
         ]
 
@@ -129,6 +148,61 @@ class PublishGate(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project.slug} gate (F1 drop <= {self.max_f1_drop}, abstain band {self.abstain_band})"
+
+
+class ReleaseRule(models.Model):
+    """The owner's rule for versions in production. The challenger serves `challenger_share` of the traffic
+    (sticky by session id, hashed with `salt`); once it has `min_labelled` labelled predictions since its last
+    step, it is compared with the champion on the same window: worse macro-F1 (by more than `max_f1_drop`),
+    a higher abstain rate (by more than `max_abstain_increase`) or a slower latency p99 (more than
+    `max_latency_ratio` times the champion's) rolls it back, otherwise its share moves to the next of
+    `share_steps` and past the last step it becomes the champion. `retrain_alias` is where a version trained
+    by the automatic retrain goes."""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="release_rule")
+    challenger_share = models.FloatField(default=0.0)
+    share_steps = models.JSONField(default=list)
+    auto_decide = models.BooleanField(default=True)
+    min_labelled = models.PositiveIntegerField(default=30)
+    max_f1_drop = models.FloatField(default=0.02)
+    max_abstain_increase = models.FloatField(default=0.05)
+    max_latency_ratio = models.FloatField(default=2.0)
+    retrain_alias = models.CharField(
+        max_length=16, choices=[(a.value, a.label) for a in (Alias.CHALLENGER, Alias.SHADOW)], default="challenger"
+    )
+    salt = models.CharField(max_length=32)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.project.slug} release rule (challenger share {self.challenger_share:.0%})"
+
+
+class VersionEvent(models.Model):
+    """One entry of a version's history in production: an alias set or removed, a share change, a promotion,
+    a rollback; who (a user) or which rule did it, why, and the figures the rule compared."""
+
+    class Kind(models.TextChoices):
+        ALIAS_SET = "alias_set", _("Alias set")
+        ALIAS_REMOVED = "alias_removed", _("Alias removed")
+        SHARE_CHANGED = "share_changed", _("Share changed")
+        PROMOTED = "promoted", _("Promoted")
+        ROLLED_BACK = "rolled_back", _("Rolled back")
+        KEPT_CANDIDATE = "kept_candidate", _("Kept as candidate")
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="version_events")
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    alias = models.CharField(max_length=16, blank=True)
+    share = models.FloatField(null=True, blank=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    rule = models.CharField(max_length=32, blank=True)  # release_rule | auto_retrain | "" (a person)
+    reason = models.TextField(blank=True)
+    figures = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["project", "created_at"])]
 
 
 # --- Active learning ----------------------------------------------------------------------------

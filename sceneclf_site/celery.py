@@ -76,6 +76,11 @@ def _beat_schedule() -> dict[str, dict[str, Any]]:
             "task": "feedback.tasks.request_due_drift_checks",
             "schedule": timedelta(minutes=max(1, settings.DRIFT_CHECK_MINUTES)),
         },
+        # Challenger against champion on logged traffic: promote, step its share up, or roll it back.
+        "feedback-release-rules": {
+            "task": "feedback.tasks.evaluate_all_release_rules",
+            "schedule": timedelta(minutes=max(1, settings.RELEASE_CHECK_MINUTES)),
+        },
     }
 
 

@@ -55,6 +55,12 @@ PREDICT_LATENCY = Histogram(
 FEEDBACK_ITEMS = Counter(
     "sceneclf_feedback_items", "Feedback items received, per project and status.", ["project", "status"]
 )
+SHADOW_REQUESTS = Counter(
+    "sceneclf_shadow_requests",
+    "Predict requests scored by the shadow, per project and outcome (background, inline when the queue was full, "
+    "failed).",
+    ["project", "outcome"],
+)
 CELERY_TASKS = Counter(
     "sceneclf_celery_tasks", "Celery tasks finished, per task name and outcome.", ["task", "outcome"]
 )

@@ -26,6 +26,7 @@ from sklearn.metrics import f1_score
 
 from feedback.models import DriftCheck, MonitoringAlert, PredictionFeedback, PredictionLog
 from labeling.models import GoldLabel, Project
+from modeling.models import Alias
 
 HUMAN_GOLD_METHODS = (GoldLabel.Method.REVIEW, GoldLabel.Method.FEEDBACK, GoldLabel.Method.ADJUDICATED)
 MAX_DAYS = 90
@@ -42,6 +43,11 @@ class LoggedPrediction:
     latency_ms: float
     true_label: str | None
     corrected: bool
+    role: str = Alias.CHAMPION
+
+    @property
+    def served(self) -> bool:
+        return self.role != Alias.SHADOW
 
 
 def window_bounds(days: int, *, now: datetime | None = None) -> tuple[datetime, datetime]:
@@ -56,11 +62,19 @@ def logged_predictions(project: Project, start: datetime, end: datetime) -> list
         PredictionLog.objects.filter(project=project, created_at__gte=start, created_at__lt=end)
         .order_by("created_at", "id")
         .values_list(
-            "id", "model_version__number", "created_at", "label", "confidence", "abstained", "latency_ms", "text_hash"
+            "id",
+            "model_version__number",
+            "created_at",
+            "label",
+            "confidence",
+            "abstained",
+            "latency_ms",
+            "text_hash",
+            "request_id",
+            "role",
         )
     )
-    ids = [row[0] for row in rows]
-    corrections = _latest_corrections(ids)
+    corrections = _latest_corrections({row[8] for row in rows})
     gold = dict(
         GoldLabel.objects.filter(
             item__project=project, item__text_hash__in={row[7] for row in rows}, method__in=HUMAN_GOLD_METHODS
@@ -75,22 +89,25 @@ def logged_predictions(project: Project, start: datetime, end: datetime) -> list
             confidence=float(confidence),
             abstained=bool(abstained),
             latency_ms=float(latency),
-            true_label=gold.get(text_hash) or corrections.get(pk),
-            corrected=pk in corrections and corrections[pk] != label,
+            true_label=gold.get(text_hash) or corrections.get(request_id),
+            corrected=request_id in corrections and corrections[request_id] != label,
+            role=role,
         )
-        for pk, number, created, label, confidence, abstained, latency, text_hash in rows
+        for pk, number, created, label, confidence, abstained, latency, text_hash, request_id, role in rows
     ]
 
 
-def _latest_corrections(prediction_ids: list[int]) -> dict[int, str]:
-    latest: dict[int, str] = {}
-    for prediction_id, label in (
-        PredictionFeedback.objects.filter(prediction_id__in=prediction_ids)
+def _latest_corrections(request_ids: set[Any]) -> dict[Any, str]:
+    """The latest correction per request id: a shadow row is judged by the correction of the answer that
+    was returned for the same request."""
+    latest: dict[Any, str] = {}
+    for request_id, label in (
+        PredictionFeedback.objects.filter(prediction__request_id__in=request_ids)
         .exclude(correct_label="")
         .order_by("created_at", "id")
-        .values_list("prediction_id", "correct_label")
+        .values_list("prediction__request_id", "correct_label")
     ):
-        latest[prediction_id] = label
+        latest[request_id] = label
     return latest
 
 
@@ -147,18 +164,20 @@ def per_label(rows: list[LoggedPrediction]) -> dict[str, Any]:
 
 def dashboard(project: Project, *, days: int = 14, now: datetime | None = None) -> dict[str, Any]:
     start, end = window_bounds(days, now=now)
-    rows = logged_predictions(project, start, end)
-    by_version: dict[str, list[LoggedPrediction]] = defaultdict(list)
-    for row in rows:
-        by_version[row.version].append(row)
+    every_row = logged_predictions(project, start, end)
+    rows = [row for row in every_row if row.served]
+    by_version: dict[tuple[str, str], list[LoggedPrediction]] = defaultdict(list)
+    for row in every_row:
+        by_version[(row.version, row.role)].append(row)
     versions = []
-    for version, version_rows in sorted(by_version.items()):
+    for (version, role), version_rows in sorted(by_version.items()):
         by_day: dict[date, list[LoggedPrediction]] = defaultdict(list)
         for row in version_rows:
             by_day[row.day].append(row)
         versions.append(
             {
                 "version": version,
+                "role": role,
                 "total": figures(version_rows),
                 "days": [{"day": day.isoformat(), **figures(day_rows)} for day, day_rows in sorted(by_day.items())],
             }
@@ -219,7 +238,7 @@ def production_reliability(project: Project, *, days: int = 14) -> dict | None:
     from modeling.engine.evaluation.drift import reliability_from_confidence
 
     start, end = window_bounds(days)
-    labelled = [row for row in logged_predictions(project, start, end) if row.true_label is not None]
+    labelled = [row for row in logged_predictions(project, start, end) if row.served and row.true_label is not None]
     if not labelled:
         return None
     confidence = np.asarray([row.confidence for row in labelled])

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from feedback.models import PredictionFeedback, PredictionLog
 from labeling.models import Project
+from modeling.models import Alias
 
 EXPORT_LIMIT = 100_000
 
@@ -66,6 +67,7 @@ def filtered_predictions(project: Project, filters: LogFilters) -> QuerySet[Pred
     )
     logs = (
         PredictionLog.objects.filter(project=project)
+        .exclude(role=Alias.SHADOW)  # answers nobody received; the dashboard compares them
         .annotate(corrected=Exists(corrections))
         .select_related("model_version")
         .prefetch_related(Prefetch("feedback", queryset=PredictionFeedback.objects.order_by("created_at", "id")))
@@ -91,7 +93,7 @@ def recent_predictions(project: Project, *, limit: int = 100) -> QuerySet[Predic
 
 
 def filter_choices(project: Project) -> dict[str, list]:
-    logs = PredictionLog.objects.filter(project=project)
+    logs = PredictionLog.objects.filter(project=project).exclude(role=Alias.SHADOW)
     return {
         "versions": sorted(
             {n for n in logs.exclude(model_version=None).values_list("model_version__number", flat=True).distinct()}
@@ -101,8 +103,12 @@ def filter_choices(project: Project) -> dict[str, list]:
 
 
 def prediction_stats(project: Project) -> dict[str, float | int | None]:
-    stats = PredictionLog.objects.filter(project=project).aggregate(
-        total=Count("id"), abstained=Count("id", filter=Q(abstained=True)), mean_latency_ms=Avg("latency_ms")
+    stats = (
+        PredictionLog.objects.filter(project=project)
+        .exclude(role=Alias.SHADOW)
+        .aggregate(
+            total=Count("id"), abstained=Count("id", filter=Q(abstained=True)), mean_latency_ms=Avg("latency_ms")
+        )
     )
     stats["abstain_rate"] = stats["abstained"] / stats["total"] if stats["total"] else None
     stats["corrected"] = (
@@ -120,6 +126,7 @@ def predictions_for_text(project: Project, text_hash: str, *, limit: int = 20) -
     """Served predictions of this exact (masked, normalised) text, newest first: how clients saw the item."""
     return (
         PredictionLog.objects.filter(project=project, text_hash=text_hash)
+        .exclude(role=Alias.SHADOW)
         .select_related("model_version")
         .order_by("-created_at")[:limit]
     )

@@ -21,6 +21,7 @@ from feedback.models import PredictionFeedback, PredictionLog
 from labeling.models import Project, ReviewTask
 from labeling.pii import mask_pii, protect_value
 from labeling.text import normalize_text
+from modeling.models import Alias
 from sceneclf_site.api_errors import ServiceError
 
 FEEDBACK_SOURCE = "feedback"
@@ -97,8 +98,14 @@ def parse_feedback_body(data: Any) -> tuple[list[Any], bool]:
 
 
 def submit_feedback(*, project: Project, items: list[Any], token: Any | None = None) -> list[FeedbackResult]:
-    """One result per item, in order. Every item runs in its own transaction."""
-    return [_submit_one(project, index, raw, token) for index, raw in enumerate(items)]
+    """One result per item, in order. Every item runs in its own transaction. The release rule looks at the
+    new labels once they are committed."""
+    from feedback.services.release import queue_release_check
+
+    results = [_submit_one(project, index, raw, token) for index, raw in enumerate(items)]
+    if any(result.status == Status.STORED for result in results):
+        queue_release_check(project)
+    return results
 
 
 def _submit_one(project: Project, index: int, raw: Any, token: Any | None) -> FeedbackResult:
@@ -187,7 +194,12 @@ def _outcome(value: Any) -> tuple[str, str]:
 
 def _store(project: Project, index: int, item: FeedbackItem, token: Any | None) -> FeedbackResult:
     shown_id = str(item.request_id)
-    log = PredictionLog.objects.filter(request_id=item.request_id).select_related("model_version").first()
+    log = (
+        PredictionLog.objects.filter(request_id=item.request_id)
+        .exclude(role=Alias.SHADOW)
+        .select_related("model_version")
+        .first()
+    )
     if log is None:
         raise ItemProblem(Status.UNKNOWN_REQUEST, gettext("No prediction has this request_id."))
     if log.project_id != project.pk:

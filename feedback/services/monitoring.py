@@ -26,7 +26,7 @@ from django.utils.translation import gettext
 
 from feedback.models import DriftCheck, MonitoringAlert, PredictionLog
 from labeling.models import Item, Project
-from modeling.models import ModelVersion
+from modeling.models import Alias, ModelVersion
 from sceneclf_site.api_errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ def _busiest_version(project: Project, start: datetime, end: datetime) -> int | 
     row = (
         PredictionLog.objects.filter(project=project, created_at__gte=start, created_at__lt=end)
         .exclude(model_version=None)
+        .exclude(role=Alias.SHADOW)
         .values("model_version")
         .annotate(n=Count("id"))
         .order_by("-n", "-model_version")
@@ -133,7 +134,9 @@ def _measure(check: DriftCheck) -> None:
             model_version=version,
             created_at__gte=check.window_start,
             created_at__lt=check.window_end,
-        ).values_list("text_masked", "topk", "label")
+        )
+        .exclude(role=Alias.SHADOW)
+        .values_list("text_masked", "topk", "label")
     )
     reference = _reference_rows(version)
     rng = random.Random(check.pk)

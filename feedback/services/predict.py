@@ -1,5 +1,6 @@
-"""The predict service: validate a request, run the published model, log every prediction (masked text
-only) and queue abstained texts for review."""
+"""The predict service: validate a request, answer it with the champion or (for its share of the traffic) the
+challenger, log every prediction (masked text only) with the alias that answered, queue abstained texts for
+review, and hand the request to the shadow, which scores it off the request path."""
 
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ from feedback.models import PredictionLog
 from labeling.models import Project
 from labeling.pii import mask_pii
 from labeling.text import normalize_text
+from modeling.models import Alias
+from modeling.selectors.aliases import serving_aliases
 from modeling.services.cascade import CascadedPredictions, predict_through_cascade
-from modeling.services.serving import LoadedModel, ServedPrediction, get_serving_model
+from modeling.services.serving import LoadedModel, ServedPrediction
+from modeling.services.traffic import serving_model_for
 from sceneclf_site.api_errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -98,7 +102,10 @@ def parse_predict_request(data: Any) -> PredictRequest:
 
 
 def predict_for_project(*, project: Project, request: PredictRequest, token: Any | None = None) -> dict[str, Any]:
-    model = get_serving_model(project)
+    from feedback.services.shadow import score_in_shadow
+
+    aliases = serving_aliases(project)
+    role, model = serving_model_for(project, aliases, request.session_id)
     started = time.perf_counter()
     cascaded = predict_through_cascade(
         project=project, model=model, texts=request.texts, k=request.k, explain=request.explain
@@ -106,7 +113,13 @@ def predict_for_project(*, project: Project, request: PredictRequest, token: Any
     predictions = cascaded.predictions
     latency_ms = (time.perf_counter() - started) * 1000.0
     request_ids = [uuid.uuid4() for _ in request.texts]
-    log_predictions(project, model, request, predictions, request_ids, latency_ms, token, cascaded.stages)
+    log_predictions(
+        project, model, request, predictions, request_ids, latency_ms, token, role=role, stages=cascaded.stages
+    )
+    if aliases.shadow_id is not None:
+        score_in_shadow(
+            project=project, version_id=aliases.shadow_id, request=request, request_ids=request_ids, token=token
+        )
     results = [
         _result(model, prediction, request_id, request.explain, cascaded, i)
         for i, (prediction, request_id) in enumerate(zip(predictions, request_ids, strict=True))
@@ -159,9 +172,35 @@ def log_predictions(
     request_ids: list[uuid.UUID],
     latency_ms: float,
     token: Any | None,
+    *,
+    role: str = Alias.CHAMPION,
     stages: list[list[dict[str, Any]]] | None = None,
 ) -> list[PredictionLog]:
     """One PredictionLog per text (latency = the whole call's model time), then the review queue."""
+    rows = prediction_rows(
+        project, model, request, predictions, request_ids, latency_ms, token, role=role, stages=stages
+    )
+    PredictionLog.objects.bulk_create(rows)
+    abstained = [(text, p) for text, p in zip(request.texts, predictions, strict=True) if p.abstained]
+    if abstained:
+        from feedback.services.review_queue import queue_abstained
+
+        queue_abstained(project, model.version_ref, abstained)
+    return rows
+
+
+def prediction_rows(
+    project: Project,
+    model: LoadedModel,
+    request: PredictRequest,
+    predictions: list[ServedPrediction],
+    request_ids: list[uuid.UUID],
+    latency_ms: float,
+    token: Any | None,
+    *,
+    role: str,
+    stages: list[list[dict[str, Any]]] | None = None,
+) -> list[PredictionLog]:
     from labeling.pii import protect_value
 
     # A client may use a phone number or an e-mail as its session id: stored masked or hashed, as ids are.
@@ -184,12 +223,7 @@ def log_predictions(
                 topk=prediction.topk,
                 latency_ms=round(latency_ms, 3),
                 stages=stages[i] if stages else [],
+                role=role,
             )
         )
-    PredictionLog.objects.bulk_create(rows)
-    abstained = [(text, p) for text, p in zip(request.texts, predictions, strict=True) if p.abstained]
-    if abstained:
-        from feedback.services.review_queue import queue_abstained
-
-        queue_abstained(project, model.version_ref, abstained)
     return rows

@@ -7,7 +7,8 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from modeling.models import DEFAULT_ROUTE, CascadeSettings, ModelVersion, TrainingRun
+from modeling.models import DEFAULT_ROUTE, Alias, CascadeSettings, ModelVersion, ReleaseRule, TrainingRun, VersionEvent
+from modeling.selectors.aliases import alias_of
 
 
 def route_params_schema() -> dict[str, Any]:
@@ -86,15 +87,20 @@ class ModelVersionSerializer(serializers.ModelSerializer):
     taxonomy_version = serializers.IntegerField(source="taxonomy.number", read_only=True)
     run = serializers.PrimaryKeyRelatedField(read_only=True)
     training_items = serializers.SerializerMethodField()
+    alias = serializers.SerializerMethodField(help_text="champion, challenger, shadow or null")
 
     class Meta:
         model = ModelVersion
         fields = [
-            "number", "ref", "status", "route", "backbone_name", "backbone_fingerprint", "taxonomy_version",
+            "number", "ref", "status", "alias", "route", "backbone_name", "backbone_fingerprint", "taxonomy_version",
             "label_keys", "metrics", "gate", "temperature", "threshold", "class_thresholds", "manifest", "run",
             "training_items", "created_at", "published_at",
         ]  # fmt: skip
         read_only_fields = fields
+
+    @extend_schema_field(serializers.ChoiceField(choices=Alias.values, allow_null=True))
+    def get_alias(self, version: ModelVersion) -> str | None:
+        return alias_of(version)
 
     def get_training_items(self, version: ModelVersion) -> int:
         return len(version.training_snapshot or [])
@@ -149,3 +155,50 @@ class CascadeSettingsSerializer(serializers.Serializer):
         help_text="How the two calibrated distributions are combined.",
     )
     updated_at = serializers.DateTimeField(read_only=True)
+
+
+class AliasSetSerializer(serializers.Serializer):
+    version = serializers.IntegerField(min_value=1, help_text="The version number that takes the alias.")
+    share = serializers.FloatField(
+        required=False, help_text="challenger only: its share of the traffic (default: the first share step)."
+    )
+    reason = serializers.CharField(required=False, default="", allow_blank=True, max_length=500)
+
+
+class AliasRemoveSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, default="", allow_blank=True, max_length=500)
+
+
+class ShareSerializer(serializers.Serializer):
+    share = serializers.FloatField(help_text="The challenger's share of the traffic, above 0 and at most 1.")
+    reason = serializers.CharField(required=False, default="", allow_blank=True, max_length=500)
+
+
+class ReleaseRuleSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ReleaseRule
+        fields = [
+            "challenger_share", "share_steps", "auto_decide", "min_labelled", "max_f1_drop", "max_abstain_increase",
+            "max_latency_ratio", "retrain_alias", "updated_at",
+        ]  # fmt: skip
+        read_only_fields = ["challenger_share", "updated_at"]
+        extra_kwargs = {name: {"required": False} for name in fields}
+
+
+class VersionEventSerializer(serializers.ModelSerializer):
+    version = serializers.IntegerField(source="version.number", read_only=True)
+    actor = serializers.CharField(source="actor.username", read_only=True, default=None)
+
+    class Meta:
+        model = VersionEvent
+        fields = ["id", "version", "kind", "alias", "share", "actor", "rule", "reason", "figures", "created_at"]
+        read_only_fields = fields
+
+
+class AliasesSerializer(serializers.Serializer):
+    champion = serializers.IntegerField(allow_null=True, help_text="Version number, or null.")
+    challenger = serializers.IntegerField(allow_null=True)
+    shadow = serializers.IntegerField(allow_null=True)
+    challenger_share = serializers.FloatField()
+    rule = ReleaseRuleSerializer()
+    events = VersionEventSerializer(many=True)

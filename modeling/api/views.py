@@ -3,6 +3,8 @@ service."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.permissions import IsAuthenticated
@@ -12,14 +14,21 @@ from rest_framework.views import APIView
 
 from labeling.permissions import ProjectActionPermission
 from modeling.api.serializers import (
+    AliasesSerializer,
+    AliasRemoveSerializer,
+    AliasSetSerializer,
     CascadeSettingsSerializer,
     ModelVersionSerializer,
+    ReleaseRuleSerializer,
     RouteSerializer,
+    ShareSerializer,
     TrainingRunCreateSerializer,
     TrainingRunSerializer,
+    VersionEventSerializer,
 )
+from modeling.selectors import aliases as alias_selectors
 from modeling.selectors import models as selectors
-from modeling.services import cascade, training, versions
+from modeling.services import aliases, cascade, training, versions
 
 
 @extend_schema(tags=["models"])
@@ -74,7 +83,7 @@ class ModelVersionDetailView(ProjectView):
 
 
 class ModelVersionPublishView(ProjectView):
-    @extend_schema(request=None, responses=ModelVersionSerializer, summary="Publish a model version for predicting")
+    @extend_schema(request=None, responses=ModelVersionSerializer, summary="Make a model version the champion")
     def post(self, request: Request, slug: str, number: int) -> Response:
         version = versions.publish_model_version(version=selectors.version_get(self.project, number), user=request.user)
         return Response(ModelVersionSerializer(version).data)
@@ -91,7 +100,7 @@ class ModelRollbackView(ProjectView):
     @extend_schema(
         request=None,
         responses=ModelVersionSerializer,
-        summary="Roll back to the previously published model",
+        summary="Roll the champion back to the previous champion",
     )
     def post(self, request: Request, slug: str) -> Response:
         version = versions.rollback_model(project=self.project, user=request.user)
@@ -120,6 +129,74 @@ class CascadeSettingsView(ProjectView):
             project=self.project, user=request.user, recheck_version_number=number, **values
         )
         return Response(CascadeSettingsSerializer(cascade.cascade_settings_values(self.project)).data)
+
+
+def aliases_body(project: Any) -> dict[str, Any]:
+    held = alias_selectors.alias_map(project)
+    rule = aliases.release_rule_for(project)
+    return {
+        **{name: (version.number if version else None) for name, version in held.items()},
+        "challenger_share": rule.challenger_share if held["challenger"] else 0.0,
+        "rule": ReleaseRuleSerializer(rule).data,
+        "events": VersionEventSerializer(alias_selectors.version_events(project, limit=50), many=True).data,
+    }
+
+
+class AliasListView(ProjectView):
+    @extend_schema(responses=AliasesSerializer, summary="Champion, challenger, shadow, the rule and the history")
+    def get(self, request: Request, slug: str) -> Response:
+        return Response(aliases_body(self.project))
+
+
+class AliasDetailView(ProjectView):
+    @extend_schema(request=AliasSetSerializer, responses=AliasesSerializer, summary="Point an alias at a version")
+    def put(self, request: Request, slug: str, alias: str) -> Response:
+        body = AliasSetSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        aliases.set_alias(
+            version=selectors.version_get(self.project, body.validated_data["version"]),
+            alias=aliases.check_alias_name(alias),
+            user=request.user,
+            share=body.validated_data.get("share"),
+            reason=body.validated_data["reason"],
+        )
+        return Response(aliases_body(self.project))
+
+    @extend_schema(
+        request=AliasRemoveSerializer, responses=AliasesSerializer, summary="Remove the challenger or shadow"
+    )
+    def delete(self, request: Request, slug: str, alias: str) -> Response:
+        body = AliasRemoveSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        aliases.remove_alias(project=self.project, alias=alias, user=request.user, reason=body.validated_data["reason"])
+        return Response(aliases_body(self.project))
+
+
+class ChallengerShareView(ProjectView):
+    @extend_schema(request=ShareSerializer, responses=AliasesSerializer, summary="Set the challenger's share")
+    def put(self, request: Request, slug: str) -> Response:
+        body = ShareSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        aliases.set_challenger_share(
+            project=self.project,
+            share=body.validated_data["share"],
+            user=request.user,
+            reason=body.validated_data["reason"],
+        )
+        return Response(aliases_body(self.project))
+
+
+class ReleaseRuleView(ProjectView):
+    @extend_schema(responses=ReleaseRuleSerializer, summary="The promotion and rollback rule")
+    def get(self, request: Request, slug: str) -> Response:
+        return Response(ReleaseRuleSerializer(aliases.release_rule_for(self.project)).data)
+
+    @extend_schema(request=ReleaseRuleSerializer, responses=ReleaseRuleSerializer, summary="Change the rule")
+    def patch(self, request: Request, slug: str) -> Response:
+        body = ReleaseRuleSerializer(data=request.data, partial=True)
+        body.is_valid(raise_exception=True)
+        rule = aliases.update_release_rule(project=self.project, **body.validated_data)
+        return Response(ReleaseRuleSerializer(rule).data)
 
 
 @extend_schema(tags=["models"])

@@ -39,7 +39,10 @@ def version_get(project: Project, number: int) -> ModelVersion:
 
 
 def published_version(project: Project) -> ModelVersion | None:
-    return ModelVersion.objects.filter(project=project, status=ModelVersion.Status.PUBLISHED).first()
+    """The champion (modeling.selectors.aliases holds the other aliases)."""
+    from modeling.selectors.aliases import champion_version
+
+    return champion_version(project)
 
 
 def can_roll_back(project: Project) -> bool:

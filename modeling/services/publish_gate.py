@@ -18,6 +18,7 @@ from django.utils.translation import gettext
 
 from labeling.models import Project
 from modeling.models import ModelVersion, PublishGate
+from modeling.selectors.aliases import champion_version
 from sceneclf_site.api_errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -69,11 +70,9 @@ def decide(*, candidate: ModelVersion, texts: list[str], label_keys: list[str]) 
         "abstain_band": gate.abstain_band,
         "decided_at": timezone.now().isoformat(),
     }
-    current = (
-        ModelVersion.objects.filter(project_id=candidate.project_id, status=ModelVersion.Status.PUBLISHED)
-        .exclude(pk=candidate.pk)
-        .first()
-    )
+    current = champion_version(candidate.project)
+    if current is not None and current.pk == candidate.pk:
+        current = None
     mine = score_version(candidate, texts, label_keys)
     record["candidate"] = asdict(mine)
     if current is None:

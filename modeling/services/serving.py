@@ -1,7 +1,7 @@
-"""Serving the published model of a project.
+"""Serving the champion, challenger and shadow of a project.
 
-Each process keeps the loaded model of each project in memory. Every request asks the database which
-version is published (one indexed query) and reloads only when that id changed, so publishing or rolling
+Each process keeps the loaded models of each project in memory. Every request asks the database which
+versions hold the aliases (one indexed query) and reloads only when an id changed, so a promotion or a rolling
 back in one process is seen by every other process on its next request, without a restart. The backbone
 itself stays loaded once per process (the engine's extractor caches it by path)."""
 
@@ -59,48 +59,65 @@ class ServedPrediction:
     abstain_reason: str | None = None
 
 
-_loaded: dict[int, LoadedModel] = {}
+_loaded: dict[int, LoadedModel] = {}  # project id -> its champion
+_aliased: dict[tuple[int, str], LoadedModel] = {}  # (project id, "challenger" | "shadow") -> that version
 _lock = threading.Lock()
 
 
 def published_version_id(project: Project) -> int | None:
-    return (
-        ModelVersion.objects.filter(project=project, status=ModelVersion.Status.PUBLISHED)
-        .values_list("id", flat=True)
-        .first()
-    )
+    from modeling.selectors.aliases import champion_version_id
+
+    return champion_version_id(project)
 
 
 def get_serving_model(project: Project) -> LoadedModel:
+    """The champion of `project`, loaded once per process and reloaded when the champion changes."""
     version_id = published_version_id(project)
     if version_id is None:
         raise NoPublishedModelError(
-            gettext("Project '%(slug)s' has no published model yet: train one and publish it on the model page.")
+            gettext("Project '%(slug)s' has no champion model yet: train one and make it champion on the model page.")
             % {"slug": project.slug},
         )
-    current = _loaded.get(project.id)
+    return _cached(project, version_id, _loaded, project.id)
+
+
+def get_aliased_model(project: Project, version_id: int, alias: str) -> LoadedModel:
+    """The challenger or shadow `version_id` of `project`, cached like the champion."""
+    return _cached(project, version_id, _aliased, (project.id, alias))
+
+
+def _cached(project: Project, version_id: int, store: dict[Any, LoadedModel], key: Any) -> LoadedModel:
+    current = store.get(key)
     if current is not None and current.version_id == version_id:
         _refresh_label_mapping(current, project)
         return current
     with _lock:
-        current = _loaded.get(project.id)
+        current = store.get(key)
         if current is None or current.version_id != version_id:
-            version = ModelVersion.objects.select_related("project").get(pk=version_id)
-            try:
-                current = load_version(version)
-            except ServiceError as exc:
-                raise ModelUnavailableError(
-                    gettext("The published model %(ref)s cannot be served: %(message)s")
-                    % {"ref": version.ref, "message": exc.message}
-                ) from exc
-            except Exception as exc:  # e.g. ArtifactError: files changed on disk since publishing
-                raise ModelUnavailableError(
-                    gettext("The published model %(ref)s cannot be loaded (%(name)s: %(exc)s).")
-                    % {"ref": version.ref, "name": type(exc).__name__, "exc": exc}
-                ) from exc
-            _loaded[project.id] = current
+            current = _already_loaded(version_id) or _load_or_raise(version_id)
+            store[key] = current
     _refresh_label_mapping(current, project)
     return current
+
+
+def _already_loaded(version_id: int) -> LoadedModel | None:
+    """A challenger promoted to champion is served by the copy already in memory."""
+    return next((m for m in [*_loaded.values(), *_aliased.values()] if m.version_id == version_id), None)
+
+
+def _load_or_raise(version_id: int) -> LoadedModel:
+    version = ModelVersion.objects.select_related("project", "taxonomy").get(pk=version_id)
+    try:
+        return load_version(version)
+    except ServiceError as exc:
+        raise ModelUnavailableError(
+            gettext("The model %(ref)s cannot be served: %(message)s") % {"ref": version.ref, "message": exc.message}
+        ) from exc
+    except Exception as exc:  # e.g. ArtifactError: files changed on disk since it was made champion
+        raise ModelUnavailableError(
+            gettext("The model %(ref)s cannot be loaded (%(name)s: %(exc)s).")
+            % {"ref": version.ref, "name": type(exc).__name__, "exc": exc}
+        ) from exc
 
 
 def _refresh_label_mapping(model: LoadedModel, project: Project) -> None:
@@ -164,6 +181,7 @@ def forget_loaded_models() -> None:
     """Drops every loaded model of this process (tests; memory pressure)."""
     with _lock:
         _loaded.clear()
+        _aliased.clear()
 
 
 def load_predictor(version: ModelVersion, *, cached: bool = False, threads: int | None = None) -> Any:

@@ -47,6 +47,7 @@ MIN_TRAIN_PER_CLASS = 1
 HEARTBEAT_EVERY_S = 1.0  # progress/heartbeat DB writes are throttled to this interval
 CANCEL_CHECK_EVERY_S = 0.5
 # Run params that belong to the run, not to the route or the calibration.
+AUTO_RETRAIN = "auto_retrain"
 RUN_PARAM_NAMES = ("auto_publish", "budget_minutes", "incremental_from", "replay_share")
 # Overall progress span of each engine stage; a stage a route adds keeps the current span.
 STAGE_SPANS = {"prepare": (0.02, 0.05), "extract": (0.05, 0.6), "fit": (0.6, 0.9), "calibrate": (0.9, 0.95)}
@@ -684,9 +685,19 @@ def _train(run: TrainingRun, reporter: RunReporter, timings: dict[str, float]) -
     snapshot = [[e.item_id, e.label_key] for e in data.train + data.val]
     model_version = _create_version(run, data, version, final_dir, manifest, _jsonable(metrics), snapshot)
     reporter.log(f"created model version v{model_version.number}")
-    if run.params.get("auto_publish"):
+    if run.trigger == AUTO_RETRAIN:
+        _release_retrained(model_version, data, reporter)
+    elif run.params.get("auto_publish"):
         _auto_publish(model_version, data, reporter)
     return model_version.id
+
+
+def _release_retrained(version: ModelVersion, data: TrainingData, reporter: RunReporter) -> None:
+    """A version of the automatic retrain never replaces the champion: it becomes the challenger or the shadow."""
+    from modeling.services.aliases import release_retrained_version
+
+    reporter.stage("comparing with the champion", 0.99, 1.0)
+    reporter.log(release_retrained_version(version=version, texts=data.texts("val"), label_keys=data.keys("val")))
 
 
 def _auto_publish(version: ModelVersion, data: TrainingData, reporter: RunReporter) -> None:

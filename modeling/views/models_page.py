@@ -18,10 +18,11 @@ from labeling.permissions import can, get_project_for
 from labeling.selectors.training_data import gold_split_counts
 from modeling.engine.routes.catalogue import describe_routes
 from modeling.models import DEFAULT_ROUTE, CascadeSettings
+from modeling.selectors import aliases as alias_selectors
 from modeling.selectors import models as selectors
 from modeling.selectors.confusion import compare_versions, confusion_view, eval_split
 from modeling.selectors.model_health import version_warnings
-from modeling.services import cascade, publish_gate, training, versions
+from modeling.services import aliases, cascade, publish_gate, training, versions
 from modeling.services.item_predictions import ensure_split_predictions, request_item_scoring
 from sceneclf_site.api_errors import ServiceError
 
@@ -60,6 +61,9 @@ def _context(request: HttpRequest, project: Any) -> dict[str, Any]:
         "cascade": cascade.cascade_settings_for(project),
         "recheck_versions": selectors.version_list(project).filter(route__in=cascade.RECHECK_ROUTES),
         "combine_rules": CascadeSettings.Combine.choices,
+        "aliases": alias_selectors.alias_map(project),
+        "release_rule": aliases.release_rule_for(project),
+        "events": list(alias_selectors.version_events(project, limit=30)),
     }
 
 
@@ -184,7 +188,7 @@ def publish(request: HttpRequest, slug: str, number: int) -> HttpResponse:
         request,
         slug,
         lambda p: versions.publish_model_version(version=selectors.version_get(p, number), user=request.user),
-        gettext("Model v{result.number} is now published."),
+        gettext("Model v{result.number} is now the champion."),
     )
 
 
@@ -195,8 +199,81 @@ def rollback(request: HttpRequest, slug: str) -> HttpResponse:
         request,
         slug,
         lambda p: versions.rollback_model(project=p, user=request.user),
-        gettext("Rolled back: model v{result.number} is published again."),
+        gettext("Rolled back: model v{result.number} is the champion again."),
     )
+
+
+@login_required
+@require_POST
+def set_alias(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    def save(project: Any) -> Any:
+        share = _optional_share(request.POST.get("share", ""))
+        return aliases.set_alias(
+            version=selectors.version_get(project, number),
+            alias=request.POST.get("alias", ""),
+            user=request.user,
+            share=share,
+            reason=request.POST.get("reason", "")[:500],
+        )
+
+    return _act(request, slug, save, gettext("Model v{result.number} now holds the alias."))
+
+
+@login_required
+@require_POST
+def remove_alias(request: HttpRequest, slug: str) -> HttpResponse:
+    return _act(
+        request,
+        slug,
+        lambda p: aliases.remove_alias(
+            project=p,
+            alias=request.POST.get("alias", ""),
+            user=request.user,
+            reason=request.POST.get("reason", "")[:500],
+        ),
+        gettext("Model v{result.number} no longer holds the alias."),
+    )
+
+
+@login_required
+@require_POST
+def challenger_share(request: HttpRequest, slug: str) -> HttpResponse:
+    def save(project: Any) -> Any:
+        return aliases.set_challenger_share(
+            project=project, share=_optional_share(request.POST.get("share", "")), user=request.user
+        )
+
+    return _act(request, slug, save, gettext("Challenger share saved."))
+
+
+@login_required
+@require_POST
+def release_rule(request: HttpRequest, slug: str) -> HttpResponse:
+    def save(project: Any) -> Any:
+        try:
+            values = {
+                "auto_decide": request.POST.get("auto_decide") == "on",
+                "min_labelled": int(request.POST.get("min_labelled", "")),
+                "max_f1_drop": float(request.POST.get("max_f1_drop", "")),
+                "max_abstain_increase": float(request.POST.get("max_abstain_increase", "")),
+                "max_latency_ratio": float(request.POST.get("max_latency_ratio", "")),
+                "share_steps": [float(s) for s in request.POST.get("share_steps", "").replace(",", " ").split()],
+                "retrain_alias": request.POST.get("retrain_alias", ""),
+            }
+        except ValueError as exc:
+            raise ServiceError(gettext("Enter numbers in every field of the release rule.")) from exc
+        return aliases.update_release_rule(project=project, **values)
+
+    return _act(request, slug, save, gettext("Release rule saved."))
+
+
+def _optional_share(text: str) -> float | None:
+    if not text.strip():
+        return None
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise ServiceError(gettext("The share must be a number above 0 and at most 1.")) from exc
 
 
 @login_required

@@ -302,6 +302,9 @@ FEEDBACK_MAX_ITEMS = env_int("FEEDBACK_MAX_ITEMS", 500)
 # One torch thread per predict request: on small machines a second thread slows one text down; scale with
 # more web workers instead.
 PREDICT_TORCH_THREADS = env_int("PREDICT_TORCH_THREADS", 1)
+# Shadow scoring runs after the answer, on one background thread per process; at most SHADOW_MAX_PENDING
+# requests wait for it, and a request that finds the queue full is scored by the shadow in line (nothing lost).
+SHADOW_MAX_PENDING = env_int("SHADOW_MAX_PENDING", 64)
 # A running run writes a heartbeat every TRAINING_HEARTBEAT_SECONDS from a thread of its worker; one whose
 # heartbeat is older than TRAINING_STALE_AFTER_SECONDS is failed (its worker died), so the project can train again.
 TRAINING_HEARTBEAT_SECONDS = env_float("TRAINING_HEARTBEAT_SECONDS", 10.0)
@@ -314,6 +317,9 @@ DRIFT_CHECK_MINUTES = env_int("DRIFT_CHECK_MINUTES", 60)
 DRIFT_WINDOW_HOURS = env_float("DRIFT_WINDOW_HOURS", 24.0)
 DRIFT_MAX_SAMPLES = env_int("DRIFT_MAX_SAMPLES", 500)
 DRIFT_MIN_WINDOW = env_int("DRIFT_MIN_WINDOW", 50)
+# The release rule (docs/OPERATIONS.md, "Champion, challenger, shadow") runs every RELEASE_CHECK_MINUTES and
+# after each feedback request.
+RELEASE_CHECK_MINUTES = env_int("RELEASE_CHECK_MINUTES", 10)
 ALERT_WEBHOOK_TIMEOUT_SECONDS = env_float("ALERT_WEBHOOK_TIMEOUT_SECONDS", 5.0)
 # GET /metrics (Prometheus): allowed from these client addresses, or with `Authorization: Bearer <token>`.
 METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", ["127.0.0.1", "::1"])

@@ -5,7 +5,7 @@ from rest_framework.test import APIClient
 
 from labeling.services.projects import create_api_token
 from modeling.models import ModelVersion
-from tests.modeling.conftest import _one_thread_and_own_dirs, scene_project, tiny_backbone  # noqa: F401
+from tests.modeling.conftest import _one_thread_and_own_dirs, no_auto_retrain, scene_project, tiny_backbone  # noqa: F401
 from tests.modeling.route1 import start_and_run, tiny_params
 
 

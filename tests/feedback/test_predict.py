@@ -95,7 +95,7 @@ def test_member_session_may_predict_and_anonymous_may_not(published_model, clien
 def test_no_published_model_is_503_with_message(scene_project, token_client):
     response = token_client.post(URL, {"text": "快递没到"}, format="json")
     assert response.status_code == 503
-    assert "no published model" in response.json()["error"]["message"]
+    assert "no champion model" in response.json()["error"]["message"]
 
 
 @pytest.mark.django_db

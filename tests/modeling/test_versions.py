@@ -32,7 +32,7 @@ def test_publish_rollback_and_archive(scene_project):
     v2.refresh_from_db()
     assert (v1.__class__.objects.get(pk=v1.pk).status, v2.status) == ("published", "archived")
 
-    with pytest.raises(ConflictError, match="being served"):
+    with pytest.raises(ConflictError, match="is the champion"):
         versions.archive_model_version(version=ModelVersion.objects.get(pk=v1.pk))
     v3 = _version(scene_project)
     assert versions.archive_model_version(version=v3).status == ModelVersion.Status.ARCHIVED

@@ -21,7 +21,7 @@ def daily_series_plot(versions: list[dict]) -> Figure:
     for i, version in enumerate(versions):
         color = COLORS[i % len(COLORS)]
         days = [date.fromisoformat(day["day"]) for day in version["days"]]
-        name = version["version"]
+        name = f"{version['version']} ({version['role']})" if version.get("role") else version["version"]
         volume.plot(days, [day["volume"] for day in version["days"]], marker="o", color=color, label=name)
         rates.plot(
             days, [day["abstain_rate"] for day in version["days"]], marker="o", color=color, label=f"{name} abstain"
