@@ -165,6 +165,7 @@ def main() -> None:
     server = None
     try:
         subprocess.run([PY, "manage.py", "migrate", "--run-syncdb", "-v0"], cwd=ROOT, env=env, check=True)
+        subprocess.run([PY, "manage.py", "createcachetable"], cwd=ROOT, env=env, check=True)  # without REDIS_URL
         print("training the demo model ...", file=sys.stderr)
         setup = subprocess.run([PY, "-c", SETUP, args.backbone], cwd=ROOT, env=env, check=True,
                                capture_output=True, text=True)  # fmt: skip

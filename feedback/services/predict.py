@@ -14,6 +14,7 @@ from django.conf import settings
 from django.utils.translation import gettext
 
 from feedback.models import PredictionLog
+from feedback.services.log_writer import write_prediction_logs
 from labeling.models import Project
 from labeling.pii import mask_pii
 from labeling.text import normalize_text
@@ -168,7 +169,7 @@ def log_predictions(
                 latency_ms=round(latency_ms, 3),
             )
         )
-    PredictionLog.objects.bulk_create(rows)
+    write_prediction_logs(rows)
     abstained = [(text, p) for text, p in zip(request.texts, predictions, strict=True) if p.abstained]
     if abstained:
         from feedback.services.review_queue import queue_abstained

@@ -1,8 +1,9 @@
 """Serving the published model of a project.
 
-Each process keeps the loaded model of each project in memory. Every request asks the database which
-version is published (one indexed query) and reloads only when that id changed, so publishing or rolling
-back in one process is seen by every other process on its next request, without a restart. The backbone
+Each process keeps the loaded model of each project in memory. Which version is published is read from the
+database when the "serving" change stamp changed (services/serving_cache.py; one cache read per request
+otherwise), and the model is reloaded only when that id changed, so publishing or rolling back in one
+process is seen by every other process on its next request, without a restart. The backbone
 itself stays loaded once per process (the engine's extractor caches it by path)."""
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from labeling.models import Project
 from labeling.selectors.training_data import latest_published_taxonomy
 from modeling.models import ModelVersion
 from modeling.selectors.model_health import LabelMapping, label_mapping
+from modeling.services import serving_cache
+from modeling.services.batching import batched_predict
 from modeling.services.training import engine_load_context
 from sceneclf_site.api_errors import ServiceError
 
@@ -64,10 +67,13 @@ _lock = threading.Lock()
 
 
 def published_version_id(project: Project) -> int | None:
-    return (
-        ModelVersion.objects.filter(project=project, status=ModelVersion.Status.PUBLISHED)
-        .values_list("id", flat=True)
-        .first()
+    return serving_cache.published_ids.get(
+        project.pk,
+        lambda: (
+            ModelVersion.objects.filter(project=project, status=ModelVersion.Status.PUBLISHED)
+            .values_list("id", flat=True)
+            .first()
+        ),
     )
 
 
@@ -105,7 +111,7 @@ def get_serving_model(project: Project) -> LoadedModel:
 
 def _refresh_label_mapping(model: LoadedModel, project: Project) -> None:
     """A taxonomy published after the model's changes what its labels mean: recompute the mapping then."""
-    latest = latest_published_taxonomy(project)
+    latest = serving_cache.latest_taxonomies.get(project.pk, lambda: latest_published_taxonomy(project))
     latest_id = latest.pk if latest is not None else None
     if model.label_mapping is not None and model.mapping_taxonomy_id == latest_id:
         return
@@ -164,6 +170,7 @@ def forget_loaded_models() -> None:
     """Drops every loaded model of this process (tests; memory pressure)."""
     with _lock:
         _loaded.clear()
+    serving_cache.forget()
 
 
 def load_predictor(version: ModelVersion, *, cached: bool = False, threads: int | None = None) -> Any:
@@ -209,7 +216,7 @@ def serving_threads() -> int:
 
 def predict_with(model: LoadedModel, texts: list[str], *, k: int = 3, explain: bool = False) -> list[ServedPrediction]:
     """Abstained texts always carry their nearest labelled examples: reviewers see them in the review queue."""
-    predictions = model.predictor.predict(texts, k=k, explain=explain)
+    predictions = batched_predict(model.predictor, texts, k=k, explain=explain)
     return [_served(model, p) for p in predictions]
 
 
