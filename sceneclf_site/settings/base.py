@@ -110,7 +110,9 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'sceneclf.sqlite3'}"),
-        conn_max_age=env_int("DB_CONN_MAX_AGE", 0),
+        # Kept open between requests (checked before reuse): opening one per request costs more than a query.
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
@@ -239,7 +241,9 @@ CACHES = {
 
 # --- Web server (gunicorn, gthread workers; sceneclf_site/gunicorn_conf.py reads these) -------------------
 WEB_WORKERS = env_int("WEB_WORKERS", 2)
-WEB_THREADS = env_int("WEB_THREADS", 4)
+# Predict requests of one process share a forward (PREDICT_BATCH_*): threads mostly wait for it, so a batch
+# can only be as large as the threads that feed it.
+WEB_THREADS = env_int("WEB_THREADS", 16)
 WEB_TIMEOUT_SECONDS = env_int("WEB_TIMEOUT_SECONDS", 120)
 
 # --- Content-Security-Policy (django-csp): nothing inline, nothing from other hosts ----------------------
