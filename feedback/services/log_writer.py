@@ -362,6 +362,12 @@ def close_writer() -> None:
 atexit.register(close_writer)
 
 
+def flush_pending() -> None:
+    """Stores what this process still buffers (a page that predicts and then lists the log shows its row)."""
+    if buffered() and _writer is not None and _writer_pid == os.getpid():
+        _writer.flush()
+
+
 def find_prediction_log(request_id: uuid.UUID) -> PredictionLog | None:
     """The logged prediction of a request_id, also right after predict answered: this process's buffer is
     flushed first, and a row another process still buffers is waited for (at most two flush intervals)."""

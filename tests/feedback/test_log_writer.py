@@ -147,3 +147,10 @@ def test_a_row_another_process_still_buffers_is_found_by_the_feedback_lookup(pro
     finally:
         child.send_signal(signal.SIGTERM)
         child.wait(30)
+
+
+def test_the_predictions_page_lists_the_prediction_it_just_made(published_model, client, owner, buffered):
+    client.force_login(owner)
+    html = client.post("/projects/alpha/predictions/", {"text": "快递没到 电话 13812345678"}).content.decode()
+    assert "&lt;PHONE&gt;" in html  # the masked row is in the log list, not only in the buffer
+    assert PredictionLog.objects.count() == 1
