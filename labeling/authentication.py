@@ -28,7 +28,7 @@ from sceneclf_site.throttling import FailedTokenThrottle
 
 TOKEN_STAMP = "api-tokens"
 _valid_tokens: StampedMemo[ApiToken | None] = StampedMemo(TOKEN_STAMP, lambda: float(settings.API_TOKEN_CACHE_SECONDS))
-_last_used_written: dict[int, float] = {}
+_last_used_written: dict[str, float] = {}  # by token hash
 
 
 def hash_token(secret: str) -> str:
@@ -110,8 +110,8 @@ def record_use(token: ApiToken) -> None:
     """Stamps last_used_at, at most every API_TOKEN_LAST_USED_SECONDS per token in this process: a write per
     request would cost more than the rest of the authentication."""
     now = time.monotonic()
-    written = _last_used_written.get(token.pk)
+    written = _last_used_written.get(token.token_hash)
     if written is not None and now - written < float(settings.API_TOKEN_LAST_USED_SECONDS):
         return
-    _last_used_written[token.pk] = now
+    _last_used_written[token.token_hash] = now
     ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
