@@ -1,7 +1,7 @@
 """Change stamps: a short random value per topic in the shared cache (Redis, or the cache table), replaced
 whenever something of that topic changes. A process may keep what it read from the database for as long as
-the stamp it read beforehand is still the current one: one cache read per request replaces the queries, and
-a change made in any process is seen by every other process on its next request.
+the stamp it read beforehand is still the current one: one cache read per request (every topic at once)
+replaces the queries, and a change made in any process is seen by every other process on its next request.
 
 Order matters for correctness: read the stamp first, then the database. A change committed in between
 replaces the stamp after the read, so the next request sees a new stamp and reads again."""
@@ -9,6 +9,7 @@ replaces the stamp after the read, so the next request sees a new stamp and read
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Hashable
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from django.core.cache import cache
+from django.core.signals import request_finished, request_started
 from django.db import transaction
 
 logger = logging.getLogger(__name__)
@@ -24,20 +26,55 @@ T = TypeVar("T")
 KEY_PREFIX = "change-stamp:"
 
 
+_request = threading.local()  # .stamps: the stamps read during the current request of this thread
+TOPICS: set[str] = set()  # every topic a memo uses: a request reads them all in one cache call
+
+
+def _request_started(**kwargs: object) -> None:
+    _request.stamps = {}
+
+
+def _request_finished(**kwargs: object) -> None:
+    _request.stamps = None
+
+
+request_started.connect(_request_started, dispatch_uid="change-stamps-request-started")
+request_finished.connect(_request_finished, dispatch_uid="change-stamps-request-finished")
+
+
 def current_stamp(topic: str) -> str | None:
-    """The topic's stamp; None when the shared cache cannot be read (then nothing may be reused)."""
-    try:
-        stamp = cache.get(KEY_PREFIX + topic)
-        if stamp is None:
-            cache.add(KEY_PREFIX + topic, uuid.uuid4().hex, timeout=None)
-            stamp = cache.get(KEY_PREFIX + topic)
-    except Exception as exc:  # the cache is down: every request reads the database, as without stamps
-        logger.warning("change stamp %s not read: %s", topic, type(exc).__name__)
+    """The topic's stamp; None when the shared cache cannot be read (then nothing may be reused). Within a
+    request every topic is read once, together: a change is seen by the next request."""
+    stamps = getattr(_request, "stamps", None)
+    if stamps is not None and topic in stamps:
+        return stamps[topic]
+    read = _read(sorted(TOPICS | {topic}) if stamps is not None else [topic])
+    if read is None:
         return None
-    return stamp
+    if stamps is not None:
+        stamps.update(read)
+    return read[topic]
+
+
+def _read(topics: list[str]) -> dict[str, str | None] | None:
+    keys = {topic: KEY_PREFIX + topic for topic in topics}
+    try:
+        found = cache.get_many(list(keys.values()))
+        missing = [key for key in keys.values() if key not in found]
+        if missing:
+            for key in missing:
+                cache.add(key, uuid.uuid4().hex, timeout=None)
+            found.update(cache.get_many(missing))
+    except Exception as exc:  # the cache is down: every request reads the database, as without stamps
+        logger.warning("change stamps %s not read: %s", ",".join(topics), type(exc).__name__)
+        return None
+    return {topic: found.get(key) for topic, key in keys.items()}
 
 
 def _replace(topic: str) -> None:
+    stamps = getattr(_request, "stamps", None)
+    if stamps is not None:
+        stamps.pop(topic, None)  # this request changed it: its own next read must see the new stamp
     try:
         cache.set(KEY_PREFIX + topic, uuid.uuid4().hex, timeout=None)
     except Exception as exc:
@@ -65,6 +102,7 @@ class StampedMemo(Generic[T]):
 
     def __init__(self, topic: str, max_age_seconds: Callable[[], float]) -> None:
         self.topic = topic
+        TOPICS.add(topic)
         self.max_age_seconds = max_age_seconds
         self._entries: dict[Hashable, _Entry[T]] = {}
 

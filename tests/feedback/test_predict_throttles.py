@@ -36,10 +36,16 @@ def test_every_scope_reads_and_writes_in_one_call_each(published_model, owner, m
     calls: list[str] = []
     for name in ("get", "set", "get_many", "set_many"):
         original = getattr(cache, name)
-        monkeypatch.setattr(cache, name, lambda *a, _o=original, _n=name, **k: calls.append(_n) or _o(*a, **k))
+
+        def spy(keys, *a, _o=original, _n=name, **k):  # type: ignore[no-untyped-def]
+            names = keys if isinstance(keys, list | dict) else [keys]
+            if any("throttle_" in str(key) and "token_failure" not in str(key) for key in names):
+                calls.append(_n)
+            return _o(keys, *a, **k)
+
+        monkeypatch.setattr(cache, name, spy)
     client = _client(create_api_token(project=published_model.project, name="a", created_by=owner).secret)
     assert _predict(client, published_model.project.slug) == 200
-    throttle_calls = [c for c in calls if c.endswith("_many")]
-    assert throttle_calls == ["get_many", "set_many"]
+    assert calls == ["get_many", "set_many"]
     keys = [key for key in cache._cache if "throttle_" in key]  # LocMemCache: the stored histories
     assert len(keys) == 4  # token, token_ip, predict, predict_ip
