@@ -33,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
+from django.core.signals import request_finished, request_started
 from django.db import DatabaseError, DataError, IntegrityError, InterfaceError, OperationalError, transaction
 from django.utils import timezone
 from prometheus_client import Counter
@@ -368,9 +369,36 @@ def flush_pending() -> None:
         _writer.flush()
 
 
+_lookup = threading.local()  # .deadline: until when lookups of the current request may wait for a row
+
+
+def _lookup_request_started(**kwargs: object) -> None:
+    _lookup.in_request, _lookup.deadline = True, None
+
+
+def _lookup_request_finished(**kwargs: object) -> None:
+    _lookup.in_request, _lookup.deadline = False, None
+
+
+request_started.connect(_lookup_request_started, dispatch_uid="prediction-lookup-request-started")
+request_finished.connect(_lookup_request_finished, dispatch_uid="prediction-lookup-request-finished")
+
+
+def _wait_deadline() -> float:
+    """Two flush intervals (+ a margin) from the first lookup that waits: one window per request, however
+    many request_ids a feedback batch names, so unknown ids cannot make a request wait long."""
+    window = 2 * float(settings.PREDICTION_LOG_FLUSH_MS) / 1000.0 + 0.2
+    if not getattr(_lookup, "in_request", False):
+        return time.monotonic() + window
+    if _lookup.deadline is None:
+        _lookup.deadline = time.monotonic() + window
+    return _lookup.deadline
+
+
 def find_prediction_log(request_id: uuid.UUID) -> PredictionLog | None:
     """The logged prediction of a request_id, also right after predict answered: this process's buffer is
-    flushed first, and a row another process still buffers is waited for (at most two flush intervals)."""
+    flushed first, and a row another process still buffers is waited for (at most two flush intervals per
+    request)."""
     query = PredictionLog.objects.filter(request_id=request_id).select_related("model_version")
     if not buffered():
         return query.first()
@@ -378,7 +406,7 @@ def find_prediction_log(request_id: uuid.UUID) -> PredictionLog | None:
     if writer.holds(request_id):
         writer.flush()
     log = query.first()
-    deadline = time.monotonic() + 2 * float(settings.PREDICTION_LOG_FLUSH_MS) / 1000.0 + 0.2
+    deadline = _wait_deadline() if log is None else 0.0
     while log is None and time.monotonic() < deadline:
         time.sleep(0.02)
         log = query.first()

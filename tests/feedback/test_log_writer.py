@@ -154,3 +154,18 @@ def test_the_predictions_page_lists_the_prediction_it_just_made(published_model,
     html = client.post("/projects/alpha/predictions/", {"text": "快递没到 电话 13812345678"}).content.decode()
     assert "&lt;PHONE&gt;" in html  # the masked row is in the log list, not only in the buffer
     assert PredictionLog.objects.count() == 1
+
+
+def test_unknown_request_ids_in_one_feedback_batch_share_one_short_wait(published_model, owner, buffered, settings):
+    import time
+
+    settings.PREDICTION_LOG_FLUSH_MS = 200
+    issued = create_api_token(project=published_model.project, name="c", created_by=owner)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {issued.secret}")
+    items = [{"request_id": str(uuid.uuid4()), "outcome": {"key": "resolved"}} for _ in range(20)]
+    started = time.monotonic()
+    response = client.post(f"/api/v1/projects/{published_model.project.slug}/feedback", items, format="json")
+    elapsed = time.monotonic() - started
+    assert {result["status"] for result in response.json()["results"]} == {"unknown_request_id"}
+    assert elapsed < 5  # one window of 2 x 200 ms + 200 ms, not 20 of them (12 s)
