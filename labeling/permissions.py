@@ -53,10 +53,18 @@ def can(user: Any, project: Project, action: str) -> bool:
     return bool(roles & ACTION_ROLES[action])
 
 
+def _token_project(user: Any, slug: str) -> Project | None:
+    """A token client's own project, as authentication loaded it (kept current by the token change stamp)."""
+    token = getattr(user, "api_token", None)
+    if token is not None and token.project.slug == slug:
+        return token.project
+    return None
+
+
 def get_project_for(user: Any, slug: str, action: str) -> Project:
     """The project, or 404 when the user is no member (hides existence), or 403 when the role is short."""
     # A project that is not yours reads exactly like one that does not exist: the answer reveals nothing.
-    project = Project.objects.filter(slug=slug).first()
+    project = _token_project(user, slug) or Project.objects.filter(slug=slug).first()
     if project is None or not user_roles(user, project):
         raise Http404(gettext("No such project."))
     if not can(user, project, action):

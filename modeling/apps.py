@@ -10,3 +10,6 @@ class ModelingConfig(AppConfig):
         # Active learning's signal hooks (gold label saved → retrain check; new model version → re-score), and
         # the task that scores every item for the item browser.
         from modeling import tasks_al, tasks_items  # noqa: F401
+        from modeling.services import serving_cache
+
+        serving_cache.connect()

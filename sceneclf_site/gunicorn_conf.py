@@ -35,6 +35,13 @@ def post_fork(server, worker):  # type: ignore[no-untyped-def]
     start_preload()
 
 
+def worker_exit(server, worker):  # type: ignore[no-untyped-def]
+    """A stopping worker stores the prediction-log rows it still buffers before it goes."""
+    from feedback.services.log_writer import close_writer
+
+    close_writer()
+
+
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
     """prometheus_client's multiprocess mode: a dead worker's live gauges leave the next scrape."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

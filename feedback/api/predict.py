@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 from feedback.services.predict import parse_predict_request, predict_for_project
 from labeling.permissions import ProjectActionPermission
 from modeling.engine.evaluation.calibration import ABSTAIN_REASONS
+from sceneclf_site.throttling import OneReadThrottling
 
 _STAGE = inline_serializer(
     "PredictionStage",
@@ -74,7 +75,7 @@ _PREDICTION = inline_serializer(
 
 
 @extend_schema(tags=["predict"])
-class PredictView(APIView):
+class PredictView(OneReadThrottling, APIView):
     # Authentication first: an anonymous client gets 401 (with the Token challenge), not the members-only 404.
     permission_classes = [IsAuthenticated, ProjectActionPermission]
     project_action = "predict"

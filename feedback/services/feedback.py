@@ -18,10 +18,10 @@ from django.db import IntegrityError, transaction
 from django.utils.translation import gettext
 
 from feedback.models import PredictionFeedback, PredictionLog
+from feedback.services.log_writer import find_prediction_log
 from labeling.models import Project, ReviewTask
 from labeling.pii import mask_pii, protect_value
 from labeling.text import normalize_text
-from modeling.models import Alias
 from sceneclf_site.api_errors import ServiceError
 
 FEEDBACK_SOURCE = "feedback"
@@ -194,12 +194,7 @@ def _outcome(value: Any) -> tuple[str, str]:
 
 def _store(project: Project, index: int, item: FeedbackItem, token: Any | None) -> FeedbackResult:
     shown_id = str(item.request_id)
-    log = (
-        PredictionLog.objects.filter(request_id=item.request_id)
-        .exclude(role=Alias.SHADOW)
-        .select_related("model_version")
-        .first()
-    )
+    log = find_prediction_log(item.request_id)
     if log is None:
         raise ItemProblem(Status.UNKNOWN_REQUEST, gettext("No prediction has this request_id."))
     if log.project_id != project.pk:

@@ -15,11 +15,13 @@ from django.conf import settings
 from django.utils.translation import gettext
 
 from feedback.models import PredictionLog
+from feedback.services.log_writer import write_prediction_logs
 from labeling.models import Project
 from labeling.pii import mask_pii
 from labeling.text import normalize_text
 from modeling.models import Alias
 from modeling.selectors.aliases import serving_aliases
+from modeling.services import serving_cache
 from modeling.services.cascade import CascadedPredictions, predict_through_cascade
 from modeling.services.serving import LoadedModel, ServedPrediction
 from modeling.services.traffic import serving_model_for
@@ -104,7 +106,7 @@ def parse_predict_request(data: Any) -> PredictRequest:
 def predict_for_project(*, project: Project, request: PredictRequest, token: Any | None = None) -> dict[str, Any]:
     from feedback.services.shadow import score_in_shadow
 
-    aliases = serving_aliases(project)
+    aliases = serving_cache.serving_aliases.get(project.pk, lambda: serving_aliases(project))
     role, model = serving_model_for(project, aliases, request.session_id)
     started = time.perf_counter()
     cascaded = predict_through_cascade(
@@ -180,7 +182,7 @@ def log_predictions(
     rows = prediction_rows(
         project, model, request, predictions, request_ids, latency_ms, token, role=role, stages=stages
     )
-    PredictionLog.objects.bulk_create(rows)
+    write_prediction_logs(rows)
     abstained = [(text, p) for text, p in zip(request.texts, predictions, strict=True) if p.abstained]
     if abstained:
         from feedback.services.review_queue import queue_abstained

@@ -8,6 +8,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 
 from feedback.selectors.predictions import LogFilters, csv_lines, filter_choices, filtered_predictions, prediction_stats
+from feedback.services.log_writer import flush_pending
 from feedback.services.predict import parse_predict_request, predict_for_project
 from labeling.permissions import can, get_project_for
 from sceneclf_site.api_errors import ServiceError
@@ -24,6 +25,7 @@ def predictions_page(request: HttpRequest, slug: str) -> HttpResponse:
         try:
             predict_request = parse_predict_request({"text": context["text"], "k": 3, "explain": True})
             context["result"] = predict_for_project(project=project, request=predict_request)
+            flush_pending()
         except ServiceError as exc:
             context["error"] = exc.message
     if can(request.user, project, "view"):

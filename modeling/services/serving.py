@@ -1,8 +1,9 @@
 """Serving the champion, challenger and shadow of a project.
 
-Each process keeps the loaded models of each project in memory. Every request asks the database which
-versions hold the aliases (one indexed query) and reloads only when an id changed, so a promotion or a rolling
-back in one process is seen by every other process on its next request, without a restart. The backbone
+Each process keeps the loaded models of each project in memory. Which versions hold the aliases is read from
+the database when the "serving" change stamp changed (services/serving_cache.py; one cache read per request
+otherwise), and a model is reloaded only when its id changed, so a promotion or a rollback in one process is
+seen by every other process on its next request, without a restart. The backbone
 itself stays loaded once per process (the engine's extractor caches it by path)."""
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from labeling.models import Project
 from labeling.selectors.training_data import latest_published_taxonomy
 from modeling.models import ModelVersion
 from modeling.selectors.model_health import LabelMapping, label_mapping
+from modeling.services import serving_cache
+from modeling.services.batching import batched_predict
 from modeling.services.training import engine_load_context
 from sceneclf_site.api_errors import ServiceError
 
@@ -67,7 +70,7 @@ _lock = threading.Lock()
 def published_version_id(project: Project) -> int | None:
     from modeling.selectors.aliases import champion_version_id
 
-    return champion_version_id(project)
+    return serving_cache.published_ids.get(project.pk, lambda: champion_version_id(project))
 
 
 def get_serving_model(project: Project) -> LoadedModel:
@@ -122,7 +125,7 @@ def _load_or_raise(version_id: int) -> LoadedModel:
 
 def _refresh_label_mapping(model: LoadedModel, project: Project) -> None:
     """A taxonomy published after the model's changes what its labels mean: recompute the mapping then."""
-    latest = latest_published_taxonomy(project)
+    latest = serving_cache.latest_taxonomies.get(project.pk, lambda: latest_published_taxonomy(project))
     latest_id = latest.pk if latest is not None else None
     if model.label_mapping is not None and model.mapping_taxonomy_id == latest_id:
         return
@@ -182,6 +185,7 @@ def forget_loaded_models() -> None:
     with _lock:
         _loaded.clear()
         _aliased.clear()
+    serving_cache.forget()
 
 
 def load_predictor(version: ModelVersion, *, cached: bool = False, threads: int | None = None) -> Any:
@@ -227,7 +231,7 @@ def serving_threads() -> int:
 
 def predict_with(model: LoadedModel, texts: list[str], *, k: int = 3, explain: bool = False) -> list[ServedPrediction]:
     """Abstained texts always carry their nearest labelled examples: reviewers see them in the review queue."""
-    predictions = model.predictor.predict(texts, k=k, explain=explain)
+    predictions = batched_predict(model.predictor, texts, k=k, explain=explain)
     return [_served(model, p) for p in predictions]
 
 

@@ -111,6 +111,7 @@ DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'sceneclf.sqlite3'}"),
         conn_max_age=env_int("DB_CONN_MAX_AGE", 0),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
@@ -239,7 +240,9 @@ CACHES = {
 
 # --- Web server (gunicorn, gthread workers; sceneclf_site/gunicorn_conf.py reads these) -------------------
 WEB_WORKERS = env_int("WEB_WORKERS", 2)
-WEB_THREADS = env_int("WEB_THREADS", 4)
+# Predict requests of one process share a forward (PREDICT_BATCH_*): threads mostly wait for it, so a batch
+# can only be as large as the threads that feed it.
+WEB_THREADS = env_int("WEB_THREADS", 16)
 WEB_TIMEOUT_SECONDS = env_int("WEB_TIMEOUT_SECONDS", 120)
 
 # --- Content-Security-Policy (django-csp): nothing inline, nothing from other hosts ----------------------
@@ -324,6 +327,25 @@ ALERT_WEBHOOK_TIMEOUT_SECONDS = env_float("ALERT_WEBHOOK_TIMEOUT_SECONDS", 5.0)
 # GET /metrics (Prometheus): allowed from these client addresses, or with `Authorization: Bearer <token>`.
 METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", ["127.0.0.1", "::1"])
 METRICS_BEARER_TOKEN = env_str("METRICS_BEARER_TOKEN", "")
+
+# --- The predict path (docs/OPERATIONS.md, "Serving fast path") ---------------------------------------
+# A valid API token is reused by a process for this long, unless anything about it changes (then at once).
+API_TOKEN_CACHE_SECONDS = env_float("API_TOKEN_CACHE_SECONDS", 30.0)
+API_TOKEN_LAST_USED_SECONDS = env_float("API_TOKEN_LAST_USED_SECONDS", 60.0)
+# Which version is served is re-read when it changes (publish, rollback, a new taxonomy) and at least this often.
+SERVING_RECHECK_SECONDS = env_float("SERVING_RECHECK_SECONDS", 30.0)
+# The prediction log is written by a thread of each web process, every PREDICTION_LOG_FLUSH_MS or every
+# PREDICTION_LOG_BATCH_ROWS rows; rows wait in a spool file until they are in the database (nothing is lost if
+# the process dies). 0 writes each request's rows inline.
+PREDICTION_LOG_FLUSH_MS = env_int("PREDICTION_LOG_FLUSH_MS", 100)
+PREDICTION_LOG_BATCH_ROWS = env_int("PREDICTION_LOG_BATCH_ROWS", 500)
+PREDICTION_LOG_BUFFER_ROWS = env_int("PREDICTION_LOG_BUFFER_ROWS", 20000)
+PREDICTION_LOG_SPOOL_DIR = Path(env_str("PREDICTION_LOG_SPOOL_DIR", str(DATA_DIR / "prediction-spool")))
+# Concurrent predict requests of one process share one forward: a request that finds the model busy waits for
+# it, then runs with every request that queued meanwhile (at most PREDICT_BATCH_MAX_TEXTS texts), after
+# gathering for up to PREDICT_BATCH_DELAY_MS more. A request alone never waits. 0 texts turns batching off.
+PREDICT_BATCH_MAX_TEXTS = env_int("PREDICT_BATCH_MAX_TEXTS", 64)
+PREDICT_BATCH_DELAY_MS = env_float("PREDICT_BATCH_DELAY_MS", 2.0)
 
 LOGGING = {
     "version": 1,

@@ -11,6 +11,10 @@ DATA_DIR = Path(env_str("SCENECLF_DATA_DIR", tempfile.mkdtemp(prefix="sceneclf-t
 ARTIFACT_ROOT = DATA_DIR / "artifacts"
 FEATURE_CACHE_DIR = DATA_DIR / "features"
 UPLOAD_DIR = DATA_DIR / "uploads"
+PREDICTION_LOG_SPOOL_DIR = DATA_DIR / "prediction-spool"
+# Most tests read the log right after a predict inside their own transaction, which no writer thread can
+# see: rows are written inline here; tests/feedback/test_log_writer.py runs the buffered writer.
+PREDICTION_LOG_FLUSH_MS = 0
 # MODEL_ROOT stays where `manage.py backbones install` put the real weights.
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -1,0 +1,44 @@
+"""What the predict path reads per request about which version to serve, kept per process under the
+"serving" change stamp (sceneclf_site/change_stamps.py): saving or deleting any row of the modeling app
+(publish, rollback, archive, a new version) or a taxonomy version replaces the stamp, so every process sees
+the change on its next request. SERVING_RECHECK_SECONDS bounds the reuse in any case (e.g. a change written
+with a bulk UPDATE, which sends no signal)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db.models.signals import post_delete, post_save
+
+from sceneclf_site.change_stamps import StampedMemo, mark_changed
+
+SERVING_STAMP = "serving"
+
+
+def _recheck_seconds() -> float:
+    return float(settings.SERVING_RECHECK_SECONDS)
+
+
+published_ids: StampedMemo[int | None] = StampedMemo(SERVING_STAMP, _recheck_seconds)
+latest_taxonomies: StampedMemo[Any] = StampedMemo(SERVING_STAMP, _recheck_seconds)
+serving_aliases: StampedMemo[Any] = StampedMemo(SERVING_STAMP, _recheck_seconds)
+
+
+def _serving_inputs_changed(sender: Any, **kwargs: Any) -> None:
+    meta = getattr(sender, "_meta", None)
+    if meta is None:
+        return
+    if meta.app_label == "modeling" or meta.label == "labeling.TaxonomyVersion":
+        mark_changed(SERVING_STAMP)
+
+
+def connect() -> None:
+    post_save.connect(_serving_inputs_changed, dispatch_uid="serving-stamp-save")
+    post_delete.connect(_serving_inputs_changed, dispatch_uid="serving-stamp-delete")
+
+
+def forget() -> None:
+    published_ids.clear()
+    latest_taxonomies.clear()
+    serving_aliases.clear()
