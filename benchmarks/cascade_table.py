@@ -1,4 +1,4 @@
-"""The sweep of an `evaluate_dataset --cascade` result as a Markdown table (docs/BENCHMARKS.md §14).
+"""The sweep of an `evaluate_dataset --cascade` result as a Markdown table (docs/BENCHMARKS.md, "The cascade").
 
 python benchmarks/cascade_table.py var/bench/cascade_lora.json"""
 

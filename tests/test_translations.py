@@ -33,10 +33,12 @@ ALLOWED_WORDS = """
     text label phone hub
     english
     travel payment logistics account
+    vectors
 """
 ALLOWED = set(ALLOWED_WORDS.split())
 # text/label: import-format keys; phone: the <PHONE> mask; hub: a Hugging Face hub id; English: the language
-# menu names each language in itself; travel ... account: label names of the test taxonomy (data, not UI).
+# menu names each language in itself; travel ... account: label names of the test taxonomy (data, not UI);
+# vectors: the tests' own route (tests/engine/vector_route.py), listed once a test has registered it.
 
 
 def po_entries() -> list[dict]:

@@ -187,7 +187,7 @@ class ReleaseRuleSerializer(serializers.ModelSerializer):
 
 class VersionEventSerializer(serializers.ModelSerializer):
     version = serializers.IntegerField(source="version.number", read_only=True)
-    actor = serializers.CharField(source="actor.username", read_only=True, default=None)
+    actor = serializers.CharField(source="actor.username", read_only=True, default=None, allow_null=True)
 
     class Meta:
         model = VersionEvent
