@@ -11,6 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models.signals import post_delete, post_save
 
+from modeling.engine.backbones.recent import RecentFeatures
 from sceneclf_site.change_stamps import StampedMemo, mark_changed
 
 SERVING_STAMP = "serving"
@@ -23,6 +24,18 @@ def _recheck_seconds() -> float:
 published_ids: StampedMemo[int | None] = StampedMemo(SERVING_STAMP, _recheck_seconds)
 latest_taxonomies: StampedMemo[Any] = StampedMemo(SERVING_STAMP, _recheck_seconds)
 serving_aliases: StampedMemo[Any] = StampedMemo(SERVING_STAMP, _recheck_seconds)
+_recent_features: RecentFeatures | None = None
+
+
+def recent_features() -> RecentFeatures | None:
+    """The process's shared map of served feature vectors (modeling/engine/backbones/recent.py)."""
+    global _recent_features
+    capacity = int(settings.SERVING_RECENT_FEATURES)
+    if capacity <= 0:
+        return None
+    if _recent_features is None or _recent_features.capacity != capacity:
+        _recent_features = RecentFeatures(capacity)
+    return _recent_features
 
 
 def _serving_inputs_changed(sender: Any, **kwargs: Any) -> None:
@@ -42,3 +55,5 @@ def forget() -> None:
     published_ids.clear()
     latest_taxonomies.clear()
     serving_aliases.clear()
+    if _recent_features is not None:
+        _recent_features.clear()

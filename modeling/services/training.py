@@ -766,11 +766,13 @@ def engine_load_context(*, cached: bool, threads: int | None = None) -> Any:
     """Where the engine finds backbones (and, for scoring stored items, the feature cache) when it loads a
     version. Serving passes cached=False: request texts are not written to the cache."""
     from modeling.engine.routes.base import LoadContext
+    from modeling.services.serving_cache import recent_features
 
     return LoadContext(
         model_root=Path(settings.MODEL_ROOT),
         cache_dir=Path(settings.FEATURE_CACHE_DIR) if cached else None,
         threads=int(settings.TORCH_THREADS if threads is None else threads),
+        recent=None if cached else recent_features(),
     )
 
 

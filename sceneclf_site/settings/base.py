@@ -346,6 +346,9 @@ PREDICTION_LOG_SPOOL_DIR = Path(env_str("PREDICTION_LOG_SPOOL_DIR", str(DATA_DIR
 # gathering for up to PREDICT_BATCH_DELAY_MS more. A request alone never waits. 0 texts turns batching off.
 PREDICT_BATCH_MAX_TEXTS = env_int("PREDICT_BATCH_MAX_TEXTS", 64)
 PREDICT_BATCH_DELAY_MS = env_float("PREDICT_BATCH_DELAY_MS", 2.0)
+# Feature vectors of the last texts a process served, per backbone setup: a shadow or challenger on the same
+# backbone reuses the champion's instead of running the encoder again. 0 turns the reuse off.
+SERVING_RECENT_FEATURES = env_int("SERVING_RECENT_FEATURES", 4096)
 
 LOGGING = {
     "version": 1,

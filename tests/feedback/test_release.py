@@ -11,7 +11,7 @@ from feedback.models import PredictionLog
 from feedback.services.shadow import flush_shadow
 from labeling.models import GoldLabel
 from modeling.models import ModelVersion, VersionEvent
-from modeling.services import aliases
+from modeling.services import aliases, serving_cache
 from modeling.services.traffic import session_bucket
 from tests.modeling.route1 import scene_texts, start_and_run, tiny_params
 
@@ -108,10 +108,14 @@ def test_shadow_scores_every_request_and_is_never_returned(client, owner, token_
         == shadow.number
     )
 
+    recent = serving_cache.recent_features()
+    hits_before = recent.hits
     texts = [text for text, _ in scene_texts(4)]
     answers = [served_version(token_client, text, f"s-{i}") for i, text in enumerate(texts)]
     batch = token_client.post(PREDICT, {"texts": texts[:5]}, format="json").json()
     assert flush_shadow(timeout=60)
+    # The shadow shares the champion's backbone: it ran its head on the champion's features, not the encoder.
+    assert recent.hits - hits_before >= len(texts) + 5
 
     assert {a["model_version"] for a in answers} == {champion.ref} and batch["model_version"] == champion.ref
     served_ids = {a["request_id"] for a in answers} | {r["request_id"] for r in batch["results"]}

@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from modeling.engine.backbones.recent import RecentFeatures
 from modeling.engine.progress import ProgressEvent as ProgressEvent  # re-exported for the routes
 from modeling.engine.progress import ProgressFn, StageProgress
 
@@ -140,6 +141,8 @@ class LoadContext:
     model_root: Path | None = None
     cache_dir: Path | None = None  # the feature cache; None (serving) computes features without storing them
     threads: int = 0  # torch threads per call; 0 leaves torch's setting alone
+    # Serving: features the process computed last, shared by the versions it serves (backbones/recent.py).
+    recent: RecentFeatures | None = None
 
 
 @dataclass

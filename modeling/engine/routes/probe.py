@@ -7,9 +7,11 @@ work in that space."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -18,6 +20,7 @@ from pydantic import Field
 
 from modeling.engine.backbones.features import FeatureConfig, FeatureExtractor
 from modeling.engine.backbones.packs import BackboneError
+from modeling.engine.backbones.recent import RecentFeatures
 from modeling.engine.backbones.specs import BackboneSpec, resolve_backbone
 from modeling.engine.data import TrainingDataParams
 from modeling.engine.files import read_json, write_json
@@ -134,19 +137,24 @@ def build_extractor(
 class FeatureSource:
     """Features of texts from one extractor, through the feature cache when there is one."""
 
-    def __init__(self, extractor: FeatureExtractor, cache_dir: Path | None) -> None:
+    def __init__(
+        self, extractor: FeatureExtractor, cache_dir: Path | None, recent: RecentFeatures | None = None
+    ) -> None:
         self.extractor = extractor
         self.cache = None
         if cache_dir is not None:
             from modeling.engine.backbones.cache import FeatureCache
 
             self.cache = FeatureCache(cache_dir)
+        self.recent = recent
         self.last_extracted = 0
 
     def features(self, texts: Sequence[str], progress: Any = None) -> np.ndarray:
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.extractor.feature_dim), dtype=np.float32)
+        if self.cache is None and self.recent is not None:
+            return self._through_recent(texts)
         if self.cache is None:
             self.last_extracted = len(texts)
             return np.asarray(self.extractor.encode(texts, progress=progress), dtype=np.float32)
@@ -155,9 +163,29 @@ class FeatureSource:
         matrix, self.last_extracted = cached_encode(self.extractor, texts, None, self.cache, progress)
         return np.asarray(matrix, dtype=np.float32)
 
+    def _through_recent(self, texts: list[str]) -> np.ndarray:
+        assert self.recent is not None
+        keys, found = self.recent.lookup(self.identity, texts)
+        missing = [i for i in range(len(texts)) if i not in found]
+        self.last_extracted = len(missing)
+        matrix = np.empty((len(texts), self.extractor.feature_dim), dtype=np.float32)
+        if missing:
+            computed = np.asarray(self.extractor.encode([texts[i] for i in missing]), dtype=np.float32)
+            matrix[missing] = computed
+            self.recent.store([keys[i] for i in missing], computed)
+        for i, row in found.items():
+            matrix[i] = row
+        return matrix
+
+    @cached_property
+    def identity(self) -> str:
+        """What decides the vectors: two sources with the same identity compute the same features."""
+        spec = self.extractor.spec
+        return json.dumps([spec.name, spec.fingerprint, self.record()], sort_keys=True, default=str)
+
     def with_extractor(self, extractor: FeatureExtractor) -> FeatureSource:
         """Another extractor's features through this source's cache (the cache key holds the dtype)."""
-        source = FeatureSource(extractor, None)
+        source = FeatureSource(extractor, None, self.recent)
         source.cache = self.cache
         return source
 
@@ -290,7 +318,7 @@ class ProbeRoute:
         if spec.fingerprint != record["backbone_fingerprint"]:
             raise BackboneMismatch(spec.name, spec.fingerprint, record["backbone_fingerprint"])
         config = FeatureConfig(**{**record["feature_config"], "threads": ctx.threads})
-        source = FeatureSource(FeatureExtractor(spec, config), ctx.cache_dir)
+        source = FeatureSource(FeatureExtractor(spec, config), ctx.cache_dir, ctx.recent)
         info = {k: record[k] for k in ("n_texts", "n_extracted", "extract_seconds") if k in record}
         return FittedProbe(
             list(record["label_keys"]), load_head(folder / HEAD_DIR), source, record["backbone_ref"], info
