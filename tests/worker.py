@@ -65,3 +65,14 @@ def running_worker(queues: str = "default,ml", timeout: float = 60.0) -> Iterato
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """The first truthy value of `predicate`, polled while a worker runs; fails the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -11,7 +11,7 @@ import pytest
 from modeling.models import ModelVersion, TrainingRun
 from modeling.services import training
 from tests.modeling.route1 import DEMO_LABELS, add_gold_items, publish_scene_taxonomy, scene_texts
-from tests.worker import running_worker
+from tests.worker import running_worker, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -45,16 +45,6 @@ def lora_project(project, settings, monkeypatch):
 def lora_params(decoder) -> dict:
     return {"backbone": str(decoder), "epochs": 5.0, "batch_size": 1, "checkpoint_every": 10, "warmup_steps": 0,
             "dtype": "fp32", "max_len": 48, "lr": 1e-3}  # fmt: skip
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def training_with_checkpoint(run: TrainingRun) -> TrainingRun | None:

@@ -12,16 +12,7 @@ from modeling.models import ModelVersion, TrainingRun
 from modeling.services import training
 from sceneclf_site.api_errors import ConflictError
 from tests.modeling.route1 import add_gold_items, publish_scene_taxonomy, scene_texts
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.worker import wait_for
 
 
 @pytest.mark.worker
@@ -42,7 +33,7 @@ def test_killed_worker_frees_the_project_within_a_minute(project, tiny_backbone,
 
     with running_worker(queues="ml") as worker:
         run = training.start_training_run(project=project, params=params)
-        _wait_for(
+        wait_for(
             lambda: TrainingRun.objects.filter(pk=run.pk, stage="training", status="running").exists(),
             timeout=120,
             what="the run to reach the training stage",
@@ -65,7 +56,7 @@ def test_killed_worker_frees_the_project_within_a_minute(project, tiny_backbone,
             return None
 
     # No beat here: the start itself fails runs whose heartbeat is older than TRAINING_STALE_AFTER_SECONDS.
-    second = _wait_for(start_again, timeout=90, what="the project to accept a new run")
+    second = wait_for(start_again, timeout=90, what="the project to accept a new run")
     waited = time.monotonic() - killed_at
     assert waited <= settings.TRAINING_STALE_AFTER_SECONDS + 15, waited
     print(f"project trains again {waited:.1f} s after the SIGKILL")
@@ -79,7 +70,7 @@ def test_killed_worker_frees_the_project_within_a_minute(project, tiny_backbone,
     assert not list(final_dir.parent.glob(f".{final_dir.name}*")) if final_dir.parent.exists() else True
 
     with running_worker(queues="ml"):  # a fresh ML worker takes the new run from the queue
-        _wait_for(
+        wait_for(
             lambda: TrainingRun.objects.filter(pk=second.pk, status__in=["succeeded", "failed"]).exists(),
             timeout=120,
             what="the new run to finish",
