@@ -29,7 +29,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.extract import default_model_root, matmul_gflops, non_embedding_params, read_texts
-from benchmarks.lora_train import cpu_model, read_split
+from benchmarks.lora_train import read_split
+from benchmarks.machine import cpu_model
 from modeling.engine.routes import adapted_decoder, decoder
 from modeling.engine.routes.base import Taxonomy
 

@@ -32,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.machine import cpu_flags, cpu_model
 from modeling.engine.backbones.features import FeatureConfig, FeatureExtractor, bf16_is_faster, load_model
 from modeling.engine.backbones.specs import resolve_backbone
 
@@ -82,23 +83,6 @@ def int8_matmul_gops(size: int = 2048, repeats: int = 5) -> float:
         torch._int_mm(a, b)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e9
-
-
-def cpu_flags() -> list[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            line = next(line for line in fh if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return []
-    return sorted(f for f in line.split(":", 1)[1].split() if f.startswith(("amx", "avx512_bf16", "avx512_vnni")))
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            return next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown"
 
 
 def onednn_primitives(run) -> dict[str, int]:

@@ -38,6 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.extract import default_model_root, matmul_gflops, read_texts
+from benchmarks.machine import cpu_model
 from modeling.engine.backbones.features import bf16_is_faster, load_tokenizer
 from modeling.engine.backbones.specs import resolve_backbone
 from modeling.engine.routes.finetune import (
@@ -169,7 +170,7 @@ def main() -> None:
             best[name] = max(best[name], tokens_per_second(step, args.steps))
         best["naive"] = max(best["naive"], tokens_per_second(naive, args.naive_steps))
 
-    cpu = _cpu_model()
+    cpu = cpu_model()
     rows = {
         name: {
             "tokens_per_s": round(tps, 1),
@@ -201,16 +202,6 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":

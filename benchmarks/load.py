@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import os
 import re
@@ -35,11 +36,13 @@ import textwrap
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
 
-from netutil import free_port, percentile
+from machine import cpu_model
+from netutil import closed_loop, free_port, in_threads, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -111,12 +114,6 @@ VERIFY = textwrap.dedent(
     print(json.dumps({"stored": rows.count(), "ids": sorted(rows.values_list("id", flat=True)), "twice": twice}))
     """
 )
-
-
-def cpu_model() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    match = re.search(r"^Model name:\s*(.+)$", out, re.M)
-    return match.group(1).strip() if match else "unknown"
 
 
 class Session:
@@ -237,69 +234,37 @@ def annotate(port: int, cookies: dict[str, str], tally: Tally) -> None:
 
 def ceiling(port: int, clients: int, seconds: float) -> float:
     """Requests per second for the login page (rendered, no writes) with `clients` threads."""
-    done = Counter()
-    stop = time.monotonic() + seconds
 
-    def run() -> None:
+    def sender(_: int) -> Callable[[], int | str]:
         tab = Session(port)
-        while time.monotonic() < stop:
-            status, _ = tab.request("GET", "/accounts/login/")
-            done[status] += 1
+        return lambda: tab.request("GET", "/accounts/login/")[0]
 
-    threads = [threading.Thread(target=run) for _ in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(done.values()) / (time.perf_counter() - started)
+    _, statuses, wall = closed_loop(clients, None, time.monotonic() + seconds, sender)
+    return sum(statuses.values()) / wall
 
 
 def predict_load(port: int, secret: str, clients: int, total: int, deadline: float) -> dict:
     texts = [f"付款成功但订单{i}显示未支付" for i in range(50)] + [f"快递{i}天了还没到" for i in range(50)]
     headers = {"Authorization": f"Token {secret}"}
 
-    def warm() -> None:
+    def warm(_: int) -> None:
         tab = Session(port)
         for text in texts[:3]:
             call(tab, "POST", "/api/v1/projects/demo/predict", {"text": text}, headers)
 
     # Each web worker loads the model on its first predict: warm every worker (all clients at once), untimed.
-    warmers = [threading.Thread(target=warm) for _ in range(clients)]
-    cold_started = time.perf_counter()
-    for thread in warmers:
-        thread.start()
-    for thread in warmers:
-        thread.join()
-    cold_s = time.perf_counter() - cold_started
-    lock = threading.Lock()
-    latencies: list[float] = []
-    statuses: Counter = Counter()
-    remaining = [total]
+    cold_s = in_threads(clients, warm)
 
-    def run(offset: int) -> None:
-        tab = Session(port)
-        n = offset
-        while time.monotonic() < deadline:
-            with lock:
-                if remaining[0] <= 0:
-                    return
-                remaining[0] -= 1
-            started = time.perf_counter()
-            status, _ = call(tab, "POST", "/api/v1/projects/demo/predict", {"text": texts[n % len(texts)]}, headers)
-            elapsed = (time.perf_counter() - started) * 1000
-            n += 1
-            with lock:
-                statuses[status] += 1
-                latencies.append(elapsed)
+    def sender(offset: int) -> Callable[[], int | str]:
+        tab, step = Session(port), itertools.count(offset)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - started
+        def send() -> int | str:
+            body = {"text": texts[next(step) % len(texts)]}
+            return call(tab, "POST", "/api/v1/projects/demo/predict", body, headers)[0]
+
+        return send
+
+    latencies, statuses, wall = closed_loop(clients, total, deadline, sender)
     return {
         "clients": clients,
         "requests": sum(statuses.values()),

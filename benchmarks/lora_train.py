@@ -27,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.extract import default_model_root, matmul_gflops, non_embedding_params
+from benchmarks.machine import cpu_model
 from modeling.engine.routes import ROUTE_MODULES, adapted_decoder, decoder, get_route, parse_params
 from modeling.engine.routes.base import Examples, FitContext, Taxonomy
 
@@ -42,13 +43,6 @@ def read_split(path: Path) -> Examples:
                 texts.append(row["text"].strip())
                 labels.append(row["label"])
     return Examples(texts, labels)
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def label_set(train: Examples, fallback: str) -> tuple[list[str], Taxonomy]:

@@ -34,6 +34,7 @@ import textwrap
 import time
 from pathlib import Path
 
+from machine import cpu_model, loadavg
 from netutil import free_port, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -370,7 +371,7 @@ def main() -> None:
         result["shadow"] = shadow_summary(shadow_result)
         result["shadow"]["bf16_matmul_peak_gflops_one_thread"] = bf16_peak()
         result["shadow"]["cpu"] = cpu_model()
-        result["shadow"]["loadavg"] = Path("/proc/loadavg").read_text().split()[:3]
+        result["shadow"]["loadavg"] = loadavg()
     text = json.dumps(result, indent=1)
     print(text)
     if args.json:
@@ -407,7 +408,7 @@ def cascade_summary(route: str, info: dict, measured: dict, peaks: list[float]) 
         "recheck_stage_p50_ms": round(recheck_ms, 2),
         "bf16_matmul_peak_gflops_one_thread": peaks,
         "cpu": cpu_model(),
-        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+        "loadavg": loadavg(),
     }
 
 
@@ -425,13 +426,6 @@ def shadow_summary(measured: dict) -> dict:
         "logged_roles": measured["logged_roles"],
         "no_row_lost": measured["logged_roles"].get("shadow", 0) == measured["shadowed_requests"],
     }
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 if __name__ == "__main__":

@@ -190,7 +190,7 @@ def prepare(data_dir: Path, env: dict[str, str]) -> dict[str, str]:
     subprocess.run([PY, "manage.py", "migrate", "--run-syncdb", "-v0"], cwd=ROOT, env=env, check=True)
     subprocess.run([PY, "manage.py", "createcachetable"], cwd=ROOT, env=env, check=True)  # without REDIS_URL
     print("training the demo model ...", file=sys.stderr)
-    setup = subprocess.run([PY, "-c", SETUP, ""], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    setup = subprocess.run([PY, "-c", SETUP, "", ""], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
     info = json.loads(setup.stdout.strip().splitlines()[-1])
     info_file.write_text(json.dumps(info))
     return info

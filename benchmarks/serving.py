@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -31,10 +31,12 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from netutil import free_port, percentile
+from machine import cpu_model, loadavg
+from netutil import closed_loop, free_port, in_threads, percentile
 from predict import PY, ROOT, SETUP, demo_texts, make_env
 
 PREDICT_PATH = "/api/v1/projects/demo/predict"
@@ -59,7 +61,7 @@ def prepare(data_dir: Path, env: dict[str, str]) -> dict[str, str]:
     subprocess.run([PY, "manage.py", "migrate", "--run-syncdb", "-v0"], cwd=ROOT, env=env, check=True)
     subprocess.run([PY, "manage.py", "createcachetable"], cwd=ROOT, env=env, check=True)
     print("training the demo model ...", file=sys.stderr)
-    setup = subprocess.run([PY, "-c", SETUP, ""], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    setup = subprocess.run([PY, "-c", SETUP, "", ""], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
     return json.loads(setup.stdout.strip().splitlines()[-1])
 
 
@@ -123,38 +125,13 @@ def sequential(port: int, secret: str, texts: list[str], n: int) -> dict[str, An
 
 
 def concurrent(port: int, secret: str, texts: list[str], clients: int, total: int, seconds: float) -> dict[str, Any]:
-    warm = [threading.Thread(target=lambda: [Connection(port, secret).predict(t) for t in texts[:3]])
-            for _ in range(clients)]  # fmt: skip
-    for thread in warm:
-        thread.start()
-    for thread in warm:
-        thread.join()
-    lock = threading.Lock()
-    latencies: list[float] = []
-    statuses: Counter = Counter()
-    remaining = [total]
-    deadline = time.monotonic() + seconds
+    in_threads(clients, lambda _: [Connection(port, secret).predict(t) for t in texts[:3]])
 
-    def run(offset: int) -> None:
-        client, i = Connection(port, secret), offset
-        while time.monotonic() < deadline:
-            with lock:
-                if remaining[0] <= 0:
-                    return
-                remaining[0] -= 1
-            status, ms = client.predict(texts[i % len(texts)])
-            i += 7
-            with lock:
-                statuses[status] += 1
-                latencies.append(ms)
+    def sender(offset: int) -> Callable[[], int | str]:
+        client, step = Connection(port, secret), itertools.count(offset, 7)
+        return lambda: client.predict(texts[next(step) % len(texts)])[0]
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - started
+    latencies, statuses, wall = closed_loop(clients, total, time.monotonic() + seconds, sender)
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     return {
         "clients": clients,
@@ -236,18 +213,6 @@ def in_process(env: dict[str, str], texts: list[str], n: int) -> dict[str, Any]:
     }
 
 
-def cpu_model() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    match = re.search(r"^Model name:\s*(.+)$", out, re.M)
-    flags = re.search(r"^Flags:\s*(.+)$", out, re.M)
-    amx = sorted(f for f in (flags.group(1).split() if flags else []) if f.startswith(("amx", "avx512_bf16")))
-    return (match.group(1).strip() if match else "unknown") + (f" ({' '.join(amx)})" if amx else "")
-
-
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before-commit", required=True, help="the commit to compare against (git archive)")
@@ -265,7 +230,7 @@ def main() -> None:
     data_dir.mkdir()
     base_env = {**make_env(data_dir, os.cpu_count() or 1), "LOG_LEVEL": "WARNING",
                 **{f"THROTTLE_{s}": "1000000/min" for s in ("TOKEN", "TOKEN_IP", "PREDICT", "PREDICT_IP")}}  # fmt: skip
-    load_start = loadavg()
+    load_start = " ".join(loadavg())
     try:
         before_root = export_commit(args.before_commit, work / "before")
         info = prepare(data_dir, env_for(ROOT, base_env, data_dir))
@@ -281,9 +246,9 @@ def main() -> None:
     bare, offline = limits["bare_forward_p50_ms"], limits["offline_batched_texts_per_s"]
     target = round(1.2 * bare + 5, 2)
     result = {
-        "cpu": cpu_model(),
+        "cpu": cpu_model(with_flags=True),
         "loadavg_start": load_start,
-        "loadavg_end": loadavg(),
+        "loadavg_end": " ".join(loadavg()),
         "before_commit": args.before_commit,
         "database": "postgresql" if os.environ.get("DATABASE_URL", "").startswith("postgres") else "sqlite",
         "cache": "redis" if os.environ.get("REDIS_URL") else "database table",

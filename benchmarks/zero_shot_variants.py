@@ -22,7 +22,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.extract import default_model_root
-from benchmarks.lora_train import cpu_model, read_split
+from benchmarks.lora_train import read_split
+from benchmarks.machine import cpu_model
 from modeling.engine.routes import parse_params
 from modeling.engine.routes.base import LabelInfo, Taxonomy
 from modeling.engine.routes.zero_shot import ZeroShotModel, label_passages, standardise
