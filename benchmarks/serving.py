@@ -172,7 +172,7 @@ def measure_variant(name: str, root: Path, env: dict[str, str], secret: str, tex
 
 def in_process(env: dict[str, str], texts: list[str], n: int) -> dict[str, Any]:
     os.environ.update({k: env[k] for k in ("PYTHONPATH", "DJANGO_SETTINGS_MODULE", "SCENECLF_DATA_DIR",
-                                           "MODEL_ROOT", "FEATURE_CACHE_DIR")})  # fmt: skip
+                                           "MODEL_ROOT", "FEATURE_CACHE_DIR", "SERVING_RECENT_FEATURES")})  # fmt: skip
     sys.path[:0] = env["PYTHONPATH"].split(os.pathsep)
     import django
     import torch
@@ -228,7 +228,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="sceneclf-bench-serving-"))
     data_dir = work / "data"
     data_dir.mkdir()
-    base_env = {**make_env(data_dir, os.cpu_count() or 1), "LOG_LEVEL": "WARNING",
+    # The texts repeat: with the served-features map off, every request and every offline batch runs the model.
+    base_env = {**make_env(data_dir, os.cpu_count() or 1), "LOG_LEVEL": "WARNING", "SERVING_RECENT_FEATURES": "0",
                 **{f"THROTTLE_{s}": "1000000/min" for s in ("TOKEN", "TOKEN_IP", "PREDICT", "PREDICT_IP")}}  # fmt: skip
     load_start = " ".join(loadavg())
     try:
