@@ -226,7 +226,9 @@ def setup_django_here(env: dict[str, str]) -> None:
 def set_cascade(enabled: bool) -> None:
     from modeling.models import CascadeSettings
 
-    CascadeSettings.objects.filter(project__slug="demo").update(enabled=enabled)
+    for settings in CascadeSettings.objects.filter(project__slug="demo"):  # save(): servers see the change at once
+        settings.enabled = enabled
+        settings.save(update_fields=["enabled"])
 
 
 def measure_cascade(env: dict[str, str], port: int, secret: str, texts: FreshTexts, n: int) -> dict:

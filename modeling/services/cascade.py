@@ -20,6 +20,7 @@ from django.utils.translation import gettext
 
 from labeling.models import Project
 from modeling.models import CascadeSettings, ModelVersion
+from modeling.services import serving_cache
 from modeling.services.serving import LoadedModel, ServedPrediction, _served, load_version, predict_with
 from sceneclf_site.api_errors import ServiceError
 
@@ -169,14 +170,19 @@ def predict_through_cascade(
 
 
 def _active_settings(project: Project, model: LoadedModel) -> CascadeSettings | None:
-    settings = (
+    settings = serving_cache.cascade_settings.get(project.pk, lambda: _enabled_settings(project))
+    if settings is None or settings.recheck_version_id == model.version_id:
+        return None
+    return settings
+
+
+def _enabled_settings(project: Project) -> CascadeSettings | None:
+    """Read per request through the serving memo: a change of the settings (a modeling row) replaces the stamp."""
+    return (
         CascadeSettings.objects.select_related("recheck_version")
         .filter(project=project, enabled=True, recheck_version__isnull=False)
         .first()
     )
-    if settings is None or settings.recheck_version_id == model.version_id:
-        return None
-    return settings
 
 
 def _primary_only(model: LoadedModel, texts: list[str], k: int, explain: bool) -> CascadedPredictions:
@@ -276,7 +282,8 @@ def _cap_for(settings: CascadeSettings) -> Any:
 
 
 def forget_cascade_state() -> None:
-    """Drops this process's loaded re-check versions and share caps (tests)."""
+    """Drops this process's loaded re-check versions, share caps and cached settings (tests)."""
     with _lock:
         _recheck_loaded.clear()
         _caps.clear()
+    serving_cache.cascade_settings.clear()

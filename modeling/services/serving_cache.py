@@ -24,6 +24,7 @@ def _recheck_seconds() -> float:
 published_ids: StampedMemo[int | None] = StampedMemo(SERVING_STAMP, _recheck_seconds)
 latest_taxonomies: StampedMemo[Any] = StampedMemo(SERVING_STAMP, _recheck_seconds)
 serving_aliases: StampedMemo[Any] = StampedMemo(SERVING_STAMP, _recheck_seconds)
+cascade_settings: StampedMemo[Any] = StampedMemo(SERVING_STAMP, _recheck_seconds)
 _recent_features: RecentFeatures | None = None
 
 
@@ -55,5 +56,6 @@ def forget() -> None:
     published_ids.clear()
     latest_taxonomies.clear()
     serving_aliases.clear()
+    cascade_settings.clear()
     if _recent_features is not None:
         _recent_features.clear()

@@ -4,7 +4,7 @@ import tempfile
 from pathlib import Path
 
 from .base import *  # noqa: F403
-from .base import env_str
+from .base import env_int, env_str
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 DATA_DIR = Path(env_str("SCENECLF_DATA_DIR", tempfile.mkdtemp(prefix="sceneclf-test-")))
@@ -25,6 +25,9 @@ CELERY_TASK_ALWAYS_EAGER = True  # most tests run tasks inline; tests/test_worke
 CELERY_TASK_EAGER_PROPAGATES = True
 STATIC_ROOT = DATA_DIR / "staticfiles"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# A connection per request, as before persistent connections: the test database is dropped at the end, and
+# a connection some helper thread kept open would block that on PostgreSQL.
+DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 0)  # noqa: F405
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
     # A file, not :memory:, so a real worker process started by a test sees the same database.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}  # noqa: F405

@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from feedback.models import PredictionLog
@@ -190,6 +192,22 @@ def test_the_cap_bounds_the_share_rechecked(scene_project, published_model, rech
 def test_a_disabled_cascade_does_not_recheck(scene_project, published_model, recheck_version, token_client, unsure):
     turn_on(scene_project, recheck_version, enabled=False)
     assert token_client.post(URL, {"text": unsure[0]}, format="json").json()["stage"] == "primary"
+
+
+@pytest.mark.django_db
+def test_settings_are_read_once_and_a_change_is_seen_on_the_next_request(
+    scene_project, published_model, recheck_version, token_client, unsure
+):
+    turn_on(scene_project, recheck_version)
+    assert token_client.post(URL, {"text": unsure[0]}, format="json").json()["stage"] == "recheck"
+    with CaptureQueriesContext(connection) as queries:
+        assert token_client.post(URL, {"text": unsure[1]}, format="json").json()["stage"] == "recheck"
+    assert not [q for q in queries.captured_queries if CascadeSettings._meta.db_table in q["sql"]]
+
+    turn_on(scene_project, recheck_version, enabled=False)
+    assert token_client.post(URL, {"text": unsure[0]}, format="json").json()["stage"] == "primary"
+    turn_on(scene_project, recheck_version)
+    assert token_client.post(URL, {"text": unsure[0]}, format="json").json()["stage"] == "recheck"
 
 
 @pytest.mark.django_db
