@@ -53,7 +53,7 @@ def plot(result: dict, first_drift_batch: int, path: Path) -> None:
         top.plot(x, [b[key] for b in batches], style, label=key)
     top.set_ylabel("accuracy")
     top.legend(loc="lower left")
-    bottom.plot(x, [b["drift_score"] for b in batches], "-o", label="drift_score (domain AUC)")
+    bottom.plot(x, [b["drift_score"] for b in batches], "-o", label="drift_score (novelty share)")
     alerts = [b["batch"] for b in batches if b["drift_alert"]]
     bottom.plot(alerts, [b["drift_score"] for b in batches if b["drift_alert"]], "rx", markersize=10, label="alert")
     bottom.plot(x, [b["challenger_share"] for b in batches], "-.", label="challenger_share")

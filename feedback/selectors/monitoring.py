@@ -202,6 +202,7 @@ def recent_alerts(project: Project, limit: int = 20) -> list[MonitoringAlert]:
 
 
 def drift_check_dict(check: DriftCheck) -> dict[str, Any]:
+    novelty = ((check.detail or {}).get("features") or {}).get("novelty") or {}
     return {
         "id": check.pk,
         "version": f"v{check.model_version.number}" if check.model_version else None,
@@ -212,6 +213,8 @@ def drift_check_dict(check: DriftCheck) -> dict[str, Any]:
         "n_reference": check.n_reference,
         "domain_auc": check.domain_auc,
         "auc_threshold": check.auc_threshold,
+        "novelty_share": novelty.get("share"),
+        "novelty_threshold": novelty.get("threshold"),
         "label_js": check.label_js,
         "label_js_threshold": check.label_js_threshold,
         "feature_alert": check.feature_alert,

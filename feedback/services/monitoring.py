@@ -122,7 +122,7 @@ def run_drift_check(check_id: int) -> DriftCheck:
 
 
 def _measure(check: DriftCheck) -> None:
-    from modeling.engine.evaluation.drift import MIN_SAMPLES, feature_drift, label_drift
+    from modeling.engine.evaluation.drift import MIN_SAMPLES, feature_drift, label_drift, novelty_drift
 
     version = check.model_version
     if version is None:
@@ -150,11 +150,27 @@ def _measure(check: DriftCheck) -> None:
     window_features = extract_features(version, [text for text, _, _ in window])
     reference_features = extract_features(version, [text for text, _ in reference])
     features = feature_drift(reference_features, window_features, seed=check.pk)
-    labels = label_drift([_top_label(topk, label) for _, topk, label in window], [label for _, label in reference])
-    check.domain_auc, check.auc_threshold, check.feature_alert = features.auc, features.threshold, features.alert
+    novelty = novelty_drift(reference_features, window_features, seed=check.pk)
+    labels = label_drift(
+        [_top_label(topk, label) for _, topk, label in window],
+        [label for _, label in reference],
+        confusion=_validation_confusion(version),
+        seed=check.pk,
+    )
+    check.domain_auc, check.auc_threshold = features.auc, features.threshold
+    check.feature_alert = features.alert or novelty.alert
     check.label_js, check.label_js_threshold, check.label_alert = labels.js_distance, labels.threshold, labels.alert
-    check.detail = {"features": features.as_dict(), "labels": labels.as_dict()}
+    check.detail = {"features": {**features.as_dict(), "novelty": novelty.as_dict()}, "labels": labels.as_dict()}
     check.status = DriftCheck.Status.DONE
+
+
+def _validation_confusion(version: ModelVersion) -> tuple[list[str], list[list[int]]] | None:
+    """The version's confusion on its validation split (top label before abstention), as training stored it."""
+    confusion = (version.metrics or {}).get("val", {}).get("confusion") or {}
+    labels, matrix = confusion.get("labels"), confusion.get("matrix")
+    if not labels or not matrix or len(labels) != len(matrix):
+        return None
+    return [str(label) for label in labels], [[int(count) for count in row] for row in matrix]
 
 
 def _top_label(topk: list[dict[str, Any]], label: str) -> str:
@@ -191,11 +207,7 @@ def _alerts_for(check: DriftCheck) -> list[MonitoringAlert]:
                 project=check.project,
                 drift_check=check,
                 kind=MonitoringAlert.Kind.FEATURE_DRIFT,
-                message=gettext(
-                    "Traffic of %(version)s drifted from its training data: domain-classifier AUC %(auc).3f above "
-                    "the threshold %(threshold).3f (%(n)s predictions)."
-                )
-                % {"version": version, "auc": check.domain_auc, "threshold": check.auc_threshold, "n": check.n_window},
+                message=_feature_message(check, version),
                 detail=check.detail.get("features", {}),
                 delivery=delivery,
             )
@@ -207,8 +219,8 @@ def _alerts_for(check: DriftCheck) -> list[MonitoringAlert]:
                 drift_check=check,
                 kind=MonitoringAlert.Kind.LABEL_DRIFT,
                 message=gettext(
-                    "The predicted labels of %(version)s moved away from the training labels: Jensen-Shannon distance "
-                    "%(js).3f above the threshold %(threshold).3f."
+                    "The predicted labels of %(version)s moved away from those expected on its training data: "
+                    "Jensen-Shannon distance %(js).3f above the threshold %(threshold).3f."
                 )
                 % {"version": version, "js": check.label_js, "threshold": check.label_js_threshold},
                 detail=check.detail.get("labels", {}),
@@ -216,6 +228,34 @@ def _alerts_for(check: DriftCheck) -> list[MonitoringAlert]:
             )
         )
     return MonitoringAlert.objects.bulk_create(alerts)
+
+
+def _feature_message(check: DriftCheck, version: str) -> str:
+    novelty = check.detail.get("features", {}).get("novelty") or {}
+    parts = []
+    if novelty.get("alert"):
+        parts.append(
+            gettext(
+                "%(share).1f%% of its %(n)s predictions lie farther from the training data than %(quantile).0f%% of "
+                "training texts do (expected %(expected).1f%%, alert from %(threshold).1f%%)"
+            )
+            % {
+                "share": 100 * novelty["share"],
+                "quantile": 100 * novelty["quantile"],
+                "n": check.n_window,
+                "expected": 100 * novelty["expected_share"],
+                "threshold": 100 * novelty["threshold"],
+            }
+        )
+    if check.domain_auc is not None and check.auc_threshold is not None and check.domain_auc > check.auc_threshold:
+        parts.append(
+            gettext("domain-classifier AUC %(auc).3f above the threshold %(threshold).3f")
+            % {"auc": check.domain_auc, "threshold": check.auc_threshold}
+        )
+    return gettext("Traffic of %(version)s drifted from its training data: %(reasons)s.") % {
+        "version": version,
+        "reasons": "; ".join(parts),
+    }
 
 
 def _send_delivery(alert_id: int) -> None:

@@ -104,6 +104,9 @@ def test_traffic_like_the_training_data_does_not_alert(published_model, scene_pr
     assert check.n_window == WINDOW and check.n_reference == len(texts)
     assert abs(check.domain_auc - 0.5) < 0.15
     assert not check.feature_alert and check.auc_threshold >= 0.65
+    novelty = check.detail["features"]["novelty"]
+    assert not novelty["alert"] and novelty["share"] < novelty["threshold"]
+    assert check.detail["labels"]["confusion"]  # expected labels go through the version's validation errors
     assert not MonitoringAlert.objects.filter(kind=MonitoringAlert.Kind.FEATURE_DRIFT).exists()
 
 
@@ -123,8 +126,10 @@ def test_webhook_down_marks_the_alert_failed(published_model, scene_project):
     check = run_check_inline(scene_project)
 
     assert check.status == DriftCheck.Status.DONE and check.feature_alert
+    assert check.detail["features"]["novelty"]["share"] == 1.0
     alert = MonitoringAlert.objects.get(kind=MonitoringAlert.Kind.FEATURE_DRIFT)
     assert alert.delivery == MonitoringAlert.Delivery.FAILED and alert.delivery_error
+    assert "100.0%" in alert.message and "AUC" in alert.message
 
 
 @pytest.mark.django_db
