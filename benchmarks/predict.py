@@ -17,7 +17,10 @@ measured before and after.
 
 With `--shadow` a second version is trained and one-text p50 is measured side by side with and without it
 as the shadow (alternating blocks on the same server, so both see the same load); the shadow rows are
-counted once the server has stopped (none may be lost)."""
+counted once the server has stopped (none may be lost).
+
+The shared cache (throttle counters, change stamps) is Redis when REDIS_URL is set, as `make run` picks it when
+a Redis answers; without it, the database's cache table (the embedded fallback)."""
 
 from __future__ import annotations
 
@@ -364,6 +367,7 @@ def main() -> None:
         "batch_ms": {str(size): round(ms, 2) for size, ms in http_result["batch_ms"].items()},
         "throughput_texts_per_s": round(largest / (http_result["batch_ms"][largest] / 1000), 1),
         "p50_over_bare": round(p50_one / bare_one, 3),
+        "cache": "redis" if env.get("REDIS_URL") else "database table",
         "target_p50_ms": round(1.2 * bare_one + 5, 2),  # issue 14: 1.2 x the bare forward + 5 ms
     }
     result["meets_target"] = result["p50_ms_one"] <= result["target_p50_ms"]

@@ -89,14 +89,15 @@ class ShadowScorer:
                 self._jobs.task_done()
 
 
-SHADOW_NICENESS = 10
+SHADOW_NICENESS = 10  # added to the nice value the thread started with (a process already niced keeps the gap)
 
 
 def lower_this_threads_priority() -> None:
     """The shadow yields the CPU to the answers clients wait for: on Linux a thread id takes its own nice
     value, so only this thread runs at a lower priority."""
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SHADOW_NICENESS)
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + SHADOW_NICENESS))
     except (AttributeError, OSError):  # not Linux, or not allowed: the shadow keeps the default
         logger.info("shadow scorer runs at the process's priority")
 
