@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy.spatial.distance import jensenshannon
-from scipy.special import gammaln
+from scipy.stats import nhypergeom
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -177,18 +177,10 @@ def knn_distances(index: np.ndarray, rows: np.ndarray, k: int = NOVELTY_K, *, ce
 
 def exceedance_tail(n_window: int, n_calibration: int, rank: int) -> np.ndarray:
     """P(K >= k) for k = 0..n_window, where K counts the window values above the `rank`-th largest of
-    n_calibration exchangeable values: in a random order of the pooled values (largest first), K window
-    values come before the rank-th calibration value, P(K = k) = C(k+r-1, k) C(n-k+m-r, n-k) / C(n+m, n)."""
-    n, m, r = n_window, n_calibration, rank
-    k = np.arange(n + 1)
-
-    def log_choose(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
-        return gammaln(np.asarray(a) + 1) - gammaln(np.asarray(b) + 1) - gammaln(np.asarray(a) - np.asarray(b) + 1)
-
-    log_p = log_choose(k + r - 1, k) + log_choose(n - k + m - r, n - k) - log_choose(n + m, n)
-    p = np.exp(log_p - log_p.max())
-    p /= p.sum()
-    return np.cumsum(p[::-1])[::-1]
+    n_calibration exchangeable values: in a random order of the pooled values (largest first), K is the
+    number of window values drawn before the rank-th calibration value, a negative hypergeometric law."""
+    k = np.arange(n_window + 1)
+    return nhypergeom(n_window + n_calibration, n_window, rank).sf(k - 1)
 
 
 def novelty_drift(
