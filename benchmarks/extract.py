@@ -173,7 +173,7 @@ def main() -> None:
     parser.add_argument("--batch-tokens", type=int, default=FeatureConfig.batch_tokens)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--skip", nargs="*", default=[], help="variants to leave out (e.g. int8 rows_8k)")
+    parser.add_argument("--skip", nargs="*", default=[], help="variants to leave out (e.g. int8 rows_2k)")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -185,7 +185,7 @@ def main() -> None:
     variants = {
         "padded": replace(config, layout="padded"),
         "packed": replace(config, layout="packed"),
-        "rows_8k": replace(config, batch_tokens=8192),
+        "rows_2k": replace(config, batch_tokens=2048),
         "one_stream_8k": replace(config, batch_tokens=8192, parallel_batches=False),
         "int8": replace(config, dtype="int8"),
         "transformers_forward": replace(config, fast_forward=False, parallel_batches=False),

@@ -47,9 +47,10 @@ class FeatureConfig:
     layer: str | int = "last"  # "last" | "half" | hidden_states index (0 = embeddings, negative from the end)
     max_len: int | None = None  # None: choose_max_len() picks the P95 of training lengths
     max_len_cap: int = 256
-    # Padded tokens per batch. ~2k keeps a block's activations (tokens x 1536 FFN) in cache yet the matmuls
-    # big enough: measured 8-12% faster than 16k on e5-small (short texts, 1 thread).
-    batch_tokens: int = 2048
+    # Padded tokens per batch (per slice when batches run side by side). On e5-small 2k was 8-12 % faster than
+    # 16k on one thread; with two 1-thread slices 8k beat 2k (75 % against 72 % of the bf16 peak on a CPU
+    # without AMX, and 1.2x under load: BENCHMARKS §17 and §21).
+    batch_tokens: int = 8192
     max_batch: int = 2048
     min_batch_tokens: int = 1024  # below this a batch is not split to save padding
     max_padding: float = 0.2  # split a big-enough batch when the next text is this much shorter

@@ -56,7 +56,7 @@ class ProbeParams(TrainingDataParams):
         description="Tokens per text; empty: the P95 of the training lengths, rounded up to 16, capped.",
     )
     max_len_cap: int = Field(256, ge=2, le=4096, description="Upper bound of the chosen max_len.")
-    batch_tokens: int = Field(2048, ge=64, le=65536, description="Padded tokens per extraction batch (speed only).")
+    batch_tokens: int = Field(8192, ge=64, le=65536, description="Padded tokens per extraction batch (speed only).")
     dtype: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="Extraction precision; auto picks bf16 where this CPU runs it faster."
     )
