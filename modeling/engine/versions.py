@@ -219,6 +219,8 @@ class Predictor:
         self.manifest, self.info = manifest, dict(info or {})
         self.fallback_index = self.label_keys.index(fallback_key)
         # The precision this process serves the version with (recorded in info for the model's callers).
+        # `trained` stays the one training fitted: its features are those the feature cache holds.
+        self.trained = fitted
         self.fitted, self.precision = _serving_fitted(fitted, self.info.get("serving"))
         self.info["served_precision"] = self.precision
 

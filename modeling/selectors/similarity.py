@@ -52,31 +52,39 @@ def _default_extractor(backbone: str) -> Any:
     return feature_services.build_extractor(spec, feature_services.feature_config(spec, {}))
 
 
-def _extractor(project: Project) -> tuple[Any, str]:
+def _extractors(project: Project) -> tuple[list[Any], str]:
+    """The extractors whose cached features are searched, first choice first, and where they come from."""
     try:
         model = get_serving_model(project)
     except ServiceError:  # none published, or it cannot be loaded: the default backbone's features
         model = None
     # Routes on frozen features (probe) keep their extractor in a feature source; the cache is keyed by it.
-    source = getattr(model.predictor.fitted, "source", None) if model is not None else None
-    if source is not None:
-        return source.extractor, model.version_ref
+    trained = getattr(model.predictor.trained, "source", None) if model is not None else None
+    if trained is not None:
+        # Training cached the gold items in the trained precision; a version served in INT8 has its
+        # validation and test items in the INT8 namespace too, which passed the quality gate against it.
+        served = getattr(model.predictor.fitted, "source", None)
+        extractors = [trained.extractor]
+        if served is not None and served.extractor.cache_key() != trained.extractor.cache_key():
+            extractors.append(served.extractor)
+        return extractors, model.version_ref
     with _extractor_lock:
-        return _default_extractor(settings.DEFAULT_BACKBONE), str(settings.DEFAULT_BACKBONE)
+        return [_default_extractor(settings.DEFAULT_BACKBONE)], str(settings.DEFAULT_BACKBONE)
 
 
 def similar_items(project: Project, item: Item, *, k: int = 10) -> Neighbourhood:
     """The k items most similar to `item` (itself excluded), best first."""
-    extractor, source = _extractor(project)
+    extractors, source = _extractors(project)
     rows = list(Item.objects.filter(project=project).exclude(pk=item.pk).values_list("id", "text"))
     cache = _cache_for(str(settings.FEATURE_CACHE_DIR))
-    namespace = extractor.cache_key()
     hashes = [text_sha256(text) for _, text in rows]
     own_hash = text_sha256(item.text)
-    found = cache.get(namespace, [*hashes, own_hash])
+    found: dict[str, np.ndarray] = {}
+    for extractor in reversed(extractors):  # the first choice's vectors win
+        found.update(cache.get(extractor.cache_key(), [*hashes, own_hash]))
     query = found.get(own_hash)
     if query is None:
-        query = extractor.encode([item.text])[0]
+        query = extractors[0].encode([item.text])[0]
     ids = [item_id for (item_id, _), h in zip(rows, hashes, strict=True) if h in found]
     if not ids:
         return Neighbourhood([], 0, len(rows) + 1, source)

@@ -184,6 +184,30 @@ def test_items_like_this_one_from_the_published_versions_cached_features(
 
 
 @pytest.mark.django_db
+def test_items_like_this_one_search_every_item_when_the_version_serves_in_int8(
+    monkeypatch, reviewer, no_auto_retrain, scene_project, tiny_backbone
+):
+    """Whether INT8 serves depends on this CPU's timing probe; here it is made to serve. The INT8 namespace holds
+    only the validation items the quality gate scored, so the neighbours come from the trained precision's."""
+    from modeling.engine import versions
+    from modeling.selectors.similarity import similar_items
+
+    def int8_when_possible(fitted, serving):
+        candidate = fitted.int8_variant()
+        return (candidate, "int8") if candidate is not None else (fitted, "fp32")
+
+    monkeypatch.setattr(versions, "_serving_fitted", int8_when_possible)
+    run = start_and_run(scene_project, params=tiny_params(tiny_backbone))
+    publish_model_version(version=run.model_version, user=None)
+    from modeling.services.serving import get_serving_model
+
+    assert get_serving_model(scene_project).predictor.precision == "int8"
+    item = scene_project.items.order_by("id").first()
+    near = similar_items(scene_project, item, k=5)
+    assert near.searched == near.total - 1 and len(near.items) == 5
+
+
+@pytest.mark.django_db
 def test_similarity_without_cached_features_says_how_to_get_them(
     client, reviewer, settings, scene_project, tiny_backbone
 ):
