@@ -1,9 +1,10 @@
 """Items like this one: the nearest items by cosine similarity of the cached frozen features.
 
-The features are those of the published version's backbone and feature settings (the ones the predict
-endpoint computes); without a published probe model, those of the default backbone as extraction runs and
-label checks cache them. Only items whose features are in the cache take part: nothing is extracted here
-except, when it is missing, the one item asked about (and that vector is not stored)."""
+The features are those of the published version's backbone and feature settings, in the precision it was
+trained in (where it serves in INT8, that namespace's vectors fill the gaps); without a published probe model,
+those of the default backbone as extraction runs and label checks cache them. Only items whose features are in
+the cache take part: nothing is extracted here except, when it is missing, the one item asked about (and that
+vector is not stored)."""
 
 from __future__ import annotations
 
